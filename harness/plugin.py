@@ -1,0 +1,140 @@
+"""The pytest plugin: `--harness-*` options, the matrix from thresholds.yaml, and the shared server fixture.
+
+Tests named `test_<suite>` that take the `harness` fixture are parametrized over every (model, config) of
+thresholds.yaml that lists that suite, with ids `model/config` (`test_gsm8k[canary/cpu]`), so `-k canary`,
+`-k mtp` or `-k qwen3_next` select naturally. Items are grouped so each server starts once for all its
+suites and stops after the last of them, before the next server starts.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+
+HARNESS_KEY = pytest.StashKey["HarnessSession"]()
+ENGINE_CHOICES = ("yaml", "sglang", "hf", "vllm", "attach")
+MARKER_KWARGS = ("suite",)
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "SGLang validation harness")
+    add = group.addoption
+    add("--harness-config", default="thresholds.yaml",
+        help="Matrix and references file, relative to the rootdir. Default: %(default)r")
+    add("--harness-engine", choices=ENGINE_CHOICES, default="yaml",
+        help="Engine for every selected config; 'yaml' uses each config's own. Default: %(default)r")
+    add("--harness-base-url", default=os.environ.get("HARNESS_BASE_URL"),
+        help="Attach to a running server instead of launching (env HARNESS_BASE_URL). Default: %(default)r")
+    add("--harness-report-dir", default="reports",
+        help="Where reports/<run-id>/ is written. Default: %(default)r")
+    add("--harness-limit", type=int, default=None,
+        help="Evaluate a deterministic subsample of N items per suite. Default: %(default)r (all)")
+    add("--harness-smoke", action="store_true", default=False,
+        help="Run a few samples per suite and assert nothing (tests the code path). Default: %(default)r")
+    add("--harness-no-reference", action="store_true", default=False,
+        help="Record observed values without judging them. Default: %(default)r")
+    add("--harness-update-thresholds", action="store_true", default=False,
+        help="Write observed values into existing reference entries (never adds one). Default: %(default)r")
+    add("--harness-gpus", default=None,
+        help="GPU ids ('0,1,2,3') or a count; configs needing more are skipped. Default: %(default)r (detect)")
+    add("--harness-startup-timeout", type=float, default=None,
+        help="Seconds to wait for a server to become healthy. Default: %(default)r (per engine)")
+    add("--harness-concurrency", type=int, default=64,
+        help="Concurrent requests per server. Default: %(default)r")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "harness(suite=NAME): run this test as suite NAME over the matrix")
+    from harness.pytest_session import HarnessSession
+
+    config.stash[HARNESS_KEY] = HarnessSession(config)
+    if _runs_suites(config) and not config.option.xmlpath:
+        config.option.xmlpath = str(config.stash[HARNESS_KEY].run_dir / "junit.xml")
+
+
+def _runs_suites(config: pytest.Config) -> bool:
+    suites_dir = Path(config.rootpath, "suites").resolve()
+    for arg in config.args:
+        path = Path(config.invocation_params.dir, arg.split("::")[0]).resolve()
+        if path == suites_dir or suites_dir in path.parents:
+            return True
+    return False
+
+
+def suite_of(definition) -> str:
+    marker = definition.get_closest_marker("harness") if hasattr(definition, "get_closest_marker") else None
+    if marker is not None:
+        unknown = set(marker.kwargs) - set(MARKER_KWARGS)
+        if unknown or marker.args:
+            bad = sorted(unknown) or [repr(a) for a in marker.args]
+            raise ConfigError(
+                f"{definition.nodeid}: @pytest.mark.harness got unexpected {', '.join(bad)}; "
+                f"valid keyword: {', '.join(MARKER_KWARGS)}"
+            )
+        if "suite" in marker.kwargs:
+            return marker.kwargs["suite"]
+    return definition.name.split("[")[0].removeprefix("test_")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "harness" not in metafunc.fixturenames:
+        return
+    session: HarnessSession = metafunc.config.stash[HARNESS_KEY]
+    suite = suite_of(metafunc.definition)
+    cases = session.cases_for(suite)
+    metafunc.parametrize("harness_case", cases, ids=[case.spec.id for case in cases])
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    harness = config.stash[HARNESS_KEY]
+    order: dict[str, int] = {}
+    for item in items:
+        case = _case_of(item)
+        if case is not None:
+            order.setdefault(case.key, len(order))
+            for name in (case.spec.model, case.spec.config):
+                item.extra_keyword_matches.add(name.replace("-", "_").replace(".", "_"))
+    # Stable: tests keep their relative order within a server; servers keep first-appearance order.
+    items.sort(key=lambda item: order.get(getattr(_case_of(item), "key", None), -1))
+    harness.planned_keys = order
+
+
+def _case_of(item: pytest.Item):
+    callspec = getattr(item, "callspec", None)
+    return callspec.params.get("harness_case") if callspec is not None else None
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    case = _case_of(item)
+    if case is None:
+        return
+    next_case = _case_of(nextitem) if nextitem is not None else None
+    if next_case is None or next_case.key != case.key:
+        item.config.stash[HARNESS_KEY].pool.release()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    harness = session.config.stash.get(HARNESS_KEY, None)
+    if harness is not None:
+        harness.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    harness = config.stash.get(HARNESS_KEY, None)
+    if harness is not None and harness.report is not None:
+        terminalreporter.write_sep("-", "harness report")
+        terminalreporter.write_line(f"report: {harness.run_dir}")
+        for line in harness.verdict_lines:
+            terminalreporter.write_line(line)
+
+
+@pytest.fixture
+def harness(request: pytest.FixtureRequest, harness_case):
+    """The server of this test's (model, config), started once and shared, plus run/check helpers."""
+    session = request.config.stash[HARNESS_KEY]
+    return session.run_for(harness_case, request.node)
+

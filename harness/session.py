@@ -1,0 +1,128 @@
+"""One live server at a time, shared by every suite of its (model, config), and the per-test run object.
+
+The plugin sorts tests so each server's tests are adjacent; the pool starts a server when the first of
+them needs it and stops it after the last, before the next server starts (so GPUs are free again). A launch
+that fails is remembered, and that config's remaining tests fail at once with the same log tail instead of
+launching again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.client import Client, ClientOptions
+from harness.spec import ServerSpec
+
+
+@dataclass(frozen=True)
+class Case:
+    """One test's target: a server spec plus the suite's knobs for that config."""
+
+    spec: ServerSpec
+    suite: str
+    options: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def key(self) -> str:
+        return self.spec.id
+
+
+@dataclass
+class LiveServer:
+    spec: ServerSpec
+    server: Any
+    client: Client
+    loop: asyncio.AbstractEventLoop
+    info: dict[str, Any]
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    engine_override: str | None
+    base_url: str | None
+    log_dir: Path
+    gpu_ids: tuple[str, ...]
+    client_options: ClientOptions
+    startup_timeout: float | None = None
+
+
+class ServerPool:
+    def __init__(self, settings: PoolSettings, on_started=None):
+        self.settings = settings
+        self.on_started = on_started or (lambda spec, live: None)
+        self.current: LiveServer | None = None
+        self._stack: contextlib.ExitStack | None = None
+        self.failures: dict[str, BaseException] = {}
+
+    def engine_for(self, spec: ServerSpec) -> str:
+        if self.settings.base_url:
+            return "attach"
+        return self.settings.engine_override or spec.engine
+
+    def skip_reason(self, spec: ServerSpec) -> str | None:
+        """Why this spec cannot run here (too few GPUs), or None."""
+        if self.engine_for(spec) == "attach" or spec.gpus <= len(self.settings.gpu_ids):
+            return None
+        have = len(self.settings.gpu_ids)
+        return f"{spec.id} needs {spec.gpus} GPU(s), {have} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
+
+    def acquire(self, spec: ServerSpec) -> LiveServer:
+        if self.current is not None and self.current.spec.id == spec.id:
+            return self.current
+        self.release()
+        if spec.id in self.failures:
+            raise self.failures[spec.id]
+        try:
+            self.current = self._start(spec)
+        except Exception as exc:
+            self.failures[spec.id] = exc
+            raise
+        self.on_started(spec, self.current)
+        return self.current
+
+    def _start(self, spec: ServerSpec) -> LiveServer:
+        from harness.engines import get_engine
+        from harness.server import Server
+
+        engine_name = self.engine_for(spec)
+        engine = get_engine(engine_name)
+        stack = contextlib.ExitStack()
+        try:
+            if engine_name == "attach":
+                server = stack.enter_context(Server.attach(self.settings.base_url, spec=spec))
+            else:
+                if self.settings.startup_timeout:
+                    spec = _replace(spec, startup_timeout=self.settings.startup_timeout)
+                engine.preflight(spec)
+                gpu_ids = self.settings.gpu_ids[: spec.gpus]
+                server = stack.enter_context(
+                    Server(spec, engine, log_dir=self.settings.log_dir, gpu_ids=gpu_ids)
+                )
+            loop = asyncio.new_event_loop()
+            client = Client(server.base_url, self.settings.client_options)
+            stack.callback(loop.close)
+            stack.callback(lambda: loop.run_until_complete(client.close()))
+        except BaseException:
+            stack.close()
+            raise
+        self._stack = stack
+        return LiveServer(spec=spec, server=server, client=client, loop=loop, info=dict(server.info or {}))
+
+    def release(self) -> None:
+        """Stop the current server (and reap it) if there is one."""
+        stack, self._stack, self.current = self._stack, None, None
+        if stack is not None:
+            stack.close()
+
+
+def _replace(spec: ServerSpec, **changes) -> ServerSpec:
+    import dataclasses
+
+    return dataclasses.replace(spec, **changes)
