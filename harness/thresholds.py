@@ -170,7 +170,7 @@ def _paired(baseline, candidate) -> list[tuple[bool, bool]]:
         return [(bool(baseline[k]), bool(candidate[k])) for k in baseline]
     if len(baseline) != len(candidate):
         raise ValueError(f"baseline has {len(baseline)} samples, candidate {len(candidate)}; compare the same items")
-    return [(bool(b), bool(c)) for b, c in zip(baseline, candidate)]
+    return [(bool(b), bool(c)) for b, c in zip(baseline, candidate, strict=True)]
 
 
 @dataclass(frozen=True, slots=True)

@@ -180,7 +180,9 @@ def test_min_bounds_are_inclusive():
 def test_ratio_bound_says_where_the_limit_came_from():
     bound = Bound(0.95 * 1.94, upper=False, ratio=0.95, value=1.94, n=100)
     verdict = check_bound("spec_accept_length[canary/ngram]", "accept_length", 1.52, bound)
-    assert verdict.message() == "spec_accept_length[canary/ngram]: accept_length 1.52 < min 1.84 (0.95 × ref 1.94, n=100)"
+    assert verdict.message() == (
+        "spec_accept_length[canary/ngram]: accept_length 1.52 < min 1.84 (0.95 × ref 1.94, n=100)"
+    )
 
 
 def test_paired_gate_fails_on_a_significant_regression():

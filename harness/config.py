@@ -1,0 +1,357 @@
+"""thresholds.yaml: the model × config matrix to serve, and the references every suite is judged by.
+
+The file holds data only (no templating). `models` maps a name to what to load and its `configs`
+(SGLang server args, GPUs, suites, per-suite knobs). `references` maps suite → model → a list of
+entries; the first entry whose `match` fits the config's numerics wins. Numerics are what can move
+scores — dtype, quantization, KV-cache dtype, speculative algorithm — and never parallelism: every
+TP/DP/EP/PP config of a model must meet the same reference, because a gap there is a bug
+(TensorRT-LLM keys its references the same way). A key left out of `match` matches any value, so
+specific entries go first; an entry that an earlier one always shadows is rejected.
+
+An entry is either statistical (`value`, `n`, `sigma`: the floor is derived in harness.thresholds)
+or a plain bound (`max`, `min`, or `min_ratio`/`max_ratio` of a measured `value`). `value: null`
+marks a reference not measured yet: the suite then fails asking for a measurement, which
+`--harness-update-thresholds` writes into that entry (`update_reference`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.config_checks import BOUND_KEYS, Numerics, config_numerics, matches, model_problems, reference_problems
+from harness.config_errors import Loc, Span, describe_validation_error, key_path, read_yaml
+from harness.config_options import SUITES, SuiteOptions
+from harness.errors import ConfigError, unknown_choice
+from harness.spec import ServerSpec
+from harness.thresholds import (
+    DEFAULT_ALPHA,
+    DEFAULT_BETA,
+    Bound,
+    StatisticalReference,
+    Verdict,
+    check_bound,
+    check_statistical,
+    metric_info,
+)
+
+Engine = Literal["sglang", "hf", "vllm"]
+KNOWN_SUITES = SUITES  # the registry lives in harness.config_options; this name is what the plugin imports
+
+
+class NoReferenceError(ConfigError):
+    """No usable reference for a (suite, model, config): none matches, or the match is not measured yet."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _stringify(value: Any) -> Any:
+    """SGLang's own tests write `"--tp", 4`; accept numbers in args and env, as the shell would."""
+    scalar = (int, float)
+    if isinstance(value, list):
+        return [str(v) if isinstance(v, scalar) and not isinstance(v, bool) else v for v in value]
+    if isinstance(value, dict):
+        return {k: str(v) if isinstance(v, scalar) and not isinstance(v, bool) else v for k, v in value.items()}
+    return value
+
+
+class ConfigSpec(_Strict):
+    args: list[str] = []
+    gpus: int = Field(0, ge=0)
+    suites: list[str]
+    engine: Engine | None = None
+    env: dict[str, str] = {}
+    options: SuiteOptions = SuiteOptions()
+    startup_timeout: float | None = Field(None, gt=0)
+    description: str = ""
+
+    _coerce = field_validator("args", "env", mode="before")(_stringify)
+
+
+class ModelSpec(_Strict):
+    path: str = Field(min_length=1)
+    tokenizer: str | None = None
+    engine: Engine = "sglang"
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    description: str = ""
+    startup_timeout: float | None = Field(None, gt=0)
+    options: SuiteOptions = SuiteOptions()
+    configs: dict[str, ConfigSpec] = Field(min_length=1)
+
+
+class Match(_Strict):
+    dtype: str | None = None
+    quantization: str | None = None
+    kv_cache_dtype: str | None = None
+    speculative_algorithm: str | None = None
+
+    def describe(self) -> str:
+        keys = self.model_dump(exclude_none=True)
+        return "{" + ", ".join(f"{k}: {v}" for k, v in keys.items()) + "}" if keys else "{} (any)"
+
+
+class ReferenceEntry(_Strict):
+    metric: str
+    value: float | None = None
+    n: int | None = Field(None, ge=1)
+    sigma: float | None = Field(None, ge=0)
+    alpha: float | None = Field(None, gt=0, lt=1)
+    beta: float | None = Field(None, gt=0, lt=1)
+    higher_is_better: bool | None = None
+    max: float | None = None
+    min: float | None = None
+    min_ratio: float | None = Field(None, gt=0)
+    max_ratio: float | None = Field(None, gt=0)
+    match: Match = Match()
+    provenance: str = Field(min_length=1)
+
+    @property
+    def kind(self) -> str:
+        """'statistical', or the bound key in use: 'max', 'min', 'min_ratio', 'max_ratio'."""
+        return next((k for k in BOUND_KEYS if getattr(self, k) is not None), "statistical")
+
+    @property
+    def pending(self) -> bool:
+        """True for an entry that exists but whose value was not measured yet (`value: null`)."""
+        return self.value is None and self.kind in ("statistical", "min_ratio", "max_ratio")
+
+    def criterion(self) -> StatisticalReference | Bound:
+        """What harness.thresholds compares an observed value with."""
+        if self.kind == "statistical":
+            direction = metric_info(self.metric).higher_is_better
+            return StatisticalReference(
+                self.value, self.n, self.sigma,
+                DEFAULT_ALPHA if self.alpha is None else self.alpha,
+                DEFAULT_BETA if self.beta is None else self.beta,
+                direction if self.higher_is_better is None else self.higher_is_better,
+            )  # fmt: skip
+        if self.kind in ("max", "min"):
+            return Bound(getattr(self, self.kind), upper=self.kind == "max", value=self.value, n=self.n)
+        ratio = getattr(self, self.kind)
+        return Bound(ratio * self.value, upper=self.kind == "max_ratio", ratio=ratio, value=self.value, n=self.n)
+
+
+class ThresholdsDoc(_Strict):
+    models: dict[str, ModelSpec]
+    references: dict[str, dict[str, list[ReferenceEntry]]] = {}
+
+
+@dataclass(frozen=True)
+class ReferenceMatch:
+    """The entry chosen for one (suite, model, config), and where it lives in the file."""
+
+    suite: str
+    model: str
+    config: str
+    index: int
+    entry: ReferenceEntry
+    source: str
+
+    @property
+    def path(self) -> str:
+        return f"references.{self.suite}.{self.model}[{self.index}]"
+
+    @property
+    def test_id(self) -> str:
+        return f"{self.suite}[{self.model}/{self.config}]"
+
+    def check(self, observed: float, n: int | None = None) -> Verdict:
+        """Judge an observed value (over n samples) against this entry."""
+        entry, where = self.entry, f"{self.source} {self.path}"
+        if entry.pending:
+            raise NoReferenceError(
+                f"{where}: {entry.metric} for {self.test_id} has no measured value yet ({entry.provenance});"
+                " record one with --harness-no-reference, then write it with --harness-update-thresholds"
+            )
+        criterion = entry.criterion()
+        if isinstance(criterion, StatisticalReference):
+            return check_statistical(self.test_id, entry.metric, observed, criterion, n, where)
+        return check_bound(self.test_id, entry.metric, observed, criterion, n, where)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """A validated thresholds.yaml. `source` is the name used in messages; `spans` locate every value."""
+
+    doc: ThresholdsDoc
+    path: Path
+    source: str
+    spans: dict[Loc, Span]
+
+    def model(self, name: str) -> ModelSpec:
+        if name not in self.doc.models:
+            raise unknown_choice("model", name, self.doc.models, self.source)
+        return self.doc.models[name]
+
+    def config(self, model: str, config: str) -> ConfigSpec:
+        configs = self.model(model).configs
+        if config not in configs:
+            raise unknown_choice("config", config, configs, f"{self.source}: models.{model}.configs")
+        return configs[config]
+
+    def numerics(self, model: str, config: str) -> Numerics:
+        m = self.model(model)
+        return config_numerics(self.config(model, config).args, m.dtype, m.quantization, m.kv_cache_dtype)
+
+    def suite_options(self, model: str, config: str, suite: str) -> dict[str, Any]:
+        """The knobs set for a suite: the model's, overridden key by key by the config's."""
+        if suite not in SUITES:
+            raise unknown_choice("suite", suite, SUITES, self.source)
+        merged: dict[str, Any] = {}
+        for options in (self.model(model).options, self.config(model, config).options):
+            knobs = getattr(options, suite)
+            if knobs is not None:
+                merged.update(knobs.model_dump(exclude_unset=True))
+        return merged
+
+    def server_spec(self, model: str, config: str) -> ServerSpec:
+        m, c = self.model(model), self.config(model, config)
+        base = self.path.parent
+        return ServerSpec(
+            model=model, config=config, model_path=resolve_model_path(m.path, base),
+            engine=c.engine or m.engine, args=tuple(c.args), env=dict(c.env), gpus=c.gpus,
+            tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
+            startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
+        )  # fmt: skip
+
+    def server_specs(self) -> list[ServerSpec]:
+        return [self.server_spec(m, c) for m, spec in self.doc.models.items() for c in spec.configs]
+
+    def cases(self, suite: str) -> list[tuple[ServerSpec, dict[str, Any]]]:
+        """Every (server, suite options) whose config runs `suite`, in file order."""
+        if suite not in SUITES:
+            raise unknown_choice("suite", suite, SUITES, self.source)
+        return [
+            (self.server_spec(model, config), self.suite_options(model, config, suite))
+            for model, spec in self.doc.models.items()
+            for config, config_spec in spec.configs.items()
+            if suite in config_spec.suites
+        ]
+
+    def find_reference(self, suite: str, model: str, config: str, metric: str | None = None) -> ReferenceMatch | None:
+        """The first entry of references.<suite>.<model> (of `metric`, if given) matching the config's numerics."""
+        if suite not in SUITES:
+            raise unknown_choice("suite", suite, SUITES, self.source)
+        numerics = self.numerics(model, config)
+        for index, entry in enumerate(self.doc.references.get(suite, {}).get(model, [])):
+            if (metric is None or entry.metric == metric) and matches(entry.match, numerics):
+                return ReferenceMatch(suite, model, config, index, entry, self.source)
+        return None
+
+    def reference_for(self, suite: str, model: str, config: str, metric: str | None = None) -> ReferenceMatch:
+        """Like find_reference, but a missing reference raises NoReferenceError listing the entries that exist."""
+        found = self.find_reference(suite, model, config, metric)
+        if found is not None:
+            return found
+        entries = self.doc.references.get(suite, {}).get(model, [])
+        what = f"{suite}[{model}/{config}]" + (f" metric {metric}" if metric else "")
+        if entries:
+            listed = "; ".join(f"[{i}] {e.metric} match {e.match.describe()}" for i, e in enumerate(entries))
+            have = f"entries under references.{suite}.{model}: {listed}"
+        else:
+            have = f"references.{suite} has no entries for model {model!r}"
+        raise NoReferenceError(
+            f"{self.source}: no reference for {what} ({self.numerics(model, config).describe()}); {have};"
+            " add a matching entry (first match wins), or run with --harness-no-reference to record values"
+        )
+
+
+def resolve_model_path(path: str, base_dir: Path) -> str:
+    """Local directories resolve against the YAML file's folder; `org/name` stays a hub id.
+
+    Local means: absolute, starting with ./ ../ or ~, with two or more slashes, or existing there.
+    """
+    expanded = os.path.expanduser(path)
+    local = (
+        os.path.isabs(expanded)
+        or path.startswith(("./", "../", "~"))
+        or path.count("/") >= 2
+        or (base_dir / path).exists()
+    )
+    return str((base_dir / expanded).resolve()) if local else path
+
+
+def display_name(path: Path) -> str:
+    """The file's name as messages show it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
+    """Read and validate thresholds.yaml; any problem raises one ConfigError naming file, key path and value."""
+    path = Path(path)
+    source = display_name(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{source}: file not found (looked in {path.resolve().parent})") from None
+    return parse_thresholds(text, path, source)
+
+
+def parse_thresholds(text: str, path: Path, source: str) -> Thresholds:
+    data, spans = read_yaml(text, source)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: top level: expected a mapping with 'models' and 'references', got {data!r:.60}")
+    try:
+        doc = ThresholdsDoc.model_validate(data)
+    except ValidationError as exc:
+        raise describe_validation_error(exc, ThresholdsDoc, source) from None
+    problems = model_problems(doc, source, SUITES) + reference_problems(doc, source, SUITES)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return Thresholds(doc, path, source, spans)
+
+
+def update_reference(
+    path: str | os.PathLike[str], suite: str, model: str, index: int, value: float, n: int | None = None
+) -> Thresholds:
+    """Write an observed value (and n) into an entry that already exists; refuse anything else.
+
+    Only the two scalars are replaced in the text, so comments, order and layout stay as they were;
+    the result is validated before it replaces the file. Returns the reloaded thresholds.
+    """
+    current = load_thresholds(path)
+    entry_loc: Loc = ("references", suite, model, index)
+    where = f"{current.source}: {key_path(entry_loc)}"
+    if entry_loc not in current.spans:
+        raise ConfigError(
+            f"{where} does not exist; add an entry to thresholds.yaml first (metric, value: null, n: null, sigma,"
+            " match, provenance), then run --harness-update-thresholds again"
+        )
+    entry = current.doc.references[suite][model][index]
+    edits = {"value": value, "n": n} if n is not None else {"value": value}
+    for key in edits:
+        if (*entry_loc, key) not in current.spans:
+            bound = f" (a bound: {entry.kind} set by hand)" if entry.kind in ("max", "min") else ""
+            raise ConfigError(f"{where} has no '{key}' key to update{bound}; add `{key}:` to the entry first")
+    text = Path(path).read_text(encoding="utf-8")
+    # Replace from the end of the file backwards so earlier offsets stay valid.
+    for key, new in sorted(edits.items(), key=lambda kv: -current.spans[(*entry_loc, kv[0])].start):
+        span = current.spans[(*entry_loc, key)]
+        text = text[: span.start] + (str(int(new)) if key == "n" else _yaml_float(new)) + text[span.end :]
+    updated = parse_thresholds(text, current.path, current.source)
+    tmp = Path(path).with_name(Path(path).name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return updated
+
+
+def _yaml_float(x: float) -> str:
+    """A float PyYAML reads back as a float: 6 significant digits, always with a '.' (1e-05 is a string there)."""
+    x = float(x)
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ValueError(f"refusing to write a non-finite value ({x}) into thresholds.yaml")
+    mantissa, e, exponent = format(x, ".6g").partition("e")
+    if "." not in mantissa:
+        mantissa += ".0"
+    return mantissa + (e + exponent if e else "")

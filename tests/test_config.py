@@ -1,0 +1,429 @@
+"""thresholds.yaml: loading, the exact messages for malformed files, reference selection, in-place updates."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.config import (
+    KNOWN_SUITES,
+    NoReferenceError,
+    load_thresholds,
+    resolve_model_path,
+    update_reference,
+)
+from harness.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+SUITE_CHOICES = (
+    "gsm8k, hf_parity, logprob_decode_cache_hit, logprob_prefill_cache_hit, mmmu, perf, prefix_branching,"
+    " spec_accept_length, video_mme"
+)
+
+BASE = """\
+models:
+  canary:
+    path: assets/canary/model
+    engine: hf
+    dtype: float32
+    configs:
+      tp1:
+        engine: sglang
+        args: [--dtype, bfloat16]
+        gpus: 1
+        suites: [gsm8k, logprob_prefill_cache_hit]
+      ngram:
+        args: [--speculative-algorithm=ngram, --tp-size, 2]
+        suites: [gsm8k, spec_accept_length]
+  big:
+    path: org/Big-Model
+    configs:
+      tp4:
+        args: [--tp-size, "4"]
+        gpus: 4
+        suites: [gsm8k]
+references:
+  gsm8k:
+    canary:
+      - metric: accuracy
+        value: 0.99   # measured on the canary
+        n: 1319
+        sigma: 0.5
+        provenance: test
+  logprob_prefill_cache_hit:
+    canary:
+      - {metric: kl_div, max: 1.0e-3, match: {dtype: bf16}, provenance: test}
+      - {metric: kl_div, max: 1.0e-6, provenance: test}
+  spec_accept_length:
+    canary:
+      - metric: accept_length
+        value: null
+        n: null
+        min_ratio: 0.95
+        match: {speculative_algorithm: NGRAM}
+        provenance: pending measurement
+"""
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Work in an empty folder so messages name the file `thresholds.yaml`, as users see it."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write(folder: Path, text: str) -> Path:
+    path = folder / "thresholds.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def edit(old: str, new: str, text: str = BASE) -> str:
+    assert old in text, old
+    return text.replace(old, new, 1)
+
+
+def error_of(folder: Path, text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_thresholds(write(folder, text))
+    return str(info.value)
+
+
+# -- malformed files: the messages are pinned -----------------------------------------------------
+
+KL_DEFAULT = "{metric: kl_div, max: 1.0e-6, provenance: test}"
+
+# (what the test breaks, text replaced in BASE, its replacement, the exact message)
+MALFORMED = [
+    ("unknown suite in a config",
+     "suites: [gsm8k, logprob_prefill_cache_hit]", "suites: [gsm8kk, logprob_prefill_cache_hit]",
+     "thresholds.yaml: models.canary.configs.tp1.suites[0]: unknown suite 'gsm8kk' (did you mean 'gsm8k'?);"
+     f" valid choices: {SUITE_CHOICES}"),
+    ("suite listed twice",
+     "suites: [gsm8k, spec_accept_length]", "suites: [gsm8k, spec_accept_length, gsm8k]",
+     "thresholds.yaml: models.canary.configs.ngram.suites[2]: suite 'gsm8k' listed twice"),
+    ("unknown key",
+     "        gpus: 1\n", "        gpuss: 1\n",
+     "thresholds.yaml: models.canary.configs.tp1: unknown key 'gpuss' (did you mean 'gpus'?);"
+     " valid choices: args, description, engine, env, gpus, options, startup_timeout, suites"),
+    ("wrong type",
+     "gpus: 1", "gpus: two",
+     "thresholds.yaml: models.canary.configs.tp1.gpus: expected an integer, got 'two'"),
+    ("a string where a list belongs",
+     "suites: [gsm8k]", "suites: gsm8k",
+     "thresholds.yaml: models.big.configs.tp4.suites: expected a list, got 'gsm8k'"),
+    ("negative gpus",
+     "gpus: 1", "gpus: -1",
+     "thresholds.yaml: models.canary.configs.tp1.gpus: must be ≥ 0, got -1"),
+    ("unknown engine",
+     "engine: sglang", "engine: sgl",
+     "thresholds.yaml: models.canary.configs.tp1.engine: unknown engine 'sgl' (did you mean 'sglang'?);"
+     " valid choices: hf, sglang, vllm"),
+    ("missing model path",
+     "    path: org/Big-Model\n", "",
+     "thresholds.yaml: models.big: missing required key 'path'"),
+    ("missing provenance",
+     "        provenance: pending measurement\n", "",
+     "thresholds.yaml: references.spec_accept_length.canary[0]: missing required key 'provenance'"),
+    ("reference naming a missing model",
+     "  gsm8k:\n    canary:", "  gsm8k:\n    canry:",
+     "thresholds.yaml: references.gsm8k.canry: unknown model 'canry' (did you mean 'canary'?);"
+     " valid choices: big, canary"),
+    ("reference under an unknown suite",
+     "  spec_accept_length:\n    canary:", "  spec_accept_lenght:\n    canary:",
+     "thresholds.yaml: references.spec_accept_lenght: unknown suite 'spec_accept_lenght'"
+     f" (did you mean 'spec_accept_length'?); valid choices: {SUITE_CHOICES}"),
+    ("unknown speculative algorithm in a match",
+     "speculative_algorithm: NGRAM", "speculative_algorithm: NGRM",
+     "thresholds.yaml: references.spec_accept_length.canary[0].match.speculative_algorithm:"
+     " unknown speculative algorithm 'NGRM' (did you mean 'NGRAM'?);"
+     " valid choices: DFLASH, DSPARK, EAGLE, EAGLE3, NEXTN, NGRAM, STANDALONE, SUFFIX, none"),
+    ("unknown suite option knob",
+     "        gpus: 1\n", "        gpus: 1\n        options: {gsm8k: {num_shot: 5}}\n",
+     "thresholds.yaml: models.canary.configs.tp1.options.gsm8k: unknown key 'num_shot' (did you mean 'num_shots'?);"
+     " valid choices: concurrency, data_path, limit, max_new_tokens, mode, num_shots"),
+    ("options for a suite the config does not run",
+     "        gpus: 1\n", "        gpus: 1\n        options: {prefix_branching: {suffix_length: 8}}\n",
+     "thresholds.yaml: models.canary.configs.tp1.options.prefix_branching: options for suite 'prefix_branching',"
+     " which this config does not run (its suites: gsm8k, logprob_prefill_cache_hit)"),
+    ("duplicate config name, with both lines",
+     "      ngram:\n", "      tp1:\n",
+     "thresholds.yaml:12: models.canary.configs: duplicate key 'tp1' (first defined on line 7)"),
+    ("invalid model name",
+     "  big:\n", "  'big model':\n",
+     "thresholds.yaml: models.big model: invalid model name 'big model': use letters, digits, '.', '_' and '-'"
+     " (it appears in test ids like gsm8k[model/config])"),
+    ("statistical entry without sigma",
+     "        sigma: 0.5\n", "",
+     "thresholds.yaml: references.gsm8k.canary[0]: missing required key 'sigma' for a statistical entry"
+     " (the per-sample standard deviation; 0.5 is the Bernoulli worst case), or give max/min for a plain bound"),
+    ("bound entry with statistical keys",
+     KL_DEFAULT, "{metric: kl_div, max: 1e-6, sigma: 0.1, provenance: t}",
+     "thresholds.yaml: references.logprob_prefill_cache_hit.canary[1]: sigma only apply to statistical entries"
+     " (value, n, sigma); this entry is a bound (max)"),
+    ("bound in the wrong direction",
+     KL_DEFAULT, "{metric: kl_div, min: 1.0e-6, provenance: test}",
+     "thresholds.yaml: references.logprob_prefill_cache_hit.canary[1]: kl_div is lower-is-better,"
+     " so its bound is a max, not min"),
+    ("value without n",
+     "        n: 1319\n", "",
+     "thresholds.yaml: references.gsm8k.canary[0]: give value and n together"
+     " (both null marks a reference not measured yet)"),
+    ("proportion out of range",
+     "value: 0.99", "value: 99.0",
+     "thresholds.yaml: references.gsm8k.canary[0].value: accuracy is a proportion in [0, 1], got 99.0"),
+    ("an entry shadowed by an earlier one",
+     "      - {metric: kl_div, max: 1.0e-3, match: {dtype: bf16}, provenance: test}\n      - " + KL_DEFAULT,
+     "      - " + KL_DEFAULT + "\n      - {metric: kl_div, max: 1.0e-3, match: {dtype: bf16}, provenance: test}",
+     "thresholds.yaml: references.logprob_prefill_cache_hit.canary[1]: can never match:"
+     " references.logprob_prefill_cache_hit.canary[0] (kl_div, match {} (any)) already matches every config"
+     " it would; put the more specific entry first"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("old", "new", "message"), [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
+def test_malformed_file_message(in_tmp, old, new, message):
+    assert error_of(in_tmp, edit(old, new)) == message
+
+
+def test_unknown_metric(in_tmp):
+    assert error_of(in_tmp, edit("metric: accuracy", "metric: acuracy")).startswith(
+        "thresholds.yaml: references.gsm8k.canary[0].metric: unknown metric 'acuracy' (did you mean 'accuracy'?);"
+        " valid choices: accept_length, accuracy, accuracy_strict,"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models: {}\nmodels: {}\n", "thresholds.yaml:2: top level: duplicate key 'models' (first defined on line 1)"),
+        (
+            "models:\n  canary: [unclosed\n",
+            "thresholds.yaml:3: invalid YAML: expected ',' or ']', but got '<stream end>'",
+        ),
+        ("", "thresholds.yaml: the file is empty; it needs at least a 'models' mapping"),
+        ("- a\n", "thresholds.yaml: top level: expected a mapping with 'models' and 'references', got ['a']"),
+        (
+            "model:\n  x: 1\n",
+            "thresholds.yaml: top level: missing required key 'models'\n"
+            "thresholds.yaml: top level: unknown key 'model' (did you mean 'models'?);"
+            " valid choices: models, references",
+        ),
+    ],
+    ids=["duplicate top-level key", "invalid YAML", "empty file", "top level is a list", "misspelt models"],
+)
+def test_whole_file_problems(in_tmp, text, message):
+    assert error_of(in_tmp, text) == message
+
+
+def test_missing_file(in_tmp):
+    with pytest.raises(ConfigError, match=r"^nope.yaml: file not found \(looked in "):
+        load_thresholds("nope.yaml")
+
+
+def test_every_problem_is_reported_at_once(in_tmp):
+    text = edit("suites: [gsm8k]", "suites: [gsm8k, perff]", edit("  gsm8k:\n    canary:", "  gsm8k:\n    canry:"))
+    lines = error_of(in_tmp, text).splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("thresholds.yaml: models.big.configs.tp4.suites[1]: unknown suite 'perff'")
+    assert lines[1].startswith("thresholds.yaml: references.gsm8k.canry: unknown model 'canry'")
+
+
+# -- a valid file: numerics, references, server specs ---------------------------------------------
+
+
+def test_numerics_come_from_args_then_model_defaults(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    assert thresholds.numerics("canary", "tp1").describe() == (
+        "dtype=bfloat16, quantization=none, kv_cache_dtype=auto, speculative_algorithm=none"
+    )
+    assert thresholds.numerics("canary", "ngram").describe() == (
+        "dtype=float32, quantization=none, kv_cache_dtype=auto, speculative_algorithm=NGRAM"
+    )
+    assert thresholds.numerics("big", "tp4").dtype == "auto"
+
+
+def test_first_matching_entry_wins_and_parallelism_does_not_count(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    tp1 = thresholds.reference_for("logprob_prefill_cache_hit", "canary", "tp1", "kl_div")
+    assert (tp1.index, tp1.path) == (0, "references.logprob_prefill_cache_hit.canary[0]")
+    ngram = thresholds.reference_for("logprob_prefill_cache_hit", "canary", "ngram", "kl_div")  # float32, tp2
+    assert ngram.index == 1
+    assert thresholds.reference_for("gsm8k", "canary", "ngram").test_id == "gsm8k[canary/ngram]"
+
+
+def test_a_match_checks_through_thresholds(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    verdict = thresholds.reference_for("logprob_prefill_cache_hit", "canary", "tp1", "kl_div").check(3.1e-3)
+    assert verdict.message() == (
+        "logprob_prefill_cache_hit[canary/tp1]: kl_div 3.1e-03 > max 1.0e-03"
+        " — thresholds.yaml references.logprob_prefill_cache_hit.canary[0]"
+    )
+    verdict = thresholds.reference_for("gsm8k", "canary", "tp1", "accuracy").check(0.995, n=1319)
+    assert verdict.passed and verdict.source == "thresholds.yaml references.gsm8k.canary[0]"
+
+
+def test_no_matching_reference_lists_what_exists(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    assert thresholds.find_reference("gsm8k", "canary", "tp1", "invalid_rate") is None
+    with pytest.raises(NoReferenceError) as info:
+        thresholds.reference_for("gsm8k", "canary", "tp1", "invalid_rate")
+    assert str(info.value) == (
+        "thresholds.yaml: no reference for gsm8k[canary/tp1] metric invalid_rate (dtype=bfloat16, quantization=none,"
+        " kv_cache_dtype=auto, speculative_algorithm=none); entries under references.gsm8k.canary:"
+        " [0] accuracy match {} (any); add a matching entry (first match wins), or run with --harness-no-reference"
+        " to record values"
+    )
+    with pytest.raises(NoReferenceError) as info:
+        thresholds.reference_for("spec_accept_length", "canary", "tp1")
+    assert "entries under references.spec_accept_length.canary: [0] accept_length match" in str(info.value)
+    assert "{speculative_algorithm: NGRAM}" in str(info.value)
+    with pytest.raises(NoReferenceError, match="references.gsm8k has no entries for model 'big'"):
+        thresholds.reference_for("gsm8k", "big", "tp4")
+
+
+def test_a_pending_entry_asks_for_a_measurement(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    match = thresholds.reference_for("spec_accept_length", "canary", "ngram", "accept_length")
+    assert match.entry.pending
+    with pytest.raises(NoReferenceError) as info:
+        match.check(1.9)
+    assert str(info.value) == (
+        "thresholds.yaml references.spec_accept_length.canary[0]: accept_length for spec_accept_length[canary/ngram]"
+        " has no measured value yet (pending measurement); record one with --harness-no-reference, then write it"
+        " with --harness-update-thresholds"
+    )
+
+
+def test_unknown_names_in_lookups(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    with pytest.raises(ConfigError, match=r"unknown config 'tp2' \(did you mean 'tp1'\?\); valid choices: ngram, tp1"):
+        thresholds.reference_for("gsm8k", "canary", "tp2")
+    with pytest.raises(ConfigError, match=r"unknown suite 'gsm'"):
+        thresholds.cases("gsm")
+
+
+def test_server_specs_and_cases(in_tmp):
+    thresholds = load_thresholds(write(in_tmp, BASE))
+    spec = thresholds.server_spec("canary", "ngram")
+    assert spec.model_path == str(in_tmp.resolve() / "assets/canary/model")
+    assert (spec.engine, spec.args, spec.gpus) == ("hf", ("--speculative-algorithm=ngram", "--tp-size", "2"), 0)
+    assert thresholds.server_spec("canary", "tp1").engine == "sglang"
+    assert thresholds.server_spec("big", "tp4").model_path == "org/Big-Model"
+    assert [(s.id, options) for s, options in thresholds.cases("gsm8k")] == [
+        ("canary/tp1", {}), ("canary/ngram", {}), ("big/tp4", {}),
+    ]  # fmt: skip
+    assert KNOWN_SUITES[0] == "gsm8k"
+
+
+def test_suite_options_merge_model_then_config(in_tmp):
+    text = edit("    dtype: float32\n", "    dtype: float32\n    options: {gsm8k: {num_shots: 5, limit: 50}}\n")
+    text = edit("        gpus: 1\n", "        gpus: 1\n        options: {gsm8k: {limit: 10}}\n", text)
+    thresholds = load_thresholds(write(in_tmp, text))
+    assert thresholds.suite_options("canary", "tp1", "gsm8k") == {"num_shots": 5, "limit": 10}
+    assert thresholds.suite_options("canary", "ngram", "gsm8k") == {"num_shots": 5, "limit": 50}
+
+
+def test_model_paths_resolve_against_the_yaml_folder(tmp_path):
+    (tmp_path / "weights").mkdir()
+    assert resolve_model_path("Qwen/Qwen3-Next-80B-A3B-Instruct", tmp_path) == "Qwen/Qwen3-Next-80B-A3B-Instruct"
+    assert resolve_model_path("assets/canary/model", tmp_path) == str(tmp_path / "assets/canary/model")
+    assert resolve_model_path("./m", tmp_path) == str(tmp_path / "m")
+    assert resolve_model_path("weights", tmp_path) == str(tmp_path / "weights")
+    assert resolve_model_path("/abs/model", tmp_path) == "/abs/model"
+
+
+# -- --harness-update-thresholds --------------------------------------------------------------------
+
+
+def test_update_rewrites_only_value_and_n(in_tmp):
+    path = write(in_tmp, BASE)
+    updated = update_reference(path, "gsm8k", "canary", 0, 0.9947, 1000)
+    expected = edit("value: 0.99   # measured", "value: 0.9947   # measured", edit("n: 1319", "n: 1000"))
+    assert path.read_text() == expected
+    entry = updated.doc.references["gsm8k"]["canary"][0]
+    assert (entry.value, entry.n) == (0.9947, 1000)
+
+
+def test_update_fills_a_pending_entry_with_a_small_value(in_tmp):
+    path = write(in_tmp, BASE)
+    update_reference(path, "spec_accept_length", "canary", 0, 1.93617, 100)
+    assert "        value: 1.93617\n        n: 100\n        min_ratio: 0.95\n" in path.read_text()
+    assert load_thresholds(path).reference_for("spec_accept_length", "canary", "ngram").check(1.9).passed
+    update_reference(path, "spec_accept_length", "canary", 0, 1.5e-5)  # n left as it was
+    assert "value: 1.5e-05\n        n: 100\n" in path.read_text()
+    assert load_thresholds(path).doc.references["spec_accept_length"]["canary"][0].value == 1.5e-5
+
+
+def test_update_refuses_entries_that_do_not_exist(in_tmp):
+    path = write(in_tmp, BASE)
+    for suite, model, index in [("gsm8k", "canary", 1), ("gsm8k", "big", 0), ("hf_parity", "canary", 0)]:
+        with pytest.raises(ConfigError) as info:
+            update_reference(path, suite, model, index, 0.5, 10)
+        assert str(info.value) == (
+            f"thresholds.yaml: references.{suite}.{model}[{index}] does not exist; add an entry to thresholds.yaml"
+            " first (metric, value: null, n: null, sigma, match, provenance), then run"
+            " --harness-update-thresholds again"
+        )
+    assert path.read_text() == BASE
+
+
+def test_update_refuses_a_bound_set_by_hand(in_tmp):
+    path = write(in_tmp, BASE)
+    with pytest.raises(ConfigError) as info:
+        update_reference(path, "logprob_prefill_cache_hit", "canary", 0, 2e-4, 32)
+    assert str(info.value) == (
+        "thresholds.yaml: references.logprob_prefill_cache_hit.canary[0] has no 'value' key to update"
+        " (a bound: max set by hand); add `value:` to the entry first"
+    )
+    assert path.read_text() == BASE
+
+
+def test_update_refuses_a_value_the_schema_rejects(in_tmp):
+    path = write(in_tmp, BASE)
+    with pytest.raises(ConfigError, match=r"accuracy is a proportion in \[0, 1\], got 99.0"):
+        update_reference(path, "gsm8k", "canary", 0, 99.0, 1319)
+    assert path.read_text() == BASE
+
+
+# -- the repository's thresholds.yaml --------------------------------------------------------------
+
+
+def test_the_repository_file_loads_and_every_metric_suite_has_references(monkeypatch):
+    monkeypatch.chdir(REPO)
+    thresholds = load_thresholds("thresholds.yaml")
+    assert {"qwen3-next-80b", "intern-s2-preview", "llama-3.1-8b", "canary"} <= set(thresholds.doc.models)
+    for spec in thresholds.server_specs():
+        for suite in thresholds.config(spec.model, spec.config).suites:
+            if suite != "prefix_branching":  # exact expectations, no reference values
+                assert thresholds.find_reference(suite, spec.model, spec.config) is not None, (suite, spec.id)
+
+
+@pytest.mark.parametrize(
+    ("suite", "model", "config", "metric", "index"),
+    [
+        ("logprob_prefill_cache_hit", "qwen3-next-80b", "tp4-mtp", "kl_div", 0),  # MTP: 0.008
+        ("logprob_prefill_cache_hit", "qwen3-next-80b", "tp4-extra-buffer", "kl_div", 1),  # 0.0025
+        ("logprob_decode_cache_hit", "canary", "tp1", "kl_div", 0),  # bf16 on SGLang
+        ("logprob_decode_cache_hit", "canary", "cpu", "kl_div", 1),  # fp32 on the HF engine
+        ("logprob_decode_cache_hit", "canary", "tp2", "hit_rate", 2),
+        ("spec_accept_length", "llama-3.1-8b", "tp1-eagle3", "accept_length", 0),
+        ("gsm8k", "qwen3-next-80b", "tp4-mtp", "accuracy", 0),
+    ],
+)
+def test_the_repository_file_picks_the_intended_entries(monkeypatch, suite, model, config, metric, index):
+    monkeypatch.chdir(REPO)
+    assert load_thresholds("thresholds.yaml").reference_for(suite, model, config, metric).index == index
+
+
+def test_the_repository_qwen3_next_floor_matches_sglangs_ci_floor(monkeypatch):
+    # SGLang's CI asserts >= 0.93 on 200 questions; our floor for a full 1319-question run lands there too.
+    monkeypatch.chdir(REPO)
+    match = load_thresholds("thresholds.yaml").reference_for("gsm8k", "qwen3-next-80b", "tp4", "accuracy")
+    verdict = match.check(0.92, n=1319)
+    assert not verdict.passed
+    assert verdict.message() == (
+        "gsm8k[qwen3-next-80b/tp4]: accuracy 0.920 < floor 0.929 (ref 0.955, n=1319 (ref n=200), σ=0.207,"
+        " α=0.05, θ=0.039) — thresholds.yaml references.gsm8k.qwen3-next-80b[0]"
+    )
