@@ -1,0 +1,144 @@
+"""Pure pieces of the logprob cache-hit suites: the k3 estimator, hit rules and gates, the cached_tokens contract,
+prompt sources. Responses are shaped like SGLang 0.5.17's (tests/data/sglang_responses/generate.json)."""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.evals.logprob_common import (
+    CacheCheckFailed,
+    Prompt,
+    build_prompts,
+    cached_tokens_of,
+    canary_text,
+    gate_hit_rate,
+    k3_per_token,
+    output_logprobs,
+    radix_disabled_reason,
+    record_prompt,
+    summarize_kl,
+)
+from harness.evals.logprob_decode_cache_hit import is_decode_hit
+from harness.types import EvalContext
+
+DATA = Path(__file__).parent / "data" / "sglang_responses"
+GENERATE = json.loads((DATA / "generate.json").read_text())
+SERVER_INFO = json.loads((DATA / "server_info.json").read_text())
+
+
+def test_k3_per_token_exact_values():
+    # r = cold − hit; (e^r − 1) − r
+    assert k3_per_token([-1.0, -2.0, -3.0], [-1.0, -2.5, -2.5]) == pytest.approx(
+        [0.0, math.exp(0.5) - 1.5, math.exp(-0.5) - 0.5], rel=1e-12
+    )
+    assert k3_per_token([-1.0], [-1.0]) == [0.0]
+    assert k3_per_token([0.0], [-800.0]) == [math.inf]  # overflow is a failure, never a pass
+    with pytest.raises(ValueError):
+        k3_per_token([-1.0], [-1.0, -2.0])
+
+
+def test_summarize_kl_averages_per_sequence_then_over_sequences_and_finds_the_worst_token():
+    summary = summarize_kl(
+        [("a", [-1.0, -2.0], [-1.0, -2.5]), ("b", [-3.0, -1.0, -1.0, -1.0], [-2.9, -1.0, -1.0, -1.0])]
+    )
+    kl_a = (math.exp(0.5) - 1.5) / 2
+    kl_b = (math.exp(-0.1) - 1 + 0.1) / 4
+    assert summary.per_sample == pytest.approx({"a": kl_a, "b": kl_b})
+    assert summary.kl_div == pytest.approx((kl_a + kl_b) / 2)  # not the token-weighted mean
+    assert summary.max_abs_gap == pytest.approx(0.5)
+    assert summary.worst == {"sample": "a", "token_index": 1, "cold_logprob": -2.0, "hit_logprob": -2.5}
+    assert summary.tokens == 6
+
+
+def test_summarize_kl_of_identical_logprobs_is_zero_and_of_nothing_is_an_error():
+    assert summarize_kl([("a", [-1.0, -2.0], [-1.0, -2.0])]).kl_div == 0.0
+    with pytest.raises(ValueError, match="no sample"):
+        summarize_kl([("a", [], [])])
+
+
+def test_output_logprobs_reads_sglang_triples():
+    assert output_logprobs(GENERATE["prefill_hit_with_logprobs"]) == [-1.25, -0.5, -2.0]
+
+
+def test_prefill_hit_and_sanity_of_cached_tokens():
+    prompt = Prompt("s0", list(range(300)))
+    assert cached_tokens_of("suite", prompt, GENERATE["prefill_hit_with_logprobs"], 300) == 299
+    too_many = {"meta_info": {"cached_tokens": 300}}
+    with pytest.raises(
+        CacheCheckFailed, match=r"sample s0: the server reported cached_tokens=300 for a prompt of 300 tokens"
+    ):
+        cached_tokens_of("suite", prompt, too_many, 300)
+    with pytest.raises(CacheCheckFailed, match="expected an integer"):
+        cached_tokens_of("suite", prompt, {"meta_info": {}}, 300)
+
+
+@pytest.mark.parametrize(
+    "cached, turn1_len, hit",
+    # 0.5.17: prompt 300 + 32 generated + 1 → 332 (page 1), 320 (page 16), 256 (Qwen3-Next extra_buffer).
+    [(332, 300, True), (320, 300, True), (302, 300, True), (301, 300, False), (256, 300, False), (0, 300, False)],
+)
+def test_decode_hit_needs_generated_tokens_reused(cached, turn1_len, hit):
+    assert is_decode_hit(cached, turn1_len) is hit
+
+
+def test_hit_rate_gate_needs_strictly_more_than_the_minimum():
+    assert gate_hit_rate("s", 5, 8, 0.5, "rule", [1] * 8) == 0.625
+    with pytest.raises(CacheCheckFailed) as info:
+        gate_hit_rate("logprob_prefill_cache_hit", 4, 8, 0.5, "cached_tokens > 0", [0, 0, 7, 7, 0, 0, 7, 7])
+    message = str(info.value)
+    assert "only 4 of 8 samples hit the prefix cache (hit_rate 0.500" in message
+    assert "more than 0.5 must hit" in message
+    assert info.value.result.metrics["hit_rate"] == 0.5
+    assert info.value.result.metrics["kl_div"] == math.inf  # never a vacuous 0
+
+
+def test_radix_disabled_reason():
+    assert radix_disabled_reason(SERVER_INFO["attention_radix_disabled"]).startswith(
+        "the server runs with disable_radix_cache=True"
+    )
+    assert radix_disabled_reason(SERVER_INFO["attention_page1"]) is None
+
+
+def test_record_prompt_schemas():
+    assert record_prompt({"context": "C", "question": "Q?"}, "x") == "C Q?"  # LongBench-v2, as SGLang's kit
+    assert record_prompt({"text": "t"}, "x") == "t"
+    assert record_prompt({"input_ids": [3, 4]}, "x") == [3, 4]
+    with pytest.raises(ConfigError, match=r"f.jsonl\[2\]: a prompt record needs"):
+        record_prompt({"body": "?"}, "f.jsonl[2]")
+
+
+def test_canary_text_is_deterministic_and_differs_per_sample():
+    assert canary_text(3, 500) == canary_text(3, 500)
+    assert canary_text(3, 500) != canary_text(4, 500)
+    assert len(canary_text(0, 500)) >= 500
+
+
+class _Tokenizer:
+    def encode(self, text):
+        return [ord(c) for c in text]
+
+
+def _ctx(tmp_path, **kw):
+    return EvalContext(
+        client=None, case_id="c", server_info={}, options={}, model_path="m", base_dir=str(tmp_path), **kw
+    )
+
+
+def test_build_prompts_from_local_files_truncates_and_honours_limits(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.evals.logprob_common.tokenizer_for", lambda ctx: _Tokenizer())
+    (tmp_path / "p.txt").write_text("first paragraph here\n\nsecond one\n\n\nthird\n")
+    (tmp_path / "p.jsonl").write_text('{"_id": "a", "context": "ctx", "question": "q"}\n{"input_ids": [5, 6, 7, 8]}\n')
+    opts = {"source": "p.txt", "subset": None, "split": "train", "num_samples": 2, "max_prompt_tokens": 5}
+    assert build_prompts(_ctx(tmp_path), opts) == [
+        Prompt("p.txt-0", [ord(c) for c in "first"]),
+        Prompt("p.txt-1", [ord(c) for c in "secon"]),
+    ]
+    prompts = build_prompts(_ctx(tmp_path), {**opts, "source": "p.jsonl", "num_samples": 10})
+    assert prompts == [Prompt("a", [ord(c) for c in "ctx q"]), Prompt("p.jsonl-1", [5, 6, 7, 8])]
+    assert len(build_prompts(_ctx(tmp_path, smoke=True), {**opts, "source": "canary", "num_samples": 48})) == 4
+    assert len(build_prompts(_ctx(tmp_path, limit=3), {**opts, "source": "canary", "num_samples": 48})) == 3
+    with pytest.raises(ConfigError, match="prompt file not found"):
+        build_prompts(_ctx(tmp_path), {**opts, "source": "missing.txt"})
