@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.config_checks import BOUND_KEYS, Numerics, config_numerics, matches, model_problems, reference_problems
 from harness.config_errors import Loc, Span, describe_validation_error, key_path, read_yaml
-from harness.config_options import SUITES, SuiteOptions
+from harness.config_options import SUITES
 from harness.errors import ConfigError, unknown_choice
 from harness.spec import ServerSpec
 from harness.thresholds import (
@@ -67,7 +67,7 @@ class ConfigSpec(_Strict):
     suites: list[str]
     engine: Engine | None = None
     env: dict[str, str] = {}
-    options: SuiteOptions = SuiteOptions()
+    options: dict[str, dict[str, Any]] = {}
     startup_timeout: float | None = Field(None, gt=0)
     description: str = ""
 
@@ -83,7 +83,7 @@ class ModelSpec(_Strict):
     kv_cache_dtype: str | None = None
     description: str = ""
     startup_timeout: float | None = Field(None, gt=0)
-    options: SuiteOptions = SuiteOptions()
+    options: dict[str, dict[str, Any]] = {}
     configs: dict[str, ConfigSpec] = Field(min_length=1)
 
 
@@ -205,12 +205,7 @@ class Thresholds:
         """The knobs set for a suite: the model's, overridden key by key by the config's."""
         if suite not in SUITES:
             raise unknown_choice("suite", suite, SUITES, self.source)
-        merged: dict[str, Any] = {}
-        for options in (self.model(model).options, self.config(model, config).options):
-            knobs = getattr(options, suite)
-            if knobs is not None:
-                merged.update(knobs.model_dump(exclude_unset=True))
-        return merged
+        return {**self.model(model).options.get(suite, {}), **self.config(model, config).options.get(suite, {})}
 
     def server_spec(self, model: str, config: str) -> ServerSpec:
         m, c = self.model(model), self.config(model, config)

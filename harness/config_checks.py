@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.config_options import option_problems
 from harness.errors import unknown_choice
 from harness.thresholds import METRICS
 
@@ -116,12 +117,14 @@ def model_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> li
                     problems.append(f"{config_where}.suites[{i}]: suite {suite!r} listed twice")
                 listed.add(suite)
             run_by_some_config |= listed
-            for suite in sorted(config.options.model_fields_set - listed):
+            problems += option_problems(config.options, f"{config_where}.options")
+            for suite in sorted(set(config.options) & set(suites) - listed):
                 problems.append(
                     f"{config_where}.options.{suite}: options for suite {suite!r}, which this config does not run"
                     f" (its suites: {', '.join(config.suites)})"
                 )
-        for suite in sorted(model.options.model_fields_set - run_by_some_config):
+        problems += option_problems(model.options, f"{where}.options")
+        for suite in sorted(set(model.options) & set(suites) - run_by_some_config):
             problems.append(f"{where}.options.{suite}: options for suite {suite!r}, which no config of this model runs")
     return problems
 

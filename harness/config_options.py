@@ -1,81 +1,78 @@
-"""Per-suite knobs in thresholds.yaml (`options:` of a model or a config), and the suite registry.
+"""The suite registry, and the per-suite knobs (`options:`) a model or config sets in thresholds.yaml.
 
-Every knob is optional: an unset knob leaves the suite's own default in force, so defaults live
-next to each eval, not here. `SuiteOptions` has one field per suite, which makes it the single
-registry of suite names (`SUITES`); unknown suites and unknown knobs are rejected with the valid
-choices by the schema (extra keys are forbidden).
+Each eval module owns its knobs: a module-level `OPTIONS` dict (knob -> default) beside the code that
+reads them, so names and defaults live in one place. This module maps suite names to those modules
+(`SUITE_EVALS`, the single registry of suite names) and checks a file's `options:` against them at
+load time, so a misspelt knob fails with its key path before any server starts. A suite whose eval
+module does not exist yet accepts any knobs; its eval checks them when it is written.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import importlib
+from collections.abc import Mapping
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from harness.errors import unknown_choice
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Gsm8kOptions(_Strict):
-    num_shots: int | None = Field(None, ge=0)
-    limit: int | None = Field(None, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    mode: Literal["generate", "chat"] | None = None
-    data_path: str | None = None
-    concurrency: int | None = Field(None, ge=1)
-
-
-class CacheHitOptions(_Strict):
-    num_samples: int | None = Field(None, ge=1)
-    token_budget: int | None = Field(None, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    temperature: float | None = Field(None, ge=0)
-    ignore_eos: bool | None = None
-    prompt_source: str | None = None
+SUITE_EVALS: dict[str, str] = {
+    "gsm8k": "harness.evals.gsm8k",
+    "logprob_prefill_cache_hit": "harness.evals.logprob_prefill_cache_hit",
+    "logprob_decode_cache_hit": "harness.evals.logprob_decode_cache_hit",
+    "prefix_branching": "harness.evals.prefix_branching",
+    "spec_accept_length": "harness.evals.spec_accept_length",
+    "hf_parity": "harness.evals.hf_parity",
+    "mmmu": "harness.evals.mmmu",
+    "video_mme": "harness.evals.video_mme",
+    "perf": "harness.evals.perf",
+}
+SUITES: tuple[str, ...] = tuple(SUITE_EVALS)
 
 
-class BranchingOptions(_Strict):
-    prefix_lengths: list[int] | None = None
-    suffix_length: int | None = Field(None, ge=1)
+def suite_option_defaults(suite: str) -> Mapping[str, Any] | None:
+    """The eval's `OPTIONS` (knob -> default), or None while the suite has no eval module yet."""
+    module_name = SUITE_EVALS[suite]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name:  # not written yet; any other missing module is a real error
+            return None
+        raise
+    return getattr(module, "OPTIONS", None)
 
 
-class AcceptLengthOptions(_Strict):
-    num_prompts: int | None = Field(None, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
+def option_problems(options: Mapping[str, Mapping[str, Any]], where: str) -> list[str]:
+    """Unknown suites, unknown knobs and knobs of the wrong kind under one `options:` mapping."""
+    problems = []
+    for suite, knobs in options.items():
+        if suite not in SUITE_EVALS:
+            problems.append(str(unknown_choice("suite", suite, SUITES, where)))
+            continue
+        defaults = suite_option_defaults(suite)
+        if defaults is None:
+            continue
+        for key, value in knobs.items():
+            if key not in defaults:
+                problems.append(str(unknown_choice("key", key, defaults, f"{where}.{suite}")))
+            elif not _same_kind(value, defaults[key]):
+                problems.append(
+                    f"{where}.{suite}.{key}: expected {_kind(defaults[key])} like the default"
+                    f" {defaults[key]!r}, got {value!r}"
+                )
+    return problems
 
 
-class HfParityOptions(_Strict):
-    num_prompts: int | None = Field(None, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    hf_device: str | None = None
+def _same_kind(value: Any, default: Any) -> bool:
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(default, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float))
+    return isinstance(value, type(default))
 
 
-class MultimodalOptions(_Strict):
-    limit: int | None = Field(None, ge=1)
-    max_new_tokens: int | None = Field(None, ge=1)
-    num_frames: int | None = Field(None, ge=1)
-
-
-class PerfOptions(_Strict):
-    concurrency: list[int] | None = None
-    input_len: int | None = Field(None, ge=1)
-    output_len: int | None = Field(None, ge=1)
-    num_prompts: int | None = Field(None, ge=1)
-
-
-class SuiteOptions(_Strict):
-    """Per-suite knobs; unset knobs are left to the suite's own defaults. Its fields ARE the suite registry."""
-
-    gsm8k: Gsm8kOptions | None = None
-    logprob_prefill_cache_hit: CacheHitOptions | None = None
-    logprob_decode_cache_hit: CacheHitOptions | None = None
-    prefix_branching: BranchingOptions | None = None
-    spec_accept_length: AcceptLengthOptions | None = None
-    hf_parity: HfParityOptions | None = None
-    mmmu: MultimodalOptions | None = None
-    video_mme: MultimodalOptions | None = None
-    perf: PerfOptions | None = None
-
-
-SUITES: tuple[str, ...] = tuple(SuiteOptions.model_fields)
+def _kind(default: Any) -> str:
+    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "a mapping"}  # fmt: skip
+    return names.get(type(default), type(default).__name__)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import config_options
 from harness.config import (
     KNOWN_SUITES,
     NoReferenceError,
@@ -142,7 +143,15 @@ MALFORMED = [
     ("unknown suite option knob",
      "        gpus: 1\n", "        gpus: 1\n        options: {gsm8k: {num_shot: 5}}\n",
      "thresholds.yaml: models.canary.configs.tp1.options.gsm8k: unknown key 'num_shot' (did you mean 'num_shots'?);"
-     " valid choices: concurrency, data_path, limit, max_new_tokens, mode, num_shots"),
+     " valid choices: limit, mode, num_shots"),
+    ("suite option knob of the wrong kind",
+     "        gpus: 1\n", "        gpus: 1\n        options: {gsm8k: {num_shots: five}}\n",
+     "thresholds.yaml: models.canary.configs.tp1.options.gsm8k.num_shots: expected an integer like the default 5,"
+     " got 'five'"),
+    ("options for an unknown suite",
+     "    dtype: float32\n", "    dtype: float32\n    options: {gsm8kk: {num_shots: 5}}\n",
+     "thresholds.yaml: models.canary.options: unknown suite 'gsm8kk' (did you mean 'gsm8k'?);"
+     f" valid choices: {SUITE_CHOICES}"),
     ("options for a suite the config does not run",
      "        gpus: 1\n", "        gpus: 1\n        options: {prefix_branching: {suffix_length: 8}}\n",
      "thresholds.yaml: models.canary.configs.tp1.options.prefix_branching: options for suite 'prefix_branching',"
@@ -182,9 +191,23 @@ MALFORMED = [
 ]  # fmt: skip
 
 
+@pytest.fixture
+def gsm8k_knobs(monkeypatch):
+    """Knob checks read each eval's OPTIONS; pin gsm8k's here so these messages do not follow its edits."""
+    real = config_options.suite_option_defaults
+    fake = {"num_shots": 5, "limit": None, "mode": "native"}
+    pinned = lambda suite: fake if suite == "gsm8k" else real(suite)  # noqa: E731
+    monkeypatch.setattr(config_options, "suite_option_defaults", pinned)
+
+
 @pytest.mark.parametrize(("old", "new", "message"), [case[1:] for case in MALFORMED], ids=[c[0] for c in MALFORMED])
-def test_malformed_file_message(in_tmp, old, new, message):
+def test_malformed_file_message(in_tmp, gsm8k_knobs, old, new, message):
     assert error_of(in_tmp, edit(old, new)) == message
+
+
+def test_knobs_of_a_suite_without_an_eval_yet_pass_through(in_tmp):
+    text = edit("suites: [gsm8k]", "suites: [gsm8k, mmmu]\n        options: {mmmu: {anything: 1}}")
+    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "mmmu") == {"anything": 1}
 
 
 def test_unknown_metric(in_tmp):
@@ -317,7 +340,7 @@ def test_server_specs_and_cases(in_tmp):
     assert KNOWN_SUITES[0] == "gsm8k"
 
 
-def test_suite_options_merge_model_then_config(in_tmp):
+def test_suite_options_merge_model_then_config(in_tmp, gsm8k_knobs):
     text = edit("    dtype: float32\n", "    dtype: float32\n    options: {gsm8k: {num_shots: 5, limit: 50}}\n")
     text = edit("        gpus: 1\n", "        gpus: 1\n        options: {gsm8k: {limit: 10}}\n", text)
     thresholds = load_thresholds(write(in_tmp, text))
@@ -407,7 +430,7 @@ def test_the_repository_file_loads_and_every_metric_suite_has_references(monkeyp
         ("logprob_prefill_cache_hit", "qwen3-next-80b", "tp4-extra-buffer", "kl_div", 1),  # 0.0025
         ("logprob_decode_cache_hit", "canary", "tp1", "kl_div", 0),  # bf16 on SGLang
         ("logprob_decode_cache_hit", "canary", "cpu", "kl_div", 1),  # fp32 on the HF engine
-        ("logprob_decode_cache_hit", "canary", "tp2", "hit_rate", 2),
+        ("hf_parity", "canary", "tp2", "max_logprob_diff", 1),
         ("spec_accept_length", "llama-3.1-8b", "tp1-eagle3", "accept_length", 0),
         ("gsm8k", "qwen3-next-80b", "tp4-mtp", "accuracy", 0),
     ],
