@@ -16,8 +16,16 @@ from harness.errors import ConfigError
 
 
 def load_records(source: str, split: str, *, subset: str | None = None, base_dir: str | Path = ".") -> list[dict]:
-    """Records of `split` from a local .jsonl/.json file or a hub dataset id (`openai/gsm8k`)."""
+    """Records of `split` from a hub dataset id (`openai/gsm8k`), a local directory holding `<split>.jsonl`
+    (the canary's layout, mirroring the hub's splits), or a single local .jsonl/.json file."""
     local = Path(base_dir, source) if not Path(source).is_absolute() else Path(source)
+    if local.is_dir():
+        files = [local / f"{split}.jsonl", local / f"{split}.json"]
+        found = next((f for f in files if f.exists()), None)
+        if found is None:
+            present = sorted(p.stem for p in local.glob("*.json*"))
+            raise ConfigError(f"{local}: no {split}.jsonl for split {split!r}; splits present: {', '.join(present) or 'none'}")
+        return _read_json_records(found)
     if local.suffix in (".jsonl", ".json") or local.exists():
         if not local.exists():
             raise ConfigError(f"data file not found: {local} (from source {source!r})")

@@ -24,6 +24,8 @@ class EvalContext:
     limit: int | None = None
     smoke: bool = False
     on_sample: Callable[[dict], None] = lambda record: None
+    # A second engine serving the same weights (the HF reference), started on demand by `hf_parity`.
+    reference: Callable[[], Client] | None = None
 
     def option(self, key: str, default: Any) -> Any:
         return self.options.get(key, default)
