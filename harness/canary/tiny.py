@@ -51,7 +51,7 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, la
         bos_token_id=None,
         tie_word_embeddings=True,
     )
-    configs = {"qwen2": Qwen2Config, "llama": LlamaConfig}
+    configs = {"qwen2": Qwen2Config, "llama": LlamaConfig, "qwen3_next": _qwen3_next_config}
     if arch not in configs:
         raise ValueError(f"unknown tiny arch {arch!r}; valid choices: {', '.join(sorted(configs))}")
     torch.manual_seed(seed)
@@ -61,3 +61,30 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, la
     )
     model.save_pretrained(out)
     return out
+
+
+def _qwen3_next_config(**common):
+    """A Qwen3-Next-shaped hybrid: linear (Gated DeltaNet) and full attention alternating, top-2 MoE.
+
+    SGLang needs `full_attention_interval` in the config; linear key/value head dim 128 is the size the
+    GPU kernels (and vLLM-CPU's) accept; every head count and the expert count divide by 2 for TP2/EP2.
+    """
+    from transformers import Qwen3NextConfig
+
+    layers = max(common.pop("num_hidden_layers"), 4)
+    return Qwen3NextConfig(
+        **common,
+        num_hidden_layers=layers,
+        full_attention_interval=2,
+        linear_num_value_heads=2,
+        linear_num_key_heads=2,
+        linear_key_head_dim=128,
+        linear_value_head_dim=128,
+        linear_conv_kernel_dim=4,
+        num_experts=4,
+        num_experts_per_tok=2,
+        moe_intermediate_size=64,
+        shared_expert_intermediate_size=64,
+        decoder_sparse_step=1,
+        norm_topk_prob=True,
+    )

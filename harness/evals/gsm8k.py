@@ -7,7 +7,7 @@ Prompt: SGLang's `few_shot_gsm8k` format — shots "Question: q\\nAnswer: a" joi
 "Question: q\\nAnswer:", greedy, stops at "Question" (native `/generate`); or the chat template through
 `/v1/chat/completions` with the shots as earlier turns.
 Metric: `accuracy` (flexible extraction: the last number in the output, as SGLang scores), also
-`strict_accuracy` (only a `#### n` marker counts) and `invalid_rate` (no number found). Higher is better,
+`accuracy_strict` (only a `#### n` marker counts) and `invalid_rate` (no number found). Higher is better,
 except `invalid_rate`.
 Assumes: shots never come from the evaluated questions (SGLang's own script leaks its first five); a request
 that fails after the client's retries fails the test instead of scoring as wrong.
@@ -149,7 +149,7 @@ class GSM8K:
             n=n,
             metrics={
                 "accuracy": sum(s["correct"] for s in samples) / n,
-                "strict_accuracy": sum(s["correct_strict"] for s in samples) / n,
+                "accuracy_strict": sum(s["correct_strict"] for s in samples) / n,
                 "invalid_rate": sum(s["extracted_flexible"] is None for s in samples) / n,
             },
             details={
