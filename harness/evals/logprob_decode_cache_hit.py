@@ -2,15 +2,17 @@
 
 Dataset: as `logprob_prefill_cache_hit` (`source`, `num_samples`, `max_prompt_tokens`; ids, not text).
 Procedure (SGLang's `kl_test_utils.py`): `/flush_cache`; turn 1 generates from each prompt; turn 2 is turn-1
-prompt + turn-1 output ids + `tokenizer.encode(",")` (a new token, so the generated tokens sit inside the
-prompt), generated with `return_logprob` (`logprob_start_len` at its default). A sample hits iff
+prompt + turn-1 output ids + the `separator` (",") encoded without special tokens (SGLang's kit encodes it
+with them, which puts a BOS mid-prompt on Llama-style tokenizers), so the generated tokens sit inside the
+prompt, generated with `return_logprob` (`logprob_start_len` at its default). A sample hits iff
 `cached_tokens` > len(turn-1 prompt) + 1, i.e. the cache reused tokens produced during decode. More than
 `min_hit_rate` must hit, else `CacheCheckFailed`. Then flush, re-prefill turn-2 prompt + output cold
 (`logprob_start_len=0`) and compare the turn-2 tokens' logprobs.
 Metric: `kl_div` (k3, lower is better), `hit_rate`, `max_logprob_diff`, with the worst token's place in details.
 Assumes the `cached_tokens` contract of `logprob_common`; skips when the radix cache is disabled. On hybrid
 Mamba servers decode progress is checkpointed every `mamba_track_interval` tokens, so outputs shorter than
-that interval cannot hit: size `max_new_tokens` accordingly.
+that interval cannot hit; likewise the reuse is rounded down to the page, so turn 1 must end at least one page
+past its prompt's last full page: size `max_new_tokens` accordingly (≥ page size, ≥ track interval).
 """
 
 from __future__ import annotations
