@@ -131,14 +131,40 @@ def test_build_prompts_from_local_files_truncates_and_honours_limits(tmp_path, m
     monkeypatch.setattr("harness.evals.logprob_common.tokenizer_for", lambda ctx: _Tokenizer())
     (tmp_path / "p.txt").write_text("first paragraph here\n\nsecond one\n\n\nthird\n")
     (tmp_path / "p.jsonl").write_text('{"_id": "a", "context": "ctx", "question": "q"}\n{"input_ids": [5, 6, 7, 8]}\n')
-    opts = {"source": "p.txt", "subset": None, "split": "train", "num_samples": 2, "max_prompt_tokens": 5}
+    opts = {"prompt_source": "p.txt", "subset": None, "split": "train", "num_samples": 2, "token_budget": 5}
     assert build_prompts(_ctx(tmp_path), opts) == [
         Prompt("p.txt-0", [ord(c) for c in "first"]),
         Prompt("p.txt-1", [ord(c) for c in "secon"]),
     ]
-    prompts = build_prompts(_ctx(tmp_path), {**opts, "source": "p.jsonl", "num_samples": 10})
+    prompts = build_prompts(_ctx(tmp_path), {**opts, "prompt_source": "p.jsonl", "num_samples": 10})
     assert prompts == [Prompt("a", [ord(c) for c in "ctx q"]), Prompt("p.jsonl-1", [5, 6, 7, 8])]
-    assert len(build_prompts(_ctx(tmp_path, smoke=True), {**opts, "source": "canary", "num_samples": 48})) == 4
-    assert len(build_prompts(_ctx(tmp_path, limit=3), {**opts, "source": "canary", "num_samples": 48})) == 3
+    assert len(build_prompts(_ctx(tmp_path, smoke=True), {**opts, "prompt_source": "canary", "num_samples": 48})) == 4
+    assert len(build_prompts(_ctx(tmp_path, limit=3), {**opts, "prompt_source": "canary", "num_samples": 48})) == 3
     with pytest.raises(ConfigError, match="prompt file not found"):
-        build_prompts(_ctx(tmp_path), {**opts, "source": "missing.txt"})
+        build_prompts(_ctx(tmp_path), {**opts, "prompt_source": "missing.txt"})
+
+
+def test_hub_prompts_are_streamed_and_formatted_like_sglangs_longbench_loader(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    calls = []
+
+    def load_dataset(name, subset, split, streaming):
+        calls.append((name, subset, split, streaming))
+        return iter(
+            [{"_id": f"lb{i}", "context": f"context {i}", "question": "Q?", "choices": "..."} for i in range(100)]
+        )
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    monkeypatch.setattr("harness.evals.logprob_common.tokenizer_for", lambda ctx: _Tokenizer())
+    opts = {
+        "prompt_source": "THUDM/LongBench-v2",
+        "subset": None,
+        "split": "train",
+        "num_samples": 2,
+        "token_budget": 9,
+    }
+    prompts = build_prompts(_ctx(tmp_path), opts)
+    assert calls == [("THUDM/LongBench-v2", None, "train", True)]
+    assert prompts == [Prompt("lb0", [ord(c) for c in "context 0"]), Prompt("lb1", [ord(c) for c in "context 1"])]
