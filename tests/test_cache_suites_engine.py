@@ -33,7 +33,7 @@ from harness.thresholds import Bound, check_bound
 from harness.types import EvalContext
 
 REPO = Path(__file__).resolve().parents[1]
-KL_OPTIONS = {"prompt_source": "canary", "num_samples": 6, "token_budget": 150, "max_new_tokens": 12}
+KL_OPTIONS = {"source": "canary", "num_samples": 6, "max_prompt_tokens": 150, "max_new_tokens": 12}
 KL_MAX = Bound(1e-6, upper=True)  # the canary's fp32 bound in thresholds.yaml
 
 
@@ -291,7 +291,7 @@ def _speculative(verify_ct, server_avg: float | None = 2.5):
 
 @page1
 def test_spec_accept_length_on_a_speculative_server(engine, tiny_model, gsm8k_file):
-    options = {"source": gsm8k_file, "num_prompts": 6, "num_shots": 2, "max_new_tokens": 16}
+    options = {"source": gsm8k_file, "num_questions": 6, "num_shots": 2, "max_new_tokens": 16}
     result = run_eval(SpecAcceptLength(), engine[0], tiny_model, options, _speculative(lambda n: math.ceil(n / 2)))
     tokens = result.details["completion_tokens"]
     assert result.n == 6 and tokens > 0
@@ -302,7 +302,7 @@ def test_spec_accept_length_on_a_speculative_server(engine, tiny_model, gsm8k_fi
 
 @page1
 def test_spec_drafts_never_accepted_fail_the_accept_length_floor(engine, tiny_model, gsm8k_file):
-    options = {"source": gsm8k_file, "num_prompts": 6, "num_shots": 2, "max_new_tokens": 16}
+    options = {"source": gsm8k_file, "num_questions": 6, "num_shots": 2, "max_new_tokens": 16}
     result = run_eval(SpecAcceptLength(), engine[0], tiny_model, options, _speculative(lambda n: n))
     verdict = check_bound(
         "spec_accept_length[tiny]", "accept_length", result.metrics["accept_length"], Bound(1.5, False)
@@ -312,6 +312,6 @@ def test_spec_drafts_never_accepted_fail_the_accept_length_floor(engine, tiny_mo
 
 @page1
 def test_spec_server_without_verify_counts_fails_with_the_reason(engine, tiny_model, gsm8k_file):
-    options = {"source": gsm8k_file, "num_prompts": 3, "num_shots": 2, "max_new_tokens": 8}
+    options = {"source": gsm8k_file, "num_questions": 3, "num_shots": 2, "max_new_tokens": 8}
     with pytest.raises(SpecCheckFailed, match=r"speculative_algorithm=EAGLE but 3 of 3 responses have no integer"):
         run_eval(SpecAcceptLength(), engine[0], tiny_model, options, _speculative(None, None))

@@ -131,17 +131,17 @@ def test_build_prompts_from_local_files_truncates_and_honours_limits(tmp_path, m
     monkeypatch.setattr("harness.evals.logprob_common.tokenizer_for", lambda ctx: _Tokenizer())
     (tmp_path / "p.txt").write_text("first paragraph here\n\nsecond one\n\n\nthird\n")
     (tmp_path / "p.jsonl").write_text('{"_id": "a", "context": "ctx", "question": "q"}\n{"input_ids": [5, 6, 7, 8]}\n')
-    opts = {"prompt_source": "p.txt", "subset": None, "split": "train", "num_samples": 2, "token_budget": 5}
+    opts = {"source": "p.txt", "subset": None, "split": "train", "num_samples": 2, "max_prompt_tokens": 5}
     assert build_prompts(_ctx(tmp_path), opts) == [
         Prompt("p.txt-0", [ord(c) for c in "first"]),
         Prompt("p.txt-1", [ord(c) for c in "secon"]),
     ]
-    prompts = build_prompts(_ctx(tmp_path), {**opts, "prompt_source": "p.jsonl", "num_samples": 10})
+    prompts = build_prompts(_ctx(tmp_path), {**opts, "source": "p.jsonl", "num_samples": 10})
     assert prompts == [Prompt("a", [ord(c) for c in "ctx q"]), Prompt("p.jsonl-1", [5, 6, 7, 8])]
-    assert len(build_prompts(_ctx(tmp_path, smoke=True), {**opts, "prompt_source": "canary", "num_samples": 48})) == 4
-    assert len(build_prompts(_ctx(tmp_path, limit=3), {**opts, "prompt_source": "canary", "num_samples": 48})) == 3
+    assert len(build_prompts(_ctx(tmp_path, smoke=True), {**opts, "source": "canary", "num_samples": 48})) == 4
+    assert len(build_prompts(_ctx(tmp_path, limit=3), {**opts, "source": "canary", "num_samples": 48})) == 3
     with pytest.raises(ConfigError, match="prompt file not found"):
-        build_prompts(_ctx(tmp_path), {**opts, "prompt_source": "missing.txt"})
+        build_prompts(_ctx(tmp_path), {**opts, "source": "missing.txt"})
 
 
 def test_hub_prompts_are_streamed_and_formatted_like_sglangs_longbench_loader(tmp_path, monkeypatch):
@@ -159,11 +159,11 @@ def test_hub_prompts_are_streamed_and_formatted_like_sglangs_longbench_loader(tm
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
     monkeypatch.setattr("harness.evals.logprob_common.tokenizer_for", lambda ctx: _Tokenizer())
     opts = {
-        "prompt_source": "THUDM/LongBench-v2",
+        "source": "THUDM/LongBench-v2",
         "subset": None,
         "split": "train",
         "num_samples": 2,
-        "token_budget": 9,
+        "max_prompt_tokens": 9,
     }
     prompts = build_prompts(_ctx(tmp_path), opts)
     assert calls == [("THUDM/LongBench-v2", None, "train", True)]

@@ -30,11 +30,11 @@ from harness.types import EvalContext, EvalResult
 CANARY_SOURCE = "canary"
 SMOKE_SAMPLES = 4
 PROMPT_OPTIONS = {
-    "prompt_source": "THUDM/LongBench-v2",  # or "canary", or a local .txt / .jsonl / .json file
+    "source": "THUDM/LongBench-v2",  # or "canary", or a local .txt / .jsonl / .json file
     "subset": None,
     "split": "train",
     "num_samples": 48,
-    "token_budget": 3000,
+    "max_prompt_tokens": 3000,
 }
 # temperature 1 and ignore_eos as SGLang's kit: the replay scores whatever was sampled, and at temperature 1
 # output logprobs equal the unscaled ones the replay returns.
@@ -104,9 +104,9 @@ def record_prompt(record: Mapping[str, Any], where: str) -> str | list[int]:
 
 
 def _raw_prompts(opts: Mapping[str, Any], n: int, base_dir: str) -> list[tuple[str, str | list[int]]]:
-    source = str(opts["prompt_source"])
+    source = str(opts["source"])
     if source == CANARY_SOURCE:
-        return [(f"canary-{i}", canary_text(i, 8 * opts["token_budget"])) for i in range(n)]
+        return [(f"canary-{i}", canary_text(i, 8 * opts["max_prompt_tokens"])) for i in range(n)]
     local = Path(source) if Path(source).is_absolute() else Path(base_dir, source)
     if local.suffix == ".txt":
         if not local.exists():
@@ -136,11 +136,11 @@ def _raw_prompts(opts: Mapping[str, Any], n: int, base_dir: str) -> list[tuple[s
 
 
 def build_prompts(ctx: EvalContext, opts: Mapping[str, Any]) -> list[Prompt]:
-    """`num_samples` prompts (`--harness-limit` and smoke mode cap it) as ids truncated to `token_budget`."""
+    """`num_samples` prompts (`--harness-limit` and smoke mode cap it) as ids truncated to `max_prompt_tokens`."""
     n = ctx.limit or opts["num_samples"]
     if ctx.smoke:
         n = min(n, SMOKE_SAMPLES)
-    tokenizer, budget = None, int(opts["token_budget"])
+    tokenizer, budget = None, int(opts["max_prompt_tokens"])
     prompts = []
     for prompt_id, raw in _raw_prompts(opts, n, ctx.base_dir):
         if isinstance(raw, str):
@@ -148,11 +148,11 @@ def build_prompts(ctx: EvalContext, opts: Mapping[str, Any]) -> list[Prompt]:
             raw = tokenizer.encode(raw)
         if len(raw) < 2:
             raise ConfigError(
-                f"prompt {prompt_id!r} from {opts['prompt_source']!r} has {len(raw)} token(s); a cache hit needs at least 2"
+                f"prompt {prompt_id!r} from {opts['source']!r} has {len(raw)} token(s); a cache hit needs at least 2"
             )
         prompts.append(Prompt(prompt_id, raw[:budget]))
     if not prompts:
-        raise ConfigError(f"prompt source {opts['prompt_source']!r} gave no prompts")
+        raise ConfigError(f"prompt source {opts['source']!r} gave no prompts")
     return prompts
 
 

@@ -1,6 +1,6 @@
 """Logprobs on a decode cache hit: does a second turn that reuses turn 1's generated tokens score like a cold one?
 
-Dataset: as `logprob_prefill_cache_hit` (`prompt_source`, `num_samples`, `token_budget`; ids, not text).
+Dataset: as `logprob_prefill_cache_hit` (`source`, `num_samples`, `max_prompt_tokens`; ids, not text).
 Procedure (SGLang's `kl_test_utils.py`): `/flush_cache`; turn 1 generates from each prompt; turn 2 is turn-1
 prompt + turn-1 output ids + the `separator` (",") encoded without special tokens (SGLang's kit encodes it
 with them, which puts a BOS mid-prompt on Llama-style tokenizers), so the generated tokens sit inside the
@@ -73,7 +73,7 @@ class LogprobDecodeCacheHit:
         gate_hit_rate(
             SUITE, len(hits), len(prompts), opts["min_hit_rate"], HIT_CRITERION, [g.cached_tokens for _, g in turns]
         )
-        extra = {"prompt_source": opts["prompt_source"], "max_new_tokens": opts["max_new_tokens"]}
+        extra = {"source": opts["source"], "max_new_tokens": opts["max_new_tokens"]}
         result, per_sample_kl = await replay_and_score(ctx, SUITE, len(prompts), hits, extra)
         for n1, g in turns:
             ctx.on_sample(

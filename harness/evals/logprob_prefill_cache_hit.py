@@ -1,8 +1,8 @@
 """Logprobs on a prefill cache hit: does a prompt served from the prefix cache score like a cold one?
 
-Dataset: `prompt_source` (default LongBench-v2 `THUDM/LongBench-v2`, train split, streamed, text = context + " "
+Dataset: `source` (default LongBench-v2 `THUDM/LongBench-v2`, train split, streamed, text = context + " "
 + question, as SGLang's `kl_test_utils.py`; or "canary" prose, or a local .txt (blank-line-separated prompts) /
-.jsonl / .json file), `num_samples` prompts truncated to `token_budget` with the model's tokenizer, sent as ids.
+.jsonl / .json file), `num_samples` prompts truncated to `max_prompt_tokens` with the model's tokenizer, sent as ids.
 Procedure: `/flush_cache`; warm every prompt with `max_new_tokens=0`; generate with `return_logprob`
 (`logprob_start_len` left at its default, -1: 0 would bypass the cache), `temperature` and `ignore_eos` from the
 options; a sample hits iff `meta_info.cached_tokens` > 0. More than `min_hit_rate` of the samples must hit, or
@@ -81,7 +81,7 @@ class LogprobPrefillCacheHit:
         gate_hit_rate(
             SUITE, len(hits), len(prompts), opts["min_hit_rate"], HIT_CRITERION, [g.cached_tokens for g in generations]
         )
-        extra = {"prompt_source": opts["prompt_source"], "max_new_tokens": opts["max_new_tokens"]}
+        extra = {"source": opts["source"], "max_new_tokens": opts["max_new_tokens"]}
         result, per_sample_kl = await replay_and_score(ctx, SUITE, len(prompts), hits, extra)
         for g in generations:
             ctx.on_sample(

@@ -1,7 +1,7 @@
 """Speculative decoding accept length: are the draft model's (or n-gram table's) tokens still accepted?
 
 Dataset: GSM8K questions in SGLang's 5-shot format, with the same data options as the `gsm8k` suite
-(`source`, `subset`, `test_split`, `train_split`, `num_shots`), the first `num_prompts` by content hash;
+(`source`, `subset`, `test_split`, `train_split`, `num_shots`), the first `num_questions` by content hash;
 greedy, native `/generate`, stops as `gsm8k`.
 Procedure: `/flush_cache` (it also resets the server's accept counters), read `/server_info`, run the prompts,
 read `/server_info` again. Accept length = Σ completion_tokens / Σ `meta_info.spec_verify_ct` over requests
@@ -27,7 +27,7 @@ from harness.types import EvalContext, EvalResult, check_options
 SUITE = "spec_accept_length"
 SMOKE_QUESTIONS = 5
 DATA_OPTIONS = ("source", "subset", "test_split", "train_split", "num_shots")  # shared with the gsm8k suite
-OPTIONS = {**{key: GSM8K_OPTIONS[key] for key in DATA_OPTIONS}, "num_prompts": 200, "max_new_tokens": 256}
+OPTIONS = {**{key: GSM8K_OPTIONS[key] for key in DATA_OPTIONS}, "num_questions": 200, "max_new_tokens": 256}
 
 
 class SpecCheckFailed(AssertionError):
@@ -79,7 +79,7 @@ class SpecAcceptLength:
         test = load_records(opts["source"], opts["test_split"], subset=opts["subset"], base_dir=ctx.base_dir)
         train = load_records(opts["source"], opts["train_split"], subset=opts["subset"], base_dir=ctx.base_dir)
         prefix = build_few_shot_prefix(train[: opts["num_shots"]])
-        limit = SMOKE_QUESTIONS if ctx.smoke else (ctx.limit or opts["num_prompts"])
+        limit = SMOKE_QUESTIONS if ctx.smoke else (ctx.limit or opts["num_questions"])
         questions = stable_subsample(test, limit, key=lambda r: r["question"])
         await ctx.client.flush_cache()
         before = server_accept_length(await ctx.client.server_info())
