@@ -185,7 +185,7 @@ def test_logprobs_on_cache_hits_match_a_cold_replay(engine, tiny_model, suite):
 def test_branching_reuses_the_prefix_rounded_to_the_page(engine, tiny_model):
     url, page = engine
     result = run_eval(PrefixBranching(), url, tiny_model, {})
-    assert result.metrics == {"mismatches": 0.0}
+    assert result.metrics == {"branch_mismatches": 0.0}
     observed = {row["prefix_len"]: row["observed"] for row in result.details["branches"]}
     # What SGLang 0.5.17 reported for the same requests at page sizes 1 and 16.
     assert observed == (
@@ -250,7 +250,7 @@ def test_caching_reported_at_the_wrong_position_fails_branching(engine, tiny_mod
     assert "P=257: observed [0, 256, 256], expected [0, 257, 257]" in message
     assert "P=100: observed [0, 64, 64], expected [0, 100, 100]" in message
     assert "attention radix cache (architectures=['Qwen2ForCausalLM']), page_size 1" in message
-    assert info.value.result.metrics["mismatches"] == 4
+    assert info.value.result.metrics["branch_mismatches"] == 4
 
 
 @page1

@@ -5,7 +5,7 @@ first id, so the requests branch exactly at P. Ids are drawn (seeded) from the t
 sent as `input_ids`, so positions are exact (SGLang's `prefix_cache_branching_kit.py` sends "hi" * 257 as text
 and relies on the tokenizer). Per P: `/flush_cache`, then the three requests one after another,
 `max_new_tokens=1`. Source of the pattern: SGLang's Qwen3-Next branching test and a real 0.5.17 server.
-Metric: `mismatches` (requests whose `cached_tokens` differ from the expectation; 0 expected, lower is
+Metric: `branch_mismatches` (requests whose `cached_tokens` differ from the expectation; 0 expected, lower is
 better). Any mismatch raises `CacheCheckFailed` with observed vs expected per P.
 
 Expected `cached_tokens` come from what the server is (`classify_cache`), never from a table of numbers:
@@ -189,7 +189,7 @@ class PrefixBranching:
             ctx.on_sample({"id": f"P{prefix_len}", "observed": observed, "expected": expected, "kind": layout.kind})
         result = EvalResult(
             SUITE,
-            {"mismatches": float(mismatches)},
+            {"branch_mismatches": float(mismatches)},
             3 * len(rows),
             {
                 "kind": layout.kind,
