@@ -3,7 +3,7 @@
     python bench/bench_hf_engine.py [--model-path DIR] [--requests 200] [--concurrency 8] [--max-new-tokens 16]
 
 Without --model-path the tiny random Qwen2 is built into a temporary directory first (not timed). The
-engine runs as a real subprocess in its own process group and is killed and reaped at the end. Printed:
+engine runs through `harness.server.Server` (its own process group, killed and reaped at the end). Printed:
 - startup: spawn -> first `/health_generate` 200 (imports, weight load, first forward);
 - throughput: `--requests` short `/generate` requests (16-24 prompt ids, `--max-new-tokens` out, greedy,
   ignore_eos) from `--concurrency` concurrent clients, after a flush so only page-sized prompt overlaps hit;
@@ -16,10 +16,7 @@ import argparse
 import asyncio
 import os
 import random
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,27 +25,6 @@ from pathlib import Path
 import aiohttp
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-async def wait_healthy(session, url: str, proc: subprocess.Popen, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"engine exited with {proc.returncode} during start-up")
-        try:
-            async with session.get(url + "/health_generate") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"engine not healthy after {timeout} s")
 
 
 async def post_generate(session, url: str, body: dict) -> dict:
@@ -109,29 +85,21 @@ async def prefix_cache_effect(session, url: str, repeats: int = 5) -> dict:
     return {"cold_ms": 1000 * statistics.median(cold), "warm_ms": 1000 * statistics.median(warm), "cached": cached}
 
 
-async def run(args, model_path: Path) -> None:
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    cmd = [sys.executable, "-m", "harness.engines.hf_server", "--model-path", str(model_path), "--port", str(port),
-           "--page-size", str(args.page_size)]  # fmt: skip
-    log = open(Path(tempfile.gettempdir()) / f"bench_hf_engine_{port}.log", "wb")
-    tic = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
-            await wait_healthy(session, url, proc)
-            startup = time.perf_counter() - tic
-            tput = await throughput(session, url, args)
-            cache = await prefix_cache_effect(session, url)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-        log.close()
+async def measure(url: str, args) -> tuple[dict, dict]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=600)) as session:
+        return await throughput(session, url, args), await prefix_cache_effect(session, url)
+
+
+def run(args, model_path: Path, log_dir: Path) -> None:
+    """The engine through the harness's `Server` lifecycle: its own process group, killed and reaped on exit."""
+    from harness.server import LifecycleOptions, Server
+    from harness.spec import ServerSpec
+
+    spec = ServerSpec(model=model_path.name, config=f"page{args.page_size}", model_path=str(model_path),
+                      engine="hf", args=("--page-size", str(args.page_size)))  # fmt: skip
+    with Server(spec, log_dir=log_dir, options=LifecycleOptions(poll_interval=0.05)) as server:
+        startup = server.startup_s
+        tput, cache = asyncio.run(measure(server.base_url, args))
     rows = [
         ("startup (spawn -> /health_generate 200)", f"{startup:.2f} s"),
         (f"throughput ({args.requests} req, conc {args.concurrency}, {args.max_new_tokens} out)",
@@ -153,14 +121,14 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=16)
     parser.add_argument("--page-size", type=int, default=1)
     args = parser.parse_args()
+    sys.path.insert(0, str(REPO))
     with tempfile.TemporaryDirectory(prefix="bench_hf_engine_") as tmp:
         model_path = args.model_path
         if model_path is None:
-            sys.path.insert(0, str(REPO))
             from harness.canary.tiny import build_tiny_model
 
             model_path = build_tiny_model(Path(tmp) / "tiny_qwen2")
-        asyncio.run(run(args, model_path))
+        run(args, model_path, Path(tmp) / "logs")
 
 
 if __name__ == "__main__":

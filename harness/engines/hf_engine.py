@@ -14,7 +14,12 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import harness
-from harness.engines.hf_protocol import GenerateItem, Limits, LogprobOptions, SamplingParams
+from harness.engines.hf_protocol import (
+    GenerateItem,
+    Limits,
+    LogprobOptions,
+    SamplingParams,
+)
 from harness.engines.hf_scheduler import Sequence, Worker
 
 log = logging.getLogger("hf_server")
@@ -54,7 +59,6 @@ class Engine:
         self.runner = None
         self.cache = None
         self.worker: Worker | None = None
-        self.load_error: BaseException | None = None
         self.started = time.time()
         self.load_seconds: float | None = None
 
@@ -101,8 +105,6 @@ class Engine:
         return max(self.options.page_size, min(1 << 20, KV_BUDGET_BYTES // max(1, runner.kv_bytes_per_token)))
 
     def require_ready(self):
-        if self.load_error is not None:
-            raise EngineNotReady(f"model failed to load: {self.load_error}")
         if not self.ready:
             raise EngineNotReady("the model is still loading")
         return self.runner

@@ -24,6 +24,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
+from jinja2 import TemplateError
 
 from harness.engines.hf_output import WEIGHT_VERSION, build_output
 from harness.engines.hf_protocol import RequestError, as_bool, as_int, parse_generate
@@ -110,7 +111,7 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         template_kwargs = req.get("chat_template_kwargs") or {}
         try:
             prompt_ids = runner.encode_chat(messages, template_kwargs)
-        except Exception as exc:  # a template that rejects these messages is the caller's problem
+        except (TemplateError, ValueError, TypeError, KeyError) as exc:  # the template rejects these messages
             raise RequestError(f"messages: the chat template failed: {type(exc).__name__}: {exc}") from None
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         body = _native_body({**req, "max_tokens": max_tokens}, default_max_tokens=None, defaults=_generation_defaults(runner))

@@ -12,7 +12,8 @@ Shapes follow SGLang 0.5.17's TokenizerManager (`_handle_batch_output`, `add_log
   `top_logprobs_num > 0`, one list per position (None for the first input position).
 - Text: a matched stop token is cut from the text (not from `output_ids`), a matched stop string and what
   follows it are cut from the text, unless `no_stop_trim`. Streaming chunks carry the cumulative text and ids
-  (SGLang's default non-incremental streaming); a chunk's text never ends in a half-decoded character.
+  (SGLang's default non-incremental streaming); a chunk's text never ends in a half-decoded character nor in
+  the start of a stop string, so each streamed text is a prefix of the final one.
 """
 
 from __future__ import annotations
@@ -59,7 +60,21 @@ def output_text(output_ids: list[int], finish_reason: dict | None, params, runne
             text = text[: pos + len(matched)] if params.no_stop_trim else text[:pos]
     elif finish_reason is None:
         text = text.rstrip("\ufffd")  # an incomplete UTF-8 sequence waits for its next token
+        text = text[: len(text) - _stop_prefix_overlap(text, params.stop)]
     return text
+
+
+def _stop_prefix_overlap(text: str, stops) -> int:
+    """Length of the longest tail of `text` that starts a stop string: streamed text holds it back until the
+    next tokens show whether the stop string completes (then it is trimmed) or not (SGLang's
+    `check_match_stop_str_prefix`), so every streamed text is a prefix of the final one."""
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
 
 
 def _logprob_fields(seq, n_tokens: int, runner) -> dict[str, Any]:

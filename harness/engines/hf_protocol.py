@@ -83,15 +83,19 @@ _TOP_LEVEL_SUPPORTED = {
 }  # fmt: skip
 # The rest of SGLang 0.5.17's GenerateReqInput: accepted only when unset (None, False, 0, empty).
 _TOP_LEVEL_UNSUPPORTED = dict.fromkeys(
-    "session_id input_embeds image_data video_data audio_data mm_hashes use_audio_in_video token_ids_logprob "
-    "return_sampling_mask return_flat_raw_top_logprobs return_flat_raw_top_logprobs_b64 return_hidden_states "
-    "return_routed_experts routed_experts_start_len return_indexer_topk modalities session_params lora_path "
-    "lora_id custom_logit_processor positional_embed_overrides bootstrap_host bootstrap_port bootstrap_room "
-    "bootstrap_pair_key decode_tp_size routed_dp_rank disagg_prefill_dp_rank routing_key conversation_id "
-    "background require_reasoning max_thinking_tokens priority extra_key no_logs custom_labels return_bytes "
-    "return_entropy external_trace_header received_time max_dynamic_patch min_dynamic_patch "
-    "image_max_dynamic_patch video_max_dynamic_patch images_config multi_item_delimiter_indices".split()
-)
+    (
+        "session_id", "input_embeds", "image_data", "video_data", "audio_data", "mm_hashes", "use_audio_in_video",
+        "token_ids_logprob", "return_sampling_mask", "return_flat_raw_top_logprobs",
+        "return_flat_raw_top_logprobs_b64", "return_hidden_states", "return_routed_experts",
+        "routed_experts_start_len", "return_indexer_topk", "modalities", "session_params", "lora_path", "lora_id",
+        "custom_logit_processor", "positional_embed_overrides", "bootstrap_host", "bootstrap_port",
+        "bootstrap_room", "bootstrap_pair_key", "decode_tp_size", "routed_dp_rank", "disagg_prefill_dp_rank",
+        "routing_key", "conversation_id", "background", "require_reasoning", "max_thinking_tokens", "priority",
+        "extra_key", "no_logs", "custom_labels", "return_bytes", "return_entropy", "external_trace_header",
+        "received_time", "max_dynamic_patch", "min_dynamic_patch", "image_max_dynamic_patch",
+        "video_max_dynamic_patch", "images_config", "multi_item_delimiter_indices",
+    )
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -172,6 +172,8 @@ class ModelRunner:
         return None
 
     def _kv_bytes_per_token(self) -> int:
+        if self.cache_unsupported_reason:
+            return 0
         cache = self.new_cache()
         self.forward([0], cache)
         return sum(k.element_size() * k[0, :, 0].numel() * 2 for k, _ in self.cache_kv(cache))

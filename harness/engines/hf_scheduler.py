@@ -31,7 +31,14 @@ from typing import Any
 import torch
 
 from harness.engines.hf_protocol import GenerateItem
-from harness.engines.hf_runtime import InputLogprobs, ModelRunner, input_logprobs, mask_stop_tokens, sample, top_logprobs
+from harness.engines.hf_runtime import (
+    InputLogprobs,
+    ModelRunner,
+    input_logprobs,
+    mask_stop_tokens,
+    sample,
+    top_logprobs,
+)
 from harness.engines.prefix_cache import PrefixCache
 
 log = logging.getLogger("hf_server")

@@ -36,9 +36,9 @@ Deviations from SGLang, on purpose:
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import logging
+import os
 import threading
 from dataclasses import fields
 from http import HTTPStatus
@@ -87,9 +87,12 @@ def create_app(engine: Engine) -> FastAPI:
         def load():
             try:
                 engine.load()
-            except BaseException as exc:  # reported by /health and every request, and in the log
-                engine.load_error = exc
-                log.exception("loading %s failed", engine.options.model_path)
+            except BaseException:
+                # Exit like SGLang does when its model fails to load, so a launcher sees the crash at once
+                # (with this traceback last in the log) instead of a server that never turns healthy.
+                log.exception("loading %s failed; exiting", engine.options.model_path)
+                logging.shutdown()
+                os._exit(1)
 
         loader = threading.Thread(target=load, name="hf-engine-loader", daemon=True)
         loader.start()

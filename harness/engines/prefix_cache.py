@@ -19,11 +19,22 @@ always a fresh object, so eviction or a flush never touches KV a running request
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+
+def _locked(method):
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class PayloadOps(Protocol):
@@ -78,9 +89,13 @@ class PrefixCache:
         self.root = _Node()
         self.total_tokens = 0
         self.evicted_tokens = 0
+        # The engine's worker thread does all matching and inserting; the lock only keeps `stats()` from another
+        # thread (/server_info) from walking a tree that is being changed.
+        self._lock = threading.RLock()
 
     # -- queries -------------------------------------------------------------------------------------
 
+    @_locked
     def match(self, ids: Sequence[int]) -> MatchResult:
         """Longest cached page-aligned prefix of `ids`; touches the matched path (LRU)."""
         now = next(self._clock)
@@ -102,6 +117,7 @@ class PrefixCache:
             return MatchResult(0, None)
         return MatchResult(pos, self.ops.concat(parts))
 
+    @_locked
     def insert(self, ids: Sequence[int], payload: Any) -> int:
         """Cache the KV of `ids` (payload covers exactly `ids`); returns how many new tokens were stored."""
         usable = min(len(ids), self.max_tokens)
@@ -130,10 +146,12 @@ class PrefixCache:
             node, pos = child, pos + shared
         return 0
 
+    @_locked
     def flush(self) -> None:
         self.root = _Node()
         self.total_tokens = 0
 
+    @_locked
     def stats(self) -> dict[str, int]:
         nodes = sum(1 for _ in self._walk(self.root)) - 1
         return {
@@ -144,6 +162,7 @@ class PrefixCache:
             "evicted_tokens": self.evicted_tokens,
         }
 
+    @_locked
     def cached_sequences(self) -> list[tuple[int, ...]]:
         """Every root-to-leaf id sequence (for tests and debugging)."""
         out = []
