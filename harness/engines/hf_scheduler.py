@@ -94,10 +94,12 @@ class Worker:
 
     def submit(self, seq: Sequence) -> None:
         with self._lock:
-            self._in_flight += 1
+            self._in_flight += seq.item.use_cache
         self._inbox.put(seq)
 
     def busy(self) -> bool:
+        """Requests that may use the prefix cache are queued or running (health probes do not count: they stay
+        out of the cache, so a monitor polling /health_generate never makes /flush_cache fail)."""
         with self._lock:
             return self._in_flight > 0
 
@@ -129,7 +131,7 @@ class Worker:
             if command is _STOP:
                 return _STOP
             if isinstance(command, _Flush):
-                command.done.set_result(self._flush_now(pending=bool(arrived)))
+                command.done.set_result(self._flush_now(pending=any(s.item.use_cache for s in arrived)))
             else:
                 arrived.append(command)
             try:
@@ -138,7 +140,7 @@ class Worker:
                 return arrived
 
     def _flush_now(self, pending: bool) -> bool:
-        if pending or self._active:
+        if pending or any(s.item.use_cache for s in self._active):
             return False
         if self.cache is not None:
             self.cache.flush()
@@ -246,7 +248,7 @@ class Worker:
         if seq in self._active:
             self._active.remove(seq)
         with self._lock:
-            self._in_flight -= 1
+            self._in_flight -= seq.item.use_cache
             self.requests_served += 1
         if notify:
             seq.notify(len(seq.output_ids), True)

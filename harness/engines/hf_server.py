@@ -17,8 +17,9 @@ Deviations from SGLang, on purpose:
   dtype, page_size, disable_radix_cache, context_length, served_model_name, random_seed,
   enable_cache_report) plus `engine: "hf-reference"`, `version` = "<harness>+transformers.<version>",
   `max_cached_tokens`, `prefix_cache` stats and `internal_states: [{}]`; SGLang lists all of its ServerArgs.
-- `/health` always generates (SGLang's default, `SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=1`); the probe's
-  token is not inserted into the prefix cache (SGLang's is), so probes never create cache hits.
+- `/health` always generates (SGLang's default, `SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=1`); the probe
+  stays out of the prefix cache (SGLang's is cached), so probes never create cache hits, and a running probe
+  does not make `/flush_cache` answer 400.
 - OpenAI `usage.prompt_tokens_details` is always `{"cached_tokens": n}`; SGLang gives it only with
   `--enable-cache-report` and only when n > 0 (otherwise null).
 - Requests run one sequence at a time on one worker thread (no padded batches), so results never depend on
