@@ -212,13 +212,17 @@ async def cold_replay(ctx: EvalContext, suite: str, hits: Sequence[Generation]) 
                 f"{suite}: sample {hit.prompt.id}: the cold replay (after /flush_cache, logprob_start_len=0) reported "
                 f"cached_tokens={cached}; it must recompute everything (0), or it is no cold reference."
             )
-        entries = response["meta_info"]["input_token_logprobs"][-len(hit.output_ids) :]
-        replayed_ids = [int(e[1]) for e in entries]
-        if replayed_ids != hit.output_ids:
+        entries = response["meta_info"]["input_token_logprobs"]
+        tail = entries[-len(hit.output_ids) :]
+        replayed_ids = [int(e[1]) for e in tail]
+        if len(entries) != len(ids) or replayed_ids != hit.output_ids:
+            at = next((i for i, (a, b) in enumerate(zip(replayed_ids, hit.output_ids)) if a != b), len(replayed_ids))
             raise CacheCheckFailed(
-                f"{suite}: sample {hit.prompt.id}: replay input_token_logprobs ids {replayed_ids[:8]}... do not match the generated ids {hit.output_ids[:8]}..."
+                f"{suite}: sample {hit.prompt.id}: the cold replay of {len(ids)} ids returned {len(entries)} "
+                f"input_token_logprobs whose last {len(tail)} ids differ from the {len(hit.output_ids)} generated ids "
+                f"at index {at} (replay {replayed_ids[at : at + 4]}, generated {hit.output_ids[at : at + 4]})"
             )
-        return [float(e[0]) for e in entries]
+        return [float(e[0]) for e in tail]
 
     return await ctx.client.map(replay, hits, progress=f"{suite}[{ctx.case_id}] replay")
 
