@@ -1,0 +1,326 @@
+"""The one server lifecycle every engine uses: launch, wait until healthy, learn what it is, stop and reap.
+
+    with Server(spec, get_engine("sglang"), log_dir=run_dir / "logs", gpu_ids=("0", "1")) as server:
+        server.base_url, server.info, server.version ...
+    with Server.attach("http://node-7:30000") as server: ...          # launches and kills nothing
+
+Launch: a free port on 127.0.0.1, the engine's command in its own process group (start_new_session), its
+stdout+stderr in `<log_dir>/<model>__<config>.log`. Ready when the engine's health path answers 200; if the
+process exits first, `ServerStartError` at once with the exit code, the command and the last 50 log lines;
+on timeout the same, after killing it. Then /server_info and /model_info (or their /get_ spellings) are read.
+
+Stop: SIGTERM to the group, a grace period, SIGKILL to the group and to any descendant that left it, reap,
+then confirm the port is free. SGLang answers SIGTERM by killing its own tree with SIGKILL, so exit status
+-9 after our SIGTERM is a clean stop. A pytest interrupted with Ctrl-C unwinds through `__exit__`; as a
+safety net, live process groups are also killed at interpreter exit (atexit) and on SIGTERM/SIGHUP.
+
+Only the stdlib and psutil, so it runs anywhere the harness core does (the async client lives elsewhere).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness import process_group
+from harness.engines import Engine, get_engine
+from harness.errors import ConfigError, HarnessError
+from harness.gpus import cuda_visible_devices
+from harness.process_group import (
+    ServerTeardownError,
+    free_port,
+    kill_group_now,
+    terminate_group,
+    wait_port_free,
+)
+from harness.spec import ServerSpec
+
+# Exit statuses that mean "stopped because we asked": SIGTERM/SIGKILL, directly or via a shell wrapper.
+CLEAN_STOP_CODES = {0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 via a proxy
+
+
+class ServerStartError(HarnessError):
+    """The server did not become healthy: it exited, timed out or is unreachable. The message has the log tail."""
+
+    def __init__(self, message: str, *, exit_code: int | None = None, log_tail: str = ""):
+        super().__init__(message)
+        self.exit_code = exit_code
+        self.log_tail = log_tail
+
+
+class ServerStartTimeout(ServerStartError):
+    """Still not healthy when the engine's startup timeout ran out (the process was killed)."""
+
+
+class ServerDied(HarnessError):
+    """The server exited while it was in use (raised by `Server.check_alive`)."""
+
+
+@dataclass(frozen=True)
+class LifecycleOptions:
+    """Timings of the lifecycle; the defaults suit SGLang, tests shorten them."""
+
+    host: str = "127.0.0.1"
+    grace_period: float = 30.0  # SIGTERM -> SIGKILL; SGLang drains requests and tears down NCCL in this time
+    poll_interval: float = 0.5
+    probe_timeout: float = 5.0  # per health request, as sglang's own test helper uses
+    port_free_timeout: float = 10.0
+    tail_lines: int = 50
+
+
+class Server:
+    """One running (or attached) server. A context manager; `start()`/`stop()` for explicit use."""
+
+    def __init__(
+        self,
+        spec: ServerSpec,
+        engine: Engine | None = None,
+        *,
+        log_dir: str | Path = "reports/logs",
+        gpu_ids: tuple[str, ...] | list[str] | None = None,
+        base_url: str | None = None,
+        options: LifecycleOptions = LifecycleOptions(),
+    ):
+        self.spec = spec
+        self.engine = engine or get_engine("attach" if base_url else spec.engine, where=f"{spec.id}: engine")
+        self.options = options
+        self.log_dir = Path(log_dir)
+        # None: inherit the parent's GPUs untouched; a tuple (even empty) becomes CUDA_VISIBLE_DEVICES.
+        self.gpu_ids = None if gpu_ids is None else tuple(str(g) for g in gpu_ids)
+        self.attached = base_url is not None
+        if self.attached:
+            self.base_url = _normalise_url(base_url)
+        elif not self.engine.launches:
+            raise ConfigError(f"{spec.id}: engine {self.engine.name!r} launches nothing; give a base URL to attach")
+        else:
+            self.base_url = ""
+        self.port: int | None = None
+        self.command: list[str] = []
+        self.log_path: Path | None = None
+        self.process: subprocess.Popen | None = None
+        self.pid: int | None = None  # kept after stop, so callers can check the process is gone
+        self.exit_code: int | None = None
+        self.died_early = False  # exited on its own before stop(); check_alive() raises for it
+        self.startup_s: float | None = None
+        self.info: dict[str, Any] = {}
+        self.model_info: dict[str, Any] = {}
+        self.version = ""
+
+    @classmethod
+    def attach(cls, base_url: str, spec: ServerSpec | None = None, options: LifecycleOptions = LifecycleOptions()):
+        """A server started elsewhere: checks health and reads /server_info; never launches or kills."""
+        url = _normalise_url(base_url)
+        spec = spec or ServerSpec(model="attached", config=url.split("://", 1)[1], model_path="", engine="attach")
+        return cls(spec, get_engine("attach"), base_url=url, options=options)
+
+    # -- context manager --------------------------------------------------------------------------------------
+    def __enter__(self) -> Server:  # noqa: PYI034 - Self needs Python 3.11
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
+    # -- start ------------------------------------------------------------------------------------------------
+    def start(self) -> Server:
+        started = time.monotonic()
+        try:
+            if not self.attached:
+                self._launch()
+            self._wait_healthy(self.engine.startup_timeout_for(self.spec), started)
+            self.startup_s = time.monotonic() - started
+            self._read_info()
+        except BaseException as exc:  # KeyboardInterrupt included: never leave a half-started server behind
+            try:
+                self.stop()
+            except Exception as stop_exc:  # noqa: BLE001 - the start error is re-raised, carrying this one
+                exc.add_note(f"and stopping it failed too: {stop_exc!r}")
+            raise
+        return self
+
+    def _launch(self) -> None:
+        needed = self.engine.gpus_needed(self.spec)
+        if self.gpu_ids is not None and len(self.gpu_ids) < needed:
+            raise ConfigError(f"{self.spec.id}: needs {needed} GPU(s), was given {len(self.gpu_ids)}: {self.gpu_ids}")
+        self.port = free_port(self.options.host)
+        self.base_url = f"http://{self.options.host}:{self.port}"
+        self.command = [str(part) for part in self.engine.command(self.spec, self.options.host, self.port)]
+        overrides = {**self.engine.environment(self.spec), **self.spec.env}
+        if self.gpu_ids is not None:
+            overrides.update(cuda_visible_devices(self.gpu_ids))
+        self.log_path = _unused_log_path(self.log_dir, self.spec.slug)
+        with open(self.log_path, "wb") as log:
+            log.write(f"# {self.spec.id} via {self.engine.name}: {shlex.join(self.command)}\n".encode())
+            log.write(f"# environment overrides: {json.dumps(overrides, sort_keys=True)}\n".encode())
+            log.flush()
+            self.process = subprocess.Popen(
+                self.command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env={**os.environ, **overrides},
+                start_new_session=True,  # its own process group: one killpg reaches every worker
+            )
+        self.pid = self.process.pid
+        process_group.register(self.process.pid)
+
+    def _wait_healthy(self, timeout: float, started: float) -> None:
+        url = self.base_url + self.engine.health_path
+        deadline = started + timeout
+        last = "no answer yet"
+        while True:
+            if self.process is not None and self.process.poll() is not None:
+                self.exit_code = self.process.returncode
+                raise ServerStartError(
+                    self._failure(f"exited with code {self.exit_code} while starting", started),
+                    exit_code=self.exit_code,
+                    log_tail=self.log_tail(),
+                )
+            remaining = deadline - time.monotonic()
+            status, last = _probe(url, min(self.options.probe_timeout, max(remaining, 0.1)))
+            if status == 200:
+                return
+            if time.monotonic() >= deadline:
+                what = "did not answer" if self.attached else "was killed: it did not become healthy"
+                raise ServerStartTimeout(
+                    self._failure(f"{what} at {url} within {timeout:g} s (last probe: {last})", started),
+                    log_tail=self.log_tail(),
+                )
+            self._pause(min(self.options.poll_interval, max(deadline - time.monotonic(), 0)))
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but wake as soon as the process exits so a crash is reported at once."""
+        if self.process is None:
+            time.sleep(seconds)
+            return
+        try:
+            self.process.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def _failure(self, what: str, started: float) -> str:
+        lines = [f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"]
+        if self.command:
+            lines.append(f"command: {shlex.join(self.command)}")
+        if self.log_path:
+            lines += [f"log: {self.log_path}", f"--- last {self.options.tail_lines} log lines ---", self.log_tail()]
+        return "\n".join(lines)
+
+    def _read_info(self) -> None:
+        info = _get_first_json(self.base_url, self.engine.server_info_paths, self.options.probe_timeout * 6)
+        if info is None and self.engine.requires_server_info:
+            raise ServerStartError(
+                f"{self.spec.id}: {self.base_url} is healthy but none of {', '.join(self.engine.server_info_paths)} "
+                "answered with JSON"
+            )
+        self.info = info or {}
+        self.model_info = _get_first_json(self.base_url, self.engine.model_info_paths, self.options.probe_timeout) or {}
+        self.version = self.engine.describe_version(self.info)
+
+    # -- while running ----------------------------------------------------------------------------------------
+    def log_tail(self, lines: int | None = None) -> str:
+        return read_tail(self.log_path, lines or self.options.tail_lines) if self.log_path else ""
+
+    def check_alive(self) -> None:
+        """Raise ServerDied (with the log tail) if the launched process has exited."""
+        if self.process is None or self.process.poll() is None:
+            return
+        self.exit_code = self.process.returncode
+        raise ServerDied(
+            f"{self.spec.id}: {self.engine.name} server exited with code {self.exit_code} while in use\n"
+            f"log: {self.log_path}\n--- last {self.options.tail_lines} log lines ---\n{self.log_tail()}"
+        )
+
+    # -- stop -------------------------------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Stop and reap the launched process group, then confirm the port is free. Idempotent."""
+        process = self.process
+        if process is None:
+            return
+        try:
+            self.died_early = process.poll() is not None  # gone before we asked: a crash or the OOM killer
+            survivors = terminate_group(process, self.options.grace_period)
+        except BaseException:  # interrupted while waiting out the grace period: do not wait again
+            kill_group_now(process.pid)
+            raise
+        finally:
+            if process.poll() is not None:
+                self.exit_code = process.returncode
+                process_group.unregister(process.pid)
+        self.process = None
+        if survivors:
+            raise ServerTeardownError(f"{self.spec.id}: processes survived SIGKILL: {survivors}")
+        wait_port_free(self.options.host, self.port, self.options.port_free_timeout, what=self.spec.id)
+
+    @property
+    def clean_stop(self) -> bool:
+        """Stopped by us with an expected status (SGLang's -9 after our SIGTERM included)."""
+        return not self.died_early and self.exit_code in CLEAN_STOP_CODES
+
+    def __repr__(self) -> str:
+        state = "attached" if self.attached else ("running" if self.process else "stopped")
+        return f"<Server {self.spec.id} {self.engine.name} {self.base_url or '-'} {state}>"
+
+
+def read_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - max_bytes, 0))
+            data = f.read()
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
+
+
+def _probe(url: str, timeout: float) -> tuple[int | None, str]:
+    """(HTTP status or None, a short description of the answer) for one GET."""
+    try:
+        with _NO_PROXY.open(url, timeout=timeout) as response:
+            return response.status, f"HTTP {response.status}"
+    except urllib.error.HTTPError as exc:
+        return exc.code, f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, f"{type(reason).__name__}: {reason}"
+
+
+def _get_first_json(base_url: str, paths: tuple[str, ...], timeout: float) -> dict[str, Any] | None:
+    """The JSON body of the first path that answers 200; None when none does (old/new endpoint spellings)."""
+    for path in paths:
+        try:
+            with _NO_PROXY.open(base_url + path, timeout=timeout) as response:
+                body = json.loads(response.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            continue
+        return body if isinstance(body, dict) else {"data": body}
+    return None
+
+
+def _normalise_url(base_url: str) -> str:
+    url = str(base_url).strip().rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"base URL {base_url!r}: expected http://host:port (from --harness-base-url / HARNESS_BASE_URL)")
+    return url
+
+
+def _unused_log_path(log_dir: Path, slug: str) -> Path:
+    """`<slug>.log`, or `<slug>.2.log`, ... when an earlier server of this run already wrote one."""
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path, n = log_dir / f"{slug}.log", 1
+    while path.exists():
+        n += 1
+        path = log_dir / f"{slug}.{n}.log"
+    return path
