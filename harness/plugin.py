@@ -83,14 +83,21 @@ def suite_of(definition) -> str:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "harness" not in metafunc.fixturenames:
         return
-    session: HarnessSession = metafunc.config.stash[HARNESS_KEY]
-    suite = suite_of(metafunc.definition)
-    cases = session.cases_for(suite)
+    session = metafunc.config.stash[HARNESS_KEY]
+    try:
+        cases = session.cases_for(suite_of(metafunc.definition))
+    except ConfigError as exc:
+        # Raised again outside the collectors (pytest_collection_modifyitems) so pytest prints one clear
+        # `ERROR:` line and exits with USAGE_ERROR instead of a collection traceback per file.
+        session.config_error = exc
+        return
     metafunc.parametrize("harness_case", cases, ids=[case.spec.id for case in cases])
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     harness = config.stash[HARNESS_KEY]
+    if harness.config_error is not None:
+        raise pytest.UsageError(str(harness.config_error))
     order: dict[str, int] = {}
     for item in items:
         case = _case_of(item)

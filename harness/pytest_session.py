@@ -24,6 +24,7 @@ class HarnessSession:
         self._thresholds = None
         self._report: Report | None = None
         self.planned_keys: dict[str, int] = {}
+        self.config_error: ConfigError | None = None
         self.verdict_lines: list[str] = []
         self._pool: ServerPool | None = None
 
@@ -150,6 +151,7 @@ class HarnessRun:
             limit=opt.harness_limit,
             smoke=opt.harness_smoke,
             on_sample=report.sample_sink(self.case.suite, self.case.spec.slug),
+            reference=self.live.reference_client,
         )
 
     def run(self, eval_obj) -> EvalResult:

@@ -31,18 +31,6 @@ class Case:
         return self.spec.id
 
 
-@dataclass
-class LiveServer:
-    spec: ServerSpec
-    server: Any
-    client: Client
-    loop: asyncio.AbstractEventLoop
-    info: dict[str, Any]
-
-    def run(self, coro):
-        return self.loop.run_until_complete(coro)
-
-
 @dataclass(frozen=True)
 class PoolSettings:
     engine_override: str | None
@@ -51,6 +39,40 @@ class PoolSettings:
     gpu_ids: tuple[str, ...]
     client_options: ClientOptions
     startup_timeout: float | None = None
+
+
+REFERENCE_ARGS = ("--device", "cpu", "--dtype", "float32")
+
+
+@dataclass
+class LiveServer:
+    spec: ServerSpec
+    server: Any
+    client: Client
+    loop: asyncio.AbstractEventLoop
+    info: dict[str, Any]
+    stack: contextlib.ExitStack | None = None
+    settings: PoolSettings | None = None
+    _reference: Client | None = None
+
+    def run(self, coro):
+        return self.loop.run_until_complete(coro)
+
+    def reference_client(self) -> Client:
+        """The HF reference engine on the same weights (CPU fp32), started on first use, stopped with this server."""
+        if self._reference is None:
+            from harness.engines import get_engine
+            from harness.server import Server
+
+            spec = ServerSpec(
+                model=self.spec.model, config=f"{self.spec.config}-hf-reference", model_path=self.spec.model_path,
+                engine="hf", args=REFERENCE_ARGS, tokenizer_path=self.spec.tokenizer_path,
+            )  # fmt: skip
+            server = self.stack.enter_context(Server(spec, get_engine("hf"), log_dir=self.settings.log_dir, gpu_ids=()))
+            client = Client(server.base_url, self.settings.client_options)
+            self.stack.callback(lambda: self.loop.run_until_complete(client.close()))
+            self._reference = client
+        return self._reference
 
 
 class ServerPool:
@@ -113,7 +135,10 @@ class ServerPool:
             stack.close()
             raise
         self._stack = stack
-        return LiveServer(spec=spec, server=server, client=client, loop=loop, info=dict(server.info or {}))
+        return LiveServer(
+            spec=spec, server=server, client=client, loop=loop, info=dict(server.info or {}),
+            stack=stack, settings=self.settings,
+        )  # fmt: skip
 
     def release(self) -> None:
         """Stop the current server (and reap it) if there is one."""
