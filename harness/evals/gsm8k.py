@@ -127,7 +127,12 @@ class GSM8K:
                 messages = build_chat_messages(shots, record["question"])
                 prompt = repr(messages)
                 response = await ctx.client.chat(
-                    {"model": ctx.model_path, "messages": messages, "max_tokens": opts["max_new_tokens"], "temperature": 0}
+                    {
+                        "model": ctx.model_path,
+                        "messages": messages,
+                        "max_tokens": opts["max_new_tokens"],
+                        "temperature": 0,
+                    }
                 )
                 output = response["choices"][0]["message"]["content"] or ""
                 completion_tokens = response.get("usage", {}).get("completion_tokens", 0)

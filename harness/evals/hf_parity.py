@@ -79,25 +79,29 @@ class HFParity:
         sampling = {"max_new_tokens": opts["max_new_tokens"], "temperature": 0}
 
         async def logprob_pass(record: dict) -> dict:
-            ids = tokenizer(QUESTION_TEMPLATE.format(question=record["question"]), add_special_tokens=False)["input_ids"]
+            ids = tokenizer(QUESTION_TEMPLATE.format(question=record["question"]), add_special_tokens=False)[
+                "input_ids"
+            ]
             request = {"input_ids": ids, "sampling_params": sampling, "return_logprob": True, "logprob_start_len": 0}
             test = await ctx.client.generate(request)
             ref = await reference.generate(request)
             out_ids = [entry[1] for entry in test["meta_info"]["output_token_logprobs"]]
             rescored = await reference.generate(
-                {"input_ids": ids + out_ids, "sampling_params": {"max_new_tokens": 0},
-                 "return_logprob": True, "logprob_start_len": 0}
+                {
+                    "input_ids": ids + out_ids,
+                    "sampling_params": {"max_new_tokens": 0},
+                    "return_logprob": True,
+                    "logprob_start_len": 0,
+                }
             )
-            ref_out = logprob_values(rescored["meta_info"]["input_token_logprobs"])[len(ids):]
+            ref_out = logprob_values(rescored["meta_info"]["input_token_logprobs"])[len(ids) :]
             sample = {
                 "id": record.get("id", record["question"][:40]),
                 "prompt_diffs": compare_logprobs(
                     logprob_values(test["meta_info"]["input_token_logprobs"]),
                     logprob_values(ref["meta_info"]["input_token_logprobs"]),
                 ),
-                "output_diffs": compare_logprobs(
-                    logprob_values(test["meta_info"]["output_token_logprobs"]), ref_out
-                ),
+                "output_diffs": compare_logprobs(logprob_values(test["meta_info"]["output_token_logprobs"]), ref_out),
                 "same_greedy": out_ids == [entry[1] for entry in ref["meta_info"]["output_token_logprobs"]],
                 "test_text": test["text"],
                 "ref_text": ref["text"],
@@ -105,16 +109,25 @@ class HFParity:
             ctx.on_sample({"kind": "logprobs", **sample})
             return sample
 
-        questions = stable_subsample(records, SMOKE_SAMPLES if ctx.smoke else opts["gsm8k_questions"],
-                                     key=lambda r: r["question"])
+        questions = stable_subsample(
+            records, SMOKE_SAMPLES if ctx.smoke else opts["gsm8k_questions"], key=lambda r: r["question"]
+        )
 
         async def answer_pass(record: dict) -> dict:
-            request = {"text": QUESTION_TEMPLATE.format(question=record["question"]),
-                       "sampling_params": {"max_new_tokens": opts["gsm8k_max_new_tokens"], "temperature": 0,
-                                           "stop": STOP_STRINGS}}
+            request = {
+                "text": QUESTION_TEMPLATE.format(question=record["question"]),
+                "sampling_params": {
+                    "max_new_tokens": opts["gsm8k_max_new_tokens"],
+                    "temperature": 0,
+                    "stop": STOP_STRINGS,
+                },
+            }
             test, ref = await ctx.client.generate(request), await reference.generate(request)
-            sample = {"id": record.get("id", record["question"][:40]),
-                      "test_answer": extract_flexible(test["text"]), "ref_answer": extract_flexible(ref["text"])}
+            sample = {
+                "id": record.get("id", record["question"][:40]),
+                "test_answer": extract_flexible(test["text"]),
+                "ref_answer": extract_flexible(ref["text"]),
+            }
             sample["agree"] = sample["test_answer"] == sample["ref_answer"]
             ctx.on_sample({"kind": "gsm8k", **sample})
             return sample
