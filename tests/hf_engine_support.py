@@ -93,25 +93,26 @@ def model_dir(tmp_path_factory):
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
 
-def engine_server(model_dir, log_dir, *flags: str) -> Server:
+def engine_server(model_dir, log_dir, *flags: str, env: dict[str, str] | None = None) -> Server:
     """The HF engine through the harness's one `Server` lifecycle (own process group, killed and reaped)."""
-    config = "_".join(flag.lstrip("-") for flag in flags) or "default"
-    spec = ServerSpec(model="tiny-qwen2", config=config, model_path=str(model_dir), engine="hf", args=flags)
+    config = "_".join([flag.lstrip("-") for flag in flags] + sorted(env or {})) or "default"
+    spec = ServerSpec(model="tiny-qwen2", config=config, model_path=str(model_dir), engine="hf", args=flags, env=env or {})
     return Server(spec, log_dir=log_dir, options=LIFECYCLE)
 
 
 @pytest.fixture(scope="module")
 def servers(model_dir, tmp_path_factory):
-    """Engines by flag set, started on first use and shared by the module; all stopped at the end."""
-    started: dict[tuple[str, ...], Server] = {}
+    """Engines by flags and environment, started on first use and shared by the module; all stopped at the end."""
+    started: dict[tuple, Server] = {}
     logs = tmp_path_factory.mktemp("engine_logs")
 
-    def start(*flags: str) -> Server:
-        if flags not in started:
-            server = engine_server(model_dir, logs, *flags)
+    def start(*flags: str, env: dict[str, str] | None = None) -> Server:
+        key = (flags, tuple(sorted((env or {}).items())))
+        if key not in started:
+            server = engine_server(model_dir, logs, *flags, env=env)
             server.start()  # on failure it stops itself and raises with the log tail
-            started[flags] = server
-        return started[flags]
+            started[key] = server
+        return started[key]
 
     try:
         yield start

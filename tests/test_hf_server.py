@@ -137,6 +137,19 @@ def test_sampled_logprobs_are_temperature_scaled_and_seeded_sampling_repeats(ser
     assert abs(output_logprobs(first)[0] - expected) < 1e-4
 
 
+def test_original_logprob_env_reports_unscaled_logprobs(servers, reference):
+    model, _ = reference
+    server = servers(env={"SGLANG_RETURN_ORIGINAL_LOGPROB": "1"})
+    assert json.loads(get(server.base_url + "/server_info")[1])["return_original_logprob"] is True
+    ids = random_ids(20, seed=2)
+    out = generate(server, input_ids=ids, return_logprob=True,
+                   sampling_params={"max_new_tokens": 1, "temperature": 0.7, "sampling_seed": 42})  # fmt: skip
+    with torch.inference_mode():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
+    expected = torch.log_softmax(logits, dim=-1)[out["output_ids"][0]].item()
+    assert abs(output_logprobs(out)[0] - expected) < 1e-4
+
+
 def test_stop_string_and_stop_token(server):
     params = {"max_new_tokens": 12, "temperature": 0, "ignore_eos": True}
     base = generate(server, text="bob has more cups", sampling_params=params)

@@ -225,6 +225,7 @@ class Engine:
             "radix_cache_disabled_reason": self._cache_off_reason(),
             "prefix_cache": self.cache.stats() if self.cache else None,
             "requests_served": self.worker.requests_served,
+            "return_original_logprob": self.worker.original_logprobs,
             "startup_time": self.load_seconds,
             "internal_states": [{}],
         }

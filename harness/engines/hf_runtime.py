@@ -5,7 +5,7 @@ Numerics follow SGLang 0.5.17 (python/sglang/srt/layers/sampler.py, logits_proce
 - Input (prompt) logprobs are `log_softmax` of the raw logits.
 - Output logprobs are `log_softmax(logits / temperature)` taken before top-k/top-p/min-p filtering, and the raw
   `log_softmax` for greedy requests (SGLang turns temperature 0 into temperature 1 with top_k 1). SGLang only
-  returns unscaled output logprobs when `SGLANG_RETURN_ORIGINAL_LOGPROB` is set.
+  returns unscaled output logprobs when `SGLANG_RETURN_ORIGINAL_LOGPROB` is set, and so does this engine.
 - top-k / top-p / min-p filter the sorted probabilities as SGLang's pytorch sampling backend does.
 - Everything that turns logits into numbers runs in float32, whatever the model dtype.
 
@@ -16,6 +16,7 @@ Prefill from a cached prefix and a cold prefill run the same code: `forward(ids,
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -188,13 +189,19 @@ class SamplingChoice:
     logprobs: torch.Tensor  # float32 [vocab], what SGLang reports for the output token
 
 
-def sample(logits: torch.Tensor, params: Any, generator: torch.Generator) -> SamplingChoice:
-    """Pick the next token from one row of float32 logits under SGLang's sampling semantics."""
+def return_original_logprob() -> bool:
+    return os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes")
+
+
+def sample(logits: torch.Tensor, params: Any, generator: torch.Generator, original: bool = False) -> SamplingChoice:
+    """Pick the next token from one row of float32 logits under SGLang's sampling semantics; `original`
+    reports the unscaled logprobs (SGLANG_RETURN_ORIGINAL_LOGPROB)."""
     if params.temperature < GREEDY_EPS:
         return SamplingChoice(int(torch.argmax(logits)), torch.log_softmax(logits, dim=-1))
-    if params.top_k == 1:
-        return SamplingChoice(int(torch.argmax(logits)), torch.log_softmax(logits / params.temperature, dim=-1))
     logprobs = torch.log_softmax(logits / params.temperature, dim=-1)
+    reported = torch.log_softmax(logits, dim=-1) if original else logprobs
+    if params.top_k == 1:
+        return SamplingChoice(int(torch.argmax(logits)), reported)
     probs = logprobs.exp()
     probs_sort, probs_idx = probs.sort(descending=True)
     if params.top_k > 0:
@@ -204,7 +211,7 @@ def sample(logits: torch.Tensor, params: Any, generator: torch.Generator) -> Sam
     if params.min_p > 0:
         probs_sort[probs_sort < probs_sort[0] * params.min_p] = 0.0
     choice = torch.multinomial(probs_sort.cpu(), 1, generator=generator)
-    return SamplingChoice(int(probs_idx[int(choice)]), logprobs)
+    return SamplingChoice(int(probs_idx[int(choice)]), reported)
 
 
 def top_logprobs(logprobs: torch.Tensor, k: int) -> list[tuple[float, int]]:

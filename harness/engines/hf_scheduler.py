@@ -36,6 +36,7 @@ from harness.engines.hf_runtime import (
     ModelRunner,
     input_logprobs,
     mask_stop_tokens,
+    return_original_logprob,
     sample,
     top_logprobs,
 )
@@ -84,6 +85,7 @@ class Worker:
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="hf-engine-worker", daemon=True)
         self.requests_served = 0
+        self.original_logprobs = return_original_logprob()
 
     def start(self) -> None:
         self._thread.start()
@@ -203,7 +205,7 @@ class Worker:
         params, opts = seq.item.params, seq.item.logprobs
         if len(seq.output_ids) < params.min_new_tokens:
             logits = mask_stop_tokens(logits, set(params.stop_token_ids) | self.runner.eos_token_ids)
-        choice = sample(logits, params, seq.generator or self.runner.generator)
+        choice = sample(logits, params, seq.generator or self.runner.generator, self.original_logprobs)
         seq.output_ids.append(choice.token_id)
         if opts.return_logprob:
             seq.output_token_logprobs.append((float(choice.logprobs[choice.token_id]), choice.token_id))
