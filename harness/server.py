@@ -43,6 +43,7 @@ from harness.process_group import (
     terminate_group,
     wait_port_free,
 )
+from harness.report import scrub, scrub_command
 from harness.spec import ServerSpec
 
 # Exit statuses that mean "stopped because we asked": SIGTERM/SIGKILL, directly or via a shell wrapper.
@@ -161,8 +162,8 @@ class Server:
             overrides.update(cuda_visible_devices(self.gpu_ids))
         self.log_path = _unused_log_path(self.log_dir, self.spec.slug)
         with open(self.log_path, "wb") as log:
-            log.write(f"# {self.spec.id} via {self.engine.name}: {shlex.join(self.command)}\n".encode())
-            log.write(f"# environment overrides: {json.dumps(overrides, sort_keys=True)}\n".encode())
+            log.write(f"# {self.spec.id} via {self.engine.name}: {self.shown_command}\n".encode())
+            log.write(f"# environment overrides: {json.dumps(_masked(overrides), sort_keys=True)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 self.command,
@@ -212,7 +213,7 @@ class Server:
     def _failure(self, what: str, started: float) -> str:
         lines = [f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"]
         if self.command:
-            lines.append(f"command: {shlex.join(self.command)}")
+            lines.append(f"command: {self.shown_command}")
         if self.log_path:
             lines += [f"log: {self.log_path}", f"--- last {self.options.tail_lines} log lines ---", self.log_tail()]
         return "\n".join(lines)
@@ -228,9 +229,15 @@ class Server:
         self.model_info = _get_first_json(self.base_url, self.engine.model_info_paths, self.options.probe_timeout) or {}
         self.version = self.engine.describe_version(self.info)
 
+    @property
+    def shown_command(self) -> str:
+        """The command as logs and errors show it: API keys and tokens masked."""
+        return shlex.join(scrub_command(self.command))
+
     # -- while running ----------------------------------------------------------------------------------------
     def log_tail(self, lines: int | None = None) -> str:
-        return read_tail(self.log_path, lines or self.options.tail_lines) if self.log_path else ""
+        """The last lines of the server's log, token-like values masked (they end up in CI output)."""
+        return scrub(read_tail(self.log_path, lines or self.options.tail_lines)) if self.log_path else ""
 
     def check_alive(self) -> None:
         """Raise ServerDied (with the log tail) if the launched process has exited."""
@@ -314,6 +321,11 @@ def _normalise_url(base_url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ConfigError(f"base URL {base_url!r}: expected http://host:port (from --harness-base-url / HARNESS_BASE_URL)")
     return url
+
+
+def _masked(env: dict[str, str]) -> dict[str, str]:
+    secret = ("TOKEN", "KEY", "SECRET", "PASSWORD")
+    return {k: ("***" if any(word in k.upper() for word in secret) else v) for k, v in env.items()}
 
 
 def _unused_log_path(log_dir: Path, slug: str) -> Path:

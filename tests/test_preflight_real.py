@@ -1,9 +1,10 @@
 """One launch line of every config kind through the real parser of each pinned SGLang release.
 
 Needs HARNESS_SGLANG_SITES="0.5.17=DIR:0.5.23=DIR", each DIR a `pip install --no-deps --target DIR
-sglang==V` (see tox-sglang.ini.txt, which also lists the light packages the parser imports). The preflight
-runs as a subprocess with PYTHONPATH=DIR, under HARNESS_SGLANG_PYTHON (default: this interpreter), once per
-version for all lines (`--batch`: importing SGLang's server_args takes seconds).
+sglang==V`; `tox -e sglang` builds them (tests/sglang_env/install_sites.py, with requirements.txt beside it
+for the light packages the parsers import). The preflight runs as a subprocess with PYTHONPATH=DIR, under
+HARNESS_SGLANG_PYTHON (default: this interpreter), once per version for all lines (`--batch`: importing
+SGLang's server_args takes seconds).
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ def sites() -> dict[str, str]:
 pytestmark = pytest.mark.skipif(
     not sites(),
     reason="HARNESS_SGLANG_SITES is not set: set it to '0.5.17=DIR:0.5.23=DIR', each DIR a "
-    "`pip install --no-deps --target DIR sglang==V` (tox -e sglang does this; see tox-sglang.ini.txt)",
+    "`pip install --no-deps --target DIR sglang==V` (tox -e sglang does this: tests/sglang_env/install_sites.py)",
 )
 
 

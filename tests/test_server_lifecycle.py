@@ -267,3 +267,15 @@ def test_attach_to_a_running_hf_engine(tmp_path):
             assert attached.model_info
         launched.check_alive()  # attaching and detaching left it running
     assert launched.clean_stop and not alive(launched.pid)
+
+
+def test_secrets_stay_out_of_the_log_header_and_errors(tmp_path):
+    spec = ServerSpec("tiny", "cfg", "fake/model", engine="fake", args=("--mode", "crash", "--api-key", "sk-abcdefgh12345"),
+                      env={"HF_TOKEN": "hf_abcdefghijkl", "SGLANG_LOG_LEVEL": "debug"}, startup_timeout=5)  # fmt: skip
+    with pytest.raises(ServerStartError) as caught:
+        Server(spec, FakeEngine(), log_dir=tmp_path, options=FAST).start()
+    header = (tmp_path / "tiny__cfg.log").read_text().split("\n", 2)[:2]
+    for text in (str(caught.value), *header):
+        assert "sk-abcdefgh12345" not in text and "hf_abcdefghijkl" not in text
+    assert "--api-key '***'" in header[0] or "--api-key ***" in header[0]
+    assert '"HF_TOKEN": "***"' in header[1] and '"SGLANG_LOG_LEVEL": "debug"' in header[1]

@@ -6,7 +6,7 @@ import fails under torch+cpu with "operator torchvision::nms does not exist" bec
 missing. Declaring the two op schemas that torchvision registers unconditionally lets its pure-Python parts
 import; nothing that needs the compiled ops is called by the parser.
 
-Installed as `sitecustomize.py` in the 0.5.17 `--target` dir (see tox-sglang.ini.txt); it does nothing until
+Installed as `sitecustomize.py` in the 0.5.17 `--target` dir (see tox.ini [testenv:sglang]); it does nothing until
 something imports torchvision, so it costs nothing at interpreter start.
 """
 
