@@ -168,3 +168,61 @@ def test_hub_prompts_are_streamed_and_formatted_like_sglangs_longbench_loader(tm
     prompts = build_prompts(_ctx(tmp_path), opts)
     assert calls == [("THUDM/LongBench-v2", None, "train", True)]
     assert prompts == [Prompt("lb0", [ord(c) for c in "context 0"]), Prompt("lb1", [ord(c) for c in "context 1"])]
+
+
+class _ReplayClient:
+    """Answers the cold replay with a stored real SGLang response (and counts flushes)."""
+
+    def __init__(self, response):
+        self.response, self.flushes = response, 0
+
+    async def flush_cache(self):
+        self.flushes += 1
+
+    async def generate(self, payload):
+        return self.response
+
+    async def map(self, fn, items, progress=None):
+        return [await fn(item) for item in items]
+
+
+REAL_REPLAY = json.loads((DATA / "qwen3_next_extra_buffer_replay.json").read_text())
+
+
+def _replay(response, output_ids):
+    import asyncio
+    import copy
+
+    from harness.evals.logprob_common import Generation, cold_replay
+
+    hit = Generation(Prompt("s0", REAL_REPLAY["prompt_ids"]), output_ids, [0.0] * len(output_ids), 256)
+    client = _ReplayClient(copy.deepcopy(response))
+    ctx = EvalContext(client=client, case_id="c", server_info={}, options={}, model_path="m")
+    return asyncio.run(cold_replay(ctx, "suite", [hit]))[0], client.flushes
+
+
+def test_cold_replay_on_a_real_sglang_answer_returns_the_generated_tokens_logprobs():
+    # The hit request and its cold replay as SGLang 0.5.17 answered them (Qwen3-Next extra_buffer): KL 0.
+    generated = REAL_REPLAY["generate"]
+    assert generated["meta_info"]["cached_tokens"] == 256 and REAL_REPLAY["replay"]["meta_info"]["cached_tokens"] == 0
+    cold, flushes = _replay(REAL_REPLAY["replay"], generated["output_ids"])
+    assert flushes == 1
+    assert summarize_kl([("s0", cold, output_logprobs(generated))]).kl_div == 0.0
+
+
+def test_cold_replay_accepts_sglangs_zero_for_the_last_vocabulary_id_and_rejects_other_differences():
+    # SGLang reports input ids >= vocab_size - 1 as 0 in input_token_logprobs (seen: id 393 of 394 came back as 0).
+    output_ids = list(REAL_REPLAY["generate"]["output_ids"])
+    output_ids[5] = 393
+    replay = json.loads(json.dumps(REAL_REPLAY["replay"]))
+    replay["meta_info"]["input_token_logprobs"][-32 + 5][1] = 0
+    assert len(_replay(replay, output_ids)[0]) == 32
+    replay["meta_info"]["input_token_logprobs"][-32 + 7][1] = 1
+    with pytest.raises(
+        CacheCheckFailed, match=r"returned 332 input_token_logprobs whose last 32 ids differ .* at index 7"
+    ):
+        _replay(replay, output_ids)
+    cached = json.loads(json.dumps(REAL_REPLAY["replay"]))
+    cached["meta_info"]["cached_tokens"] = 256
+    with pytest.raises(CacheCheckFailed, match=r"the cold replay .* reported cached_tokens=256; it must recompute"):
+        _replay(cached, REAL_REPLAY["generate"]["output_ids"])

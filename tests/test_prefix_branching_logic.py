@@ -71,6 +71,15 @@ def test_mamba_no_buffer_never_reuses_a_branch(prefix_len):
     assert hits("qwen3_next_no_buffer", "qwen3_next", prefix_len) == [0, 0, 0]
 
 
+@pytest.mark.parametrize(
+    "server, model, kind",
+    [("qwen3_next_extra_buffer_without_uses_field", "qwen3_next", "mamba_extra_buffer"),
+     ("attention_page16_without_uses_field", "qwen2", "attention")],
+)  # fmt: skip
+def test_without_uses_mamba_radix_cache_the_architecture_decides(server, model, kind):
+    assert classify_cache(SERVER_INFO[server], MODEL_INFO[model]).kind == kind
+
+
 def test_legacy_mamba_scheduler_strategy_field_is_read():
     layout = classify_cache(SERVER_INFO["qwen3_next_legacy_scheduler_strategy"], MODEL_INFO["qwen3_next"])
     assert layout.kind == "mamba_extra_buffer"
@@ -95,9 +104,12 @@ def test_hybrid_model_on_auto_strategy_is_an_unknown_combination():
 
 
 def test_mamba_strategy_on_an_architecture_not_known_to_be_hybrid_is_an_unknown_combination():
-    info = {**SERVER_INFO["attention_page1"], "mamba_radix_cache_strategy": "extra_buffer"}
+    info = {**SERVER_INFO["attention_page16_without_uses_field"], "mamba_radix_cache_strategy": "extra_buffer"}
     with pytest.raises(UnknownCacheLayout, match="not a known hybrid Mamba model"):
         classify_cache(info, {"architectures": ["MysteryForCausalLM"]})
+    # Where the server says it runs no Mamba radix cache, a strategy flag it ignores changes nothing.
+    info = {**SERVER_INFO["attention_page1"], "mamba_radix_cache_strategy": "extra_buffer"}
+    assert classify_cache(info, {"architectures": ["MysteryForCausalLM"]}).kind == "attention"
 
 
 def test_cache_kind_option_overrides_detection_and_is_validated():

