@@ -4,7 +4,8 @@ Data: synthetic token ids (no data set): one prefix of P ids, then three 64-id s
 first id, so the requests branch exactly at P. Ids are drawn (seeded) from the tokenizer's non-special ids and
 sent as `input_ids`, so positions are exact (SGLang's `prefix_cache_branching_kit.py` sends "hi" * 257 as text
 and relies on the tokenizer). Per P: `/flush_cache`, then the three requests one after another,
-`max_new_tokens=1`. Source of the pattern: SGLang's Qwen3-Next branching test and a real 0.5.17 server.
+`max_new_tokens=1`. Source of the pattern: SGLang's Qwen3-Next branching test; checked on a real 0.5.17 server
+(tiny Qwen2 at page 1 and 16, tiny Qwen3-Next with extra_buffer: [0, 0, 256] for P=257, [0, 0, 64] for P=100).
 Metric: `branch_mismatches` (requests whose `cached_tokens` differ from the expectation; 0 expected, lower is
 better). Any mismatch raises `CacheCheckFailed` with observed vs expected per P.
 
@@ -16,7 +17,7 @@ Expected `cached_tokens` come from what the server is (`classify_cache`), never 
   hits it;
 - hybrid Mamba, `no_buffer`: [0, 0, 0] (only decode continuations are ever reused);
 - radix cache disabled: the suite skips.
-Hybrid or not: `server_info.uses_mamba_radix_cache` where the server reports it (newer SGLang), else the
+Hybrid or not: `server_info.uses_mamba_radix_cache` where the server reports it (0.5.17 does), else the
 architecture from `/model_info` against `HYBRID_ARCHITECTURES`. The strategy: `mamba_radix_cache_strategy`
 (legacy `mamba_scheduler_strategy`). A hybrid model on `auto` (its resolution depends on the SGLang version),
 or a Mamba strategy on an architecture not known to be hybrid, raises `UnknownCacheLayout`: set the suite
