@@ -5,7 +5,7 @@ first id, so the requests branch exactly at P. Ids are drawn (seeded) from the t
 sent as `input_ids`, so positions are exact (SGLang's `prefix_cache_branching_kit.py` sends "hi" * 257 as text
 and relies on the tokenizer). Per P: `/flush_cache`, then the three requests one after another,
 `max_new_tokens=1`. Source of the pattern: SGLang's Qwen3-Next branching test; checked on a real 0.5.17 server
-(tiny Qwen2 at page 1 and 16, tiny Qwen3-Next with extra_buffer: [0, 0, 256] for P=257, [0, 0, 64] for P=100).
+(tiny Qwen2 at page 1, tiny Qwen3-Next with extra_buffer: [0, 0, 256] for P=257, [0, 0, 64] for P=100).
 Metric: `branch_mismatches` (requests whose `cached_tokens` differ from the expectation; 0 expected, lower is
 better). Any mismatch raises `CacheCheckFailed` with observed vs expected per P.
 
