@@ -100,6 +100,8 @@ def test_helpers_reject_bad_values(call, message):
         (("--tp-size", "8", *sg.ep_dp_attention(8, 8)), 8),  # DP attention runs inside the TP group
         (("--tp-size", "2", "--attn-dp-size", "2"), 2),
         (("--tp-size", "x"), 1),
+        (("--device", "cpu"), 0),  # SGLang's CPU backend occupies no GPU
+        (("--device=cuda", "--tp-size", "2"), 2),
     ],
 )
 def test_gpus_needed_by_sglang_args(args, gpus):

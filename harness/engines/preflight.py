@@ -35,6 +35,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from harness.engines.sglang import flag_value
 from harness.errors import ConfigError, did_you_mean
 
 EXIT_REJECTED = 1
@@ -148,7 +149,7 @@ def _bad_value(
     """An invalid choice, a wrong type or a missing value for a flag SGLang knows."""
     flag = (exc.argument_name or "").split("/")[0]
     action = parser._option_string_actions.get(flag)
-    value = _value_of(argv, action.option_strings if action else [flag])
+    value = flag_value(argv, *(action.option_strings if action else [flag]))
     shown = flag if value is None else f"{flag} {value!r}"
     message = f"{prefix}SGLang {version} rejects {shown}: {exc.message}"
     if action is not None and action.choices is not None:
@@ -158,16 +159,6 @@ def _bad_value(
             f"valid choices: {', '.join(choices)}"
         )
     return PreflightError(message, flag=flag, value=value, sglang_version=version)
-
-
-def _value_of(argv: list[str], option_strings: Sequence[str]) -> str | None:
-    """The last value given to any spelling of a flag (`--f v` or `--f=v`), as argparse would use it."""
-    found = None
-    for i, token in enumerate(argv):
-        name, eq, inline = token.partition("=")
-        if name in option_strings:
-            found = inline if eq else (argv[i + 1] if i + 1 < len(argv) else None)
-    return found
 
 
 def _merge_config_file(parser: argparse.ArgumentParser, argv: list[str]) -> list[str]:

@@ -8,6 +8,7 @@ from 0.5.20, sglang/srt/arg_groups/fields/*.py); every helper's output parses on
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from harness.engines.base import Engine, check_model_path
@@ -42,6 +43,8 @@ class SGLangEngine(Engine):
         return check_sglang_args(spec.model_path, spec.args, where=spec.id)
 
     def gpus_needed(self, spec: ServerSpec) -> int:
+        if flag_value(spec.args, "--device") in ("cpu", "xpu", "hpu", "npu"):  # SGLang's non-CUDA backends
+            return spec.gpus
         return max(spec.gpus, gpus_for_args(spec.args))
 
 
@@ -146,27 +149,32 @@ def page_size(n: int) -> list[str]:
 
 # -- reading args back -------------------------------------------------------------------------------------
 
-_INT_FLAGS = {
-    "--tp-size": "tp", "--tensor-parallel-size": "tp",
-    "--dp-size": "dp", "--data-parallel-size": "dp",
-    "--pp-size": "pp", "--pipeline-parallel-size": "pp",
-}  # fmt: skip
+_SIZE_FLAGS = {
+    "tp": ("--tp-size", "--tensor-parallel-size"),
+    "dp": ("--dp-size", "--data-parallel-size"),
+    "pp": ("--pp-size", "--pipeline-parallel-size"),
+}
 
 
-def gpus_for_args(args: tuple[str, ...] | list[str]) -> int:
+def flag_value(args: Sequence[str], *names: str) -> str | None:
+    """The value given last to any of `names` (`--f v` or `--f=v`), as argparse would keep it; None if absent."""
+    tokens, found = list(args), None
+    for i, token in enumerate(tokens):
+        name, eq, inline = token.partition("=")
+        if name in names:
+            found = inline if eq else (tokens[i + 1] if i + 1 < len(tokens) else None)
+    return found
+
+
+def gpus_for_args(args: Sequence[str]) -> int:
     """GPUs a launch line occupies: tp*pp, times dp unless DP attention runs the replicas inside the TP group.
 
-    Reads both `--flag N` and `--flag=N`; a malformed value is left for the preflight to report.
+    A malformed size is counted as 1 and left for the preflight to report.
     """
-    sizes = {"tp": 1, "dp": 1, "pp": 1}
-    tokens = list(args)
-    for i, token in enumerate(tokens):
-        flag, _, inline = token.partition("=")
-        if flag not in _INT_FLAGS:
-            continue
-        value = inline if inline else (tokens[i + 1] if i + 1 < len(tokens) else "")
-        if value.isdigit():
-            sizes[_INT_FLAGS[flag]] = int(value)
-    dp_attention = "--enable-dp-attention" in tokens or any(t.startswith("--attn-dp-size") for t in tokens)
+    sizes = {}
+    for key, names in _SIZE_FLAGS.items():
+        value = flag_value(args, *names)
+        sizes[key] = int(value) if value and value.isdigit() else 1
+    dp_attention = "--enable-dp-attention" in args or flag_value(args, "--attn-dp-size") is not None
     replicas = 1 if dp_attention else sizes["dp"]
     return sizes["tp"] * sizes["pp"] * replicas
