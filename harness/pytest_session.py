@@ -156,10 +156,27 @@ class HarnessRun:
 
     def run(self, eval_obj) -> EvalResult:
         started = time.perf_counter()
-        result = self.live.run(eval_obj(self.context()))
+        try:
+            result = self.live.run(eval_obj(self.context()))
+        except AssertionError as exc:
+            # An eval that finds a bug mid-way (too few cache hits, wrong cached positions) raises with a
+            # message; the partial numbers it attached still go into the report before the test fails.
+            partial = getattr(exc, "result", None)
+            if isinstance(partial, EvalResult):
+                self._record_failure(partial, str(exc))
+            pytest.fail(f"{self.case.suite}[{self.case.key}]: {exc}", pytrace=False)
         result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
         result.details.setdefault("client", self.live.client.stats.as_dict())
         return result
+
+    def _record_failure(self, result: EvalResult, message: str) -> None:
+        from harness.judge import Outcome
+
+        outcome = Outcome(failures=[message], verdict="fail",
+                          checks=[{"metric": m, "observed": v, "bound": None, "passed": False}
+                                  for m, v in result.metrics.items()])  # fmt: skip
+        self.session._ensure_report().record_test(outcome.as_record(self.node.nodeid, self.case, result))
+        self.session.verdict_lines.append(f"{self.case.suite}[{self.case.key}]: FAILED: {message.splitlines()[0]}")
 
     def check(self, result: EvalResult) -> None:
         from harness.judge import judge
