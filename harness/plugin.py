@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Seconds to wait for a server to become healthy. Default: %(default)r (per engine)")
     add("--harness-concurrency", type=int, default=64,
         help="Concurrent requests per server. Default: %(default)r")
+    add("--harness-shard", default=None, metavar="I/N",
+        help="Run only servers whose index in the selected matrix is I modulo N (0-based), for sharded CI; "
+             "a server's suites never split across shards. Default: %(default)r (all)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -107,7 +110,25 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                 item.extra_keyword_matches.add(name.replace("-", "_").replace(".", "_"))
     # Stable: tests keep their relative order within a server; servers keep first-appearance order.
     items.sort(key=lambda item: order.get(getattr(_case_of(item), "key", None), -1))
+    shard = parse_shard(config.option.harness_shard)
+    if shard is not None:
+        index, count = shard
+        keep = [i for i in items if _case_of(i) is None or order[_case_of(i).key] % count == index]
+        dropped = [i for i in items if i not in keep]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+        items[:] = keep
     harness.planned_keys = order
+
+
+def parse_shard(value: str | None) -> tuple[int, int] | None:
+    """'1/4' -> (1, 4); None stays None; anything else is a usage error naming the option."""
+    if value is None:
+        return None
+    index, sep, count = value.partition("/")
+    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise pytest.UsageError(f"--harness-shard: expected I/N with 0 <= I < N (e.g. 0/4), got {value!r}")
+    return int(index), int(count)
 
 
 def _case_of(item: pytest.Item):

@@ -96,6 +96,7 @@ class HarnessSession:
                 "log": str(getattr(server, "log_path", "") or ""),
                 "startup_s": getattr(server, "startup_s", None),
                 "server_info": _summarize_info(live.info),
+                "preflight_warnings": self.pool.preflight_warnings.get(spec.id, []),
             },
         )
 

@@ -82,18 +82,25 @@ class ServerPool:
         self.current: LiveServer | None = None
         self._stack: contextlib.ExitStack | None = None
         self.failures: dict[str, BaseException] = {}
+        self.preflight_warnings: dict[str, list[str]] = {}
 
     def engine_for(self, spec: ServerSpec) -> str:
         if self.settings.base_url:
             return "attach"
         return self.settings.engine_override or spec.engine
 
+    def gpus_needed(self, spec: ServerSpec) -> int:
+        from harness.engines import get_engine
+
+        engine = self.engine_for(spec)
+        return 0 if engine == "attach" else get_engine(engine).gpus_needed(spec)
+
     def skip_reason(self, spec: ServerSpec) -> str | None:
         """Why this spec cannot run here (too few GPUs), or None."""
-        if self.engine_for(spec) == "attach" or spec.gpus <= len(self.settings.gpu_ids):
+        needed, have = self.gpus_needed(spec), len(self.settings.gpu_ids)
+        if needed <= have:
             return None
-        have = len(self.settings.gpu_ids)
-        return f"{spec.id} needs {spec.gpus} GPU(s), {have} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
+        return f"{spec.id} needs {needed} GPU(s), {have} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
 
     def acquire(self, spec: ServerSpec) -> LiveServer:
         if self.current is not None and self.current.spec.id == spec.id:
@@ -122,8 +129,9 @@ class ServerPool:
             else:
                 if self.settings.startup_timeout:
                     spec = _replace(spec, startup_timeout=self.settings.startup_timeout)
-                engine.preflight(spec)
-                gpu_ids = self.settings.gpu_ids[: spec.gpus]
+                preflight = engine.preflight(spec)
+                self.preflight_warnings[spec.id] = list(getattr(preflight, "warnings", None) or [])
+                gpu_ids = self.settings.gpu_ids[: engine.gpus_needed(spec)]
                 server = stack.enter_context(
                     Server(spec, engine, log_dir=self.settings.log_dir, gpu_ids=gpu_ids)
                 )

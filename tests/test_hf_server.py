@@ -89,7 +89,10 @@ def test_streaming_is_cumulative_and_ends_like_the_plain_answer(server):
     events = stream(server.base_url + "/generate", {**body, "stream": True})
     assert events[-1] == "[DONE]"
     chunks = events[:-1]
-    assert [len(c["output_ids"]) for c in chunks] == list(range(1, 8))
+    # Tokens that end in half a character or could start a stop string are held back a step, so a chunk
+    # may carry more than one new token; it must still stream (several chunks) and only ever grow.
+    lengths = [len(c["output_ids"]) for c in chunks]
+    assert len(lengths) >= 3 and lengths == sorted(set(lengths)) and lengths[-1] == 7
     for earlier, later in itertools.pairwise(chunks):
         assert later["output_ids"][: len(earlier["output_ids"])] == earlier["output_ids"]
         assert earlier["meta_info"]["finish_reason"] is None

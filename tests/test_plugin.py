@@ -228,3 +228,45 @@ def test_an_interrupted_run_leaves_a_valid_report_and_no_server(project):
     assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
     results = json.loads((latest_report(project) / "results.json").read_text())
     assert "tiny-qwen2/cpu" in results["servers"]
+
+
+def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(project, tiny_model):
+    project.makefile(".yaml", thresholds=thresholds_yaml(tiny_model, gsm8k_ref="value: 0.95  # measured\nn: 4\nsigma: 0.5"))
+    result = project.runpytest_subprocess(
+        "suites/test_gsm8k.py", "-k", "cpu and not page16", "--harness-update-thresholds", "-p", "no:cacheprovider"
+    )
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*gsm8k[[]tiny-qwen2/cpu[]]: wrote accuracy=0 (n=4) into references.gsm8k.tiny-qwen2[[]0[]]"])
+    text = (project.path / "thresholds.yaml").read_text()
+    assert "value: 0.0  # measured" in text and "n: 4" in text
+
+
+def test_step_summary_is_appended_and_secrets_stay_out_of_the_report(project, tiny_model, monkeypatch):
+    token = "hf_" + "abcdefghijklmnopqrstuvwx"
+    text = thresholds_yaml(tiny_model).replace("            args: []\n", f"            args: []\n            env: {{HF_TOKEN: {token}}}\n", 1)
+    project.makefile(".yaml", thresholds=text)
+    summary = project.path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
+    result = project.runpytest_subprocess("suites/test_gsm8k.py", "-k", "cpu and not page16", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+    assert "| tiny-qwen2 | cpu | gsm8k | accuracy | 0 | 0 | pass |" in summary.read_text()
+    report = latest_report(project)
+    for path in report.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+    assert token not in result.stdout.str() + result.stderr.str()
+
+
+def test_shards_split_by_server_and_cover_the_matrix_once(project):
+    seen = []
+    for shard in ("0/2", "1/2"):
+        result = project.runpytest_subprocess("suites", "--collect-only", "-q", "--harness-shard", shard)
+        seen.append([line for line in result.stdout.lines if "::" in line])
+    assert all("tiny-qwen2/cpu]" in line for line in seen[0]) and len(seen[0]) == 2
+    assert all("tiny-qwen2/cpu-page16]" in line for line in seen[1]) and len(seen[1]) == 2
+
+
+def test_a_bad_shard_is_a_usage_error(project):
+    result = project.runpytest_subprocess("suites", "--collect-only", "--harness-shard", "2/2")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --harness-shard: expected I/N with 0 <= I < N (e.g. 0/4), got '2/2'"])
