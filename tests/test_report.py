@@ -1,0 +1,29 @@
+"""The report writer: valid files after every step, secrets masked."""
+
+import json
+
+from harness.report import Report, scrub_command
+
+
+def test_secret_flags_and_token_like_values_are_masked():
+    command = ["python", "-m", "sglang.launch_server", "--api-key", "abc123", "--hf-token=xyz", "--model-path",
+               "hf_abcdefghijkl", "--tp-size", "2"]  # fmt: skip
+    assert scrub_command(command) == ["python", "-m", "sglang.launch_server", "--api-key", "***", "--hf-token=***",
+                                      "--model-path", "***", "--tp-size", "2"]  # fmt: skip
+
+
+def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
+    report = Report(tmp_path / "run", tmp_path)
+    sink = report.sample_sink("gsm8k", "canary__cpu")
+    sink({"id": "q1", "correct": True})
+    report.record_server("canary/cpu", {"engine": "hf", "command": ["python", "--api-key", "s3cret"]})
+    report.record_test({"suite": "gsm8k", "case": "canary/cpu", "verdict": "pass",
+                        "checks": [{"metric": "accuracy", "observed": 0.995, "bound": 0.9632}]})  # fmt: skip
+    # Nothing closed yet (as after a kill): the files are already complete.
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["servers"]["canary/cpu"]["command"] == ["python", "--api-key", "***"]
+    assert results["tests"][0]["verdict"] == "pass"
+    assert "| canary | cpu | gsm8k | accuracy | 0.995 | 0.9632 | pass |" in (tmp_path / "run" / "summary.md").read_text()
+    assert json.loads((tmp_path / "run" / "samples" / "gsm8k__canary__cpu.jsonl").read_text()) == {"id": "q1", "correct": True}
+    report.close()
+    assert "finished" in json.loads((tmp_path / "run" / "results.json").read_text())["run"]
