@@ -1,0 +1,36 @@
+"""`python -m harness.canary build --out DIR [--seed 0]`: build the trained canary from nothing.
+
+Writes DIR/model (Qwen2 weights + tokenizer, loadable offline with transformers), DIR/data/train.jsonl and
+DIR/data/test.jsonl (GSM8K schema), and DIR/manifest.json (hashes, accuracies, versions, timings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.canary.build import BuildOptions, build
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.canary", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("build", help="build tokenizer, data and trained model, evaluate, write manifest.json")
+    b.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
+    b.add_argument("--seed", type=int, default=0, help="one seed for data, init and batch order (default 0)")
+    b.add_argument(
+        "--skip-eval",
+        action="store_true",
+        help="train and write files but do not measure accuracy (for the hash-only rebuild check)",
+    )
+    args = parser.parse_args(argv)
+    command = "python -m harness.canary " + " ".join(argv if argv is not None else sys.argv[1:])
+    manifest = build(BuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
+    for mode, result in manifest.get("accuracy", {}).items():
+        print(f"{mode}: {result['accuracy']:.4f} ({result['correct']}/{result['n']})")
+    print(f"wrote {args.out}/manifest.json")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,159 @@
+"""The canary assets: synthetic GSM8K data, the committed model's integrity and skill, and reproducibility."""
+
+from __future__ import annotations
+
+import json
+import operator
+import re
+from pathlib import Path
+
+import pytest
+
+from harness.canary.data import (
+    GSM8K_TEST_SIZE,
+    KINDS,
+    extract_answer,
+    make_test_split,
+    make_train_split,
+    read_jsonl,
+    train_stream,
+)
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "canary"
+MANIFEST = ASSETS / "manifest.json"
+
+
+@pytest.fixture(scope="module")
+def splits():
+    test = make_test_split(0)
+    return test, make_train_split(0, test)
+
+
+def _numbers(text: str) -> list[int]:
+    return [int(n) for n in re.findall(r"\d+", text)]
+
+
+def _calc(expression: str) -> int:
+    left, op, right = expression.split()
+    return {"+": operator.add, "-": operator.sub, "*": operator.mul}[op](int(left), int(right))
+
+
+def test_records_have_gsm8k_schema_and_correct_answers(splits):
+    test, train = splits
+    for p in test[:300] + train[:300]:
+        record = p.to_gsm8k()
+        assert set(record) == {"question", "answer"}
+        reasoning, final = record["answer"].rsplit("\n", 1)
+        assert final == f"#### {p.result}" and extract_answer(record["answer"]) == p.result
+        assert "\n" not in reasoning and "\n" not in record["question"]
+        # The reasoning's arithmetic is really right, recomputed here from its own text.
+        lhs1, x, lhs2, n = re.fullmatch(r"(\d+ [-+*] \d+) = (\d+), and (\d+ [-+] \d+) = (\d+)\.", reasoning).groups()
+        assert _calc(lhs1) == int(x) and _calc(lhs2) == int(n) == p.result and int(x) >= 0 and p.result >= 0
+        # The question states the operands the reasoning uses.
+        assert {p.a, p.b, p.c} <= set(_numbers(record["question"]))
+
+
+def test_splits_are_deterministic_and_sized(splits):
+    test, train = splits
+    assert len(test) == GSM8K_TEST_SIZE >= 1000
+    assert [p.to_gsm8k() for p in make_test_split(0)[:50]] == [p.to_gsm8k() for p in test[:50]]
+    assert make_test_split(1)[:50] != test[:50]
+    assert {p.kind for p in test} == set(KINDS)
+    assert len({p.key for p in test}) == len(test) and len({p.key for p in train}) == len(train)
+
+
+def test_test_tuples_never_reach_training(splits):
+    test, train = splits
+    held_out = {p.key for p in test}
+    assert not held_out & {p.key for p in train}
+    stream = train_stream(0, test)
+    assert not held_out & {next(stream).key for _ in range(50_000)}
+
+
+def test_training_stream_without_holdout_would_hit_test_tuples(splits):
+    """Guards the guard: the generator does revisit test tuples, so the exclusion is doing real work."""
+    test, _ = splits
+    stream = train_stream(0, held_out=())
+    assert {p.key for p in test} & {next(stream).key for _ in range(50_000)}
+
+
+def test_committed_data_matches_generator(splits):
+    test, train = splits
+    assert read_jsonl(ASSETS / "data" / "test.jsonl") == [p.to_gsm8k() for p in test]
+    assert read_jsonl(ASSETS / "data" / "train.jsonl") == [p.to_gsm8k() for p in train]
+
+
+def test_manifest_hashes_match_committed_files():
+    from harness.canary.build import hash_tree
+
+    manifest = json.loads(MANIFEST.read_text())
+    assert hash_tree(ASSETS) == manifest["files"]
+    assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "data/test.jsonl"} <= set(
+        manifest["files"]
+    )
+
+
+def test_manifest_records_the_required_accuracy():
+    manifest = json.loads(MANIFEST.read_text())
+    for mode in ("zero_shot", "five_shot"):
+        result = manifest["accuracy"][mode]
+        assert result["n"] >= 1000 and result["accuracy"] >= 0.98
+        assert result["correct"] / result["n"] == pytest.approx(result["accuracy"], abs=1e-4)
+    assert "chat" in manifest["accuracy"]
+    assert {"torch", "transformers", "tokenizers"} <= set(manifest["versions"])
+
+
+@pytest.fixture(scope="module")
+def canary():
+    pytest.importorskip("torch")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_dir = ASSETS / "model"
+    return AutoModelForCausalLM.from_pretrained(model_dir).eval(), AutoTokenizer.from_pretrained(model_dir)
+
+
+def test_committed_model_shape_suits_engines(canary):
+    model, _ = canary
+    cfg = model.config
+    assert cfg.model_type == "qwen2"
+    assert cfg.head_dim >= 32 and cfg.hidden_size == cfg.num_attention_heads * cfg.head_dim
+    assert cfg.num_attention_heads % 2 == 0 and cfg.num_key_value_heads % 2 == 0
+
+
+def test_autotokenizer_on_model_dir_matches_training_tokenizer(canary):
+    """The model dir's config says qwen2, so transformers 5 loads Qwen2Tokenizer; ids must not change."""
+    from transformers import PreTrainedTokenizerFast
+
+    _, tokenizer = canary
+    original = PreTrainedTokenizerFast(tokenizer_file=str(ASSETS / "model" / "tokenizer.json"))
+    record = read_jsonl(ASSETS / "data" / "test.jsonl")[0]
+    for text in (record["question"], " " + record["answer"], "Question: é ünïcode 12345\nAnswer:"):
+        assert tokenizer(text, add_special_tokens=False)["input_ids"] == original(text)["input_ids"]
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.eos_token_id == 2
+    chat = tokenizer.apply_chat_template([{"role": "user", "content": "q"}], tokenize=False, add_generation_prompt=True)
+    assert chat == "<|im_start|>user\nq<|im_end|>\n<|im_start|>assistant\n"
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "five_shot", "chat"])
+def test_committed_model_answers_held_out_questions(canary, mode):
+    from harness.canary.evaluate import evaluate
+
+    model, tokenizer = canary
+    records = read_jsonl(ASSETS / "data" / "test.jsonl")[:16]
+    shots = read_jsonl(ASSETS / "data" / "train.jsonl")[:5]
+    result = evaluate(model, tokenizer, records, modes=(mode,), shots=shots, batch_size=16)[mode]
+    assert result.correct >= 15, f"{mode}: {result.correct}/{result.n}"
+
+
+@pytest.mark.slow
+def test_rebuild_is_byte_identical(tmp_path):
+    """Same seed, same library versions and CPU kind -> the same bytes as the committed manifest."""
+    from harness.canary.build import BuildOptions, build, library_versions
+
+    manifest = json.loads(MANIFEST.read_text())
+    here = library_versions()
+    differ = {k: (v, here.get(k)) for k, v in manifest["versions"].items() if here.get(k) != v}
+    if differ:
+        pytest.skip(f"float results depend on library versions and CPU kind; these differ from the manifest: {differ}")
+    rebuilt = build(BuildOptions(out=tmp_path, seed=manifest["seed"], evaluate=False))
+    assert rebuilt["files"] == manifest["files"]
