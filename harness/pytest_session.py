@@ -103,6 +103,9 @@ class HarnessSession:
     def run_for(self, case: Case, node: pytest.Item) -> HarnessRun:
         reason = self.pool.skip_reason(case.spec)
         if reason:
+            self._ensure_report().record_test(
+                {"nodeid": node.nodeid, "suite": case.suite, "case": case.key, "verdict": "skipped", "skipped": reason}
+            )
             pytest.skip(reason)
         self._ensure_report()
         try:

@@ -3,7 +3,7 @@
 - `results.json`: run metadata (harness and engine versions, git sha, GPUs, each server's command) and one
   entry per test (metrics, reference, floor, θ, verdict). Rewritten atomically after every test.
 - `samples/<suite>__<model>__<config>.jsonl`: per-sample records, appended and flushed one line at a time.
-- `summary.md`: model | config | suite | metric | observed | floor | verdict; also appended to
+- `summary.md`: model | config | suite | metric | observed | bound (≥ floor, ≤ ceiling) | verdict; also appended to
   `$GITHUB_STEP_SUMMARY` at the end of the session when that variable is set.
 Secrets never reach these files: environment values are not recorded, and commands are scrubbed.
 """
@@ -138,15 +138,35 @@ class Report:
         for case_id, server in self.data["servers"].items():
             command = " ".join(server.get("command") or []) or "(attached)"
             lines.append(f"- `{case_id}`: {server.get('engine', '?')} {server.get('version', '')} — `{command}`")
-        lines += ["", "| model | config | suite | metric | observed | floor | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| model | config | suite | metric | observed | bound | verdict |", "|---|---|---|---|---|---|---|"]
         for test in self.data["tests"]:
             model, _, config = test["case"].partition("/")
+            if test["verdict"] == "skipped":
+                reason = str(test.get("skipped") or "").replace("|", "/")
+                lines.append(f"| {model} | {config} | {test['suite']} | – | – | – | skipped: {reason} |")
+                continue
             for check in test.get("checks") or [{"metric": "-", "observed": None, "bound": None}]:
                 lines.append(
                     f"| {model} | {config} | {test['suite']} | {check['metric']} | {_fmt(check.get('observed'))} "
-                    f"| {_fmt(check.get('bound'))} | {test['verdict']} |"
+                    f"| {_bound(check)} | {_check_verdict(test, check)} |"
                 )
         return "\n".join(lines) + "\n"
+
+
+def _bound(check: dict) -> str:
+    """The bound with its direction: '≥ 0.958' for floors and minimums, '≤ 1e-06' for ceilings and maximums."""
+    if check.get("bound") is None:
+        return "–"
+    upper = check.get("kind") in ("ceiling", "max")
+    return f"{'≤' if upper else '≥'} {_fmt(check['bound'])}"
+
+
+def _check_verdict(test: dict, check: dict) -> str:
+    if check.get("passed") is None:
+        return "recorded" if test["verdict"] != "fail" or check.get("message") is None else "FAIL"
+    if test["verdict"] == "recorded":
+        return "recorded"
+    return "pass" if check["passed"] else "FAIL"
 
 
 def _fmt(value: Any) -> str:
