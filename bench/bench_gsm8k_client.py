@@ -120,7 +120,10 @@ def main() -> None:
         for name, spec in servers.items():
             engine = get_engine("hf") if name == "hf-engine" else _echo_engine()
             with Server(spec, engine, log_dir=tmp / "logs", gpu_ids=()) as server:
+                # Both start from an empty prefix cache, or the second would reuse the first one's prompts.
+                flush(server.base_url)
                 t_lm, lm_answers = run_lm_eval(server.base_url, args, tmp)
+                flush(server.base_url)
                 t_h, h_answers = run_harness(server.base_url, args, data_dir)
             ordered = [h_answers[r["id"]] for r in test]
             same = sum(a == b for a, b in zip(ordered, lm_answers))
@@ -128,6 +131,17 @@ def main() -> None:
     print(f"\n{'server':<10} {'n':>5} {'harness s':>10} {'lm-eval s':>10} {'ratio':>7} {'same answers':>13}")
     for name, n, t_h, t_lm, ratio, same in rows:
         print(f"{name:<10} {n:>5} {t_h:>10.2f} {t_lm:>10.2f} {ratio:>6.2f}x {same:>6}/{n}")
+
+
+def flush(base_url: str) -> None:
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(urllib.request.Request(base_url + "/flush_cache", method="POST"), timeout=30)
+    except urllib.error.HTTPError as exc:
+        if exc.code != 404:  # the echo server has no cache to flush
+            raise
 
 
 def _echo_engine():
