@@ -101,6 +101,10 @@ class HarnessSession:
         )
 
     def run_for(self, case: Case, node: pytest.Item) -> HarnessRun:
+        try:
+            self.pool.preflight(case.spec)
+        except HarnessError as exc:
+            pytest.fail(f"{case.suite}[{case.key}]: rejected before launch: {exc}", pytrace=False)
         reason = self.pool.skip_reason(case.spec)
         if reason:
             self._ensure_report().record_test(

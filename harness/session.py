@@ -102,6 +102,21 @@ class ServerPool:
             return None
         return f"{spec.id} needs {needed} GPU(s), {have} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
 
+    def preflight(self, spec: ServerSpec) -> None:
+        """Reject a bad config before anything launches, also where it could not run (too few GPUs), once."""
+        if spec.id in self.preflight_warnings:
+            return
+        if spec.id in self.failures:
+            raise self.failures[spec.id]
+        from harness.engines import get_engine
+
+        try:
+            result = get_engine(self.engine_for(spec)).preflight(spec)
+        except Exception as exc:
+            self.failures[spec.id] = exc
+            raise
+        self.preflight_warnings[spec.id] = list(getattr(result, "warnings", None) or [])
+
     def acquire(self, spec: ServerSpec) -> LiveServer:
         if self.current is not None and self.current.spec.id == spec.id:
             return self.current
@@ -120,6 +135,7 @@ class ServerPool:
         from harness.engines import get_engine
         from harness.server import Server
 
+        self.preflight(spec)
         engine_name = self.engine_for(spec)
         engine = get_engine(engine_name)
         stack = contextlib.ExitStack()
@@ -129,8 +145,6 @@ class ServerPool:
             else:
                 if self.settings.startup_timeout:
                     spec = _replace(spec, startup_timeout=self.settings.startup_timeout)
-                preflight = engine.preflight(spec)
-                self.preflight_warnings[spec.id] = list(getattr(preflight, "warnings", None) or [])
                 gpu_ids = self.settings.gpu_ids[: engine.gpus_needed(spec)]
                 server = stack.enter_context(
                     Server(spec, engine, log_dir=self.settings.log_dir, gpu_ids=gpu_ids)

@@ -178,3 +178,28 @@ def test_entry_point_exit_status_and_message_for_the_renamed_flag():
     done = run_preflight("0.5.23", ["--model-path", MODEL, "--where", "qwen3-next/mamba-old-flag", "--", *OLD_MAMBA])
     assert done.returncode == 1, done.stderr[-4000:]
     assert done.stderr.strip().splitlines()[-1] == PINNED_0_5_23_MESSAGE
+
+
+@pytest.mark.parametrize("version", PINNED)
+def test_a_wrong_flag_fails_the_config_before_anything_is_launched(version, tmp_path):
+    """Through the plugin: the preflight rejects the config, so no server starts and no GPU time is spent."""
+    site = site_for(version)
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "test_gsm8k.py").write_text((REPO / "suites" / "test_gsm8k.py").read_text())
+    (tmp_path / "thresholds.yaml").write_text(
+        "models:\n  qwen3-next:\n    path: Qwen/Qwen3-Next-80B-A3B-Instruct\n    configs:\n      tp1-typo:\n"
+        "        args: [--tp-sise, '1']\n        gpus: 0\n        suites: [gsm8k]\n"
+        "references:\n  gsm8k:\n    qwen3-next:\n      - {metric: accuracy, min: 0.9, provenance: test}\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([site, str(REPO)])}
+    python = os.environ.get("HARNESS_SGLANG_PYTHON") or sys.executable
+    proc = subprocess.run(
+        [python, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--harness-gpus", "0"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1, out[-3000:]
+    assert f"SGLang {version} does not accept '--tp-sise' (did you mean '--tp-size'?)" in out, out[-3000:]
+    logs = list((tmp_path / "reports").glob("*/logs/*"))
+    assert logs == [], f"a server was launched: {logs}"
