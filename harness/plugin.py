@@ -46,7 +46,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-concurrency", type=int, default=64,
         help="Concurrent requests per server. Default: %(default)r")
     add("--harness-shard", default=None, metavar="I/N",
-        help="Run only servers whose index in the selected matrix is I modulo N (0-based), for sharded CI; "
+        help="Run only servers whose index in the collected matrix is I modulo N (0-based), for sharded CI; "
              "a server's suites never split across shards. Default: %(default)r (all)")
 
 
