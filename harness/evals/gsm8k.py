@@ -73,6 +73,14 @@ def build_few_shot_prefix(shots: list[dict]) -> str:
     return "".join(SHOT_TEMPLATE.format(**shot) + SHOT_SEPARATOR for shot in shots)
 
 
+def native_request(prompt: str, max_new_tokens: int) -> dict:
+    """SGLang `/generate` payload for one GSM8K prompt: greedy, stopped where SGLang's script stops."""
+    return {
+        "text": prompt,
+        "sampling_params": {"max_new_tokens": max_new_tokens, "temperature": 0, "stop": STOP_STRINGS},
+    }
+
+
 def build_chat_messages(shots: list[dict], question: str) -> list[dict]:
     messages = []
     for shot in shots:
@@ -111,16 +119,7 @@ class GSM8K:
             label = reference_answer(record["answer"])
             if opts["mode"] == "native":
                 prompt = prefix + QUESTION_TEMPLATE.format(question=record["question"])
-                response = await ctx.client.generate(
-                    {
-                        "text": prompt,
-                        "sampling_params": {
-                            "max_new_tokens": opts["max_new_tokens"],
-                            "temperature": 0,
-                            "stop": STOP_STRINGS,
-                        },
-                    }
-                )
+                response = await ctx.client.generate(native_request(prompt, opts["max_new_tokens"]))
                 output, meta = response["text"], response.get("meta_info", {})
                 completion_tokens = meta.get("completion_tokens", 0)
             else:

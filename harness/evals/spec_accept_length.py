@@ -23,7 +23,7 @@ from typing import Any
 
 from harness.data import load_records, sha256_text, stable_subsample
 from harness.evals.gsm8k import OPTIONS as GSM8K_OPTIONS
-from harness.evals.gsm8k import QUESTION_TEMPLATE, STOP_STRINGS, build_few_shot_prefix
+from harness.evals.gsm8k import QUESTION_TEMPLATE, build_few_shot_prefix, native_request
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "spec_accept_length"
@@ -88,16 +88,7 @@ class SpecAcceptLength:
 
         async def ask(record: dict) -> dict:
             prompt = prefix + QUESTION_TEMPLATE.format(question=record["question"])
-            response = await ctx.client.generate(
-                {
-                    "text": prompt,
-                    "sampling_params": {
-                        "max_new_tokens": opts["max_new_tokens"],
-                        "temperature": 0,
-                        "stop": STOP_STRINGS,
-                    },
-                }
-            )
+            response = await ctx.client.generate(native_request(prompt, opts["max_new_tokens"]))
             meta = response.get("meta_info", {})
             ctx.on_sample(
                 {
