@@ -94,6 +94,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         # `ERROR:` line and exits with USAGE_ERROR instead of a collection traceback per file.
         session.config_error = exc
         return
+    if not cases:  # one readable skip instead of pytest's "got empty parameter set"
+        reason = f"no config in {session.thresholds.source} runs suite {suite_of(metafunc.definition)!r}"
+        metafunc.parametrize("harness_case", [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="none")])
+        return
     metafunc.parametrize("harness_case", cases, ids=[case.spec.id for case in cases])
 
 
@@ -133,7 +137,8 @@ def parse_shard(value: str | None) -> tuple[int, int] | None:
 
 def _case_of(item: pytest.Item):
     callspec = getattr(item, "callspec", None)
-    return callspec.params.get("harness_case") if callspec is not None else None
+    case = callspec.params.get("harness_case") if callspec is not None else None
+    return case if case is not None and hasattr(case, "spec") else None
 
 
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:

@@ -157,3 +157,16 @@ def test_rebuild_is_byte_identical(tmp_path):
         pytest.skip(f"float results depend on library versions and CPU kind; these differ from the manifest: {differ}")
     rebuilt = build(BuildOptions(out=tmp_path, seed=manifest["seed"], evaluate=False))
     assert rebuilt["files"] == manifest["files"]
+
+
+def test_qwen3_next_builder_keeps_the_field_sglang_reads(tmp_path):
+    """SGLang 0.5.17 computes the layer types from `full_attention_interval`, which transformers 5.x drops on
+    save; without it the server died at load with AttributeError (H100 run, 2026-11-22)."""
+    from harness.canary.tiny import build_tiny_model
+
+    out = build_tiny_model(tmp_path / "q3n", arch="qwen3_next", layers=4)
+    for config_path in (out / "config.json", ASSETS.parent / "qwen3-next-tiny" / "config.json"):
+        config = json.loads(config_path.read_text())
+        interval = config["full_attention_interval"]
+        derived = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(4)]
+        assert config["layer_types"] == derived, config_path

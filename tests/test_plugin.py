@@ -121,6 +121,16 @@ def test_k_selects_with_underscores_for_dashes(project):
     result.stdout.fnmatch_lines(["*2/4 tests collected (2 deselected)*"])
 
 
+def test_a_suite_no_config_runs_is_one_readable_skip(project):
+    """A suite file with no case in the YAML (a trimmed thresholds.yaml) must not break collection."""
+    (project.path / "suites" / "test_hf_parity.py").write_text((REPO / "suites" / "test_hf_parity.py").read_text())
+    result = project.runpytest_subprocess("suites", "--collect-only", "-q", "-rs")
+    result.stdout.fnmatch_lines(["suites/test_hf_parity.py::test_hf_parity[[]none[]]", "*5 tests collected*"])
+    result = project.runpytest_subprocess("suites/test_hf_parity.py", "-rs")
+    result.stdout.fnmatch_lines(["SKIPPED [[]1[]] *: no config in *thresholds.yaml runs suite 'hf_parity'"])
+    assert result.ret == pytest.ExitCode.OK
+
+
 def test_help_shows_options_with_defaults(project):
     result = project.runpytest_subprocess("--help")
     result.stdout.fnmatch_lines(["*--harness-engine*", "*Default: 'yaml'*", "*--harness-limit*"])

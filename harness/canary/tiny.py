@@ -60,7 +60,19 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, la
         eos_token_id=common["eos_token_id"], pad_token_id=common["pad_token_id"], do_sample=False
     )
     model.save_pretrained(out)
+    if arch == "qwen3_next":
+        _keep_full_attention_interval(out / "config.json", interval=2)
     return out
+
+
+def _keep_full_attention_interval(config_path: Path, interval: int) -> None:
+    """transformers 5.x saves only `layer_types`; SGLang 0.5.17's Qwen3NextConfig still reads
+    `full_attention_interval` (its `layers_block_type`), and fails to load the model without it."""
+    import json
+
+    config = json.loads(config_path.read_text())
+    config.setdefault("full_attention_interval", interval)
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 def _qwen3_next_config(**common):
