@@ -9,6 +9,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.evals.logprob_common import (
+    check_informative,
     CacheCheckFailed,
     Prompt,
     build_prompts,
@@ -57,6 +58,20 @@ def test_summarize_kl_of_identical_logprobs_is_zero_and_of_nothing_is_an_error()
     assert summarize_kl([("a", [-1.0, -2.0], [-1.0, -2.0])]).kl_div == 0.0
     with pytest.raises(ValueError, match="no sample"):
         summarize_kl([("a", [], [])])
+
+
+def test_constant_replayed_logprobs_make_the_comparison_vacuous():
+    """The H100 run of 2026-11-22: SGLang served a tied Qwen3-Next checkpoint with a zero lm_head, so every
+    logprob was -ln(394) and the KL was 0.0 without checking anything."""
+    uniform = -math.log(394)
+    with pytest.raises(CacheCheckFailed) as info:
+        check_informative("logprob_prefill_cache_hit", [[uniform] * 32, [uniform] * 32])
+    assert str(info.value).startswith(
+        "logprob_prefill_cache_hit: all 64 replayed logprobs equal -5.976351 (uniform over 394 tokens if that is "
+        "-ln(vocab)): the model's output does not depend on its input, so the cache comparison is vacuous."
+    )
+    check_informative("logprob_prefill_cache_hit", [[uniform] * 31 + [uniform + 1e-3], [uniform] * 32])
+    check_informative("logprob_prefill_cache_hit", [[-1.0]])  # one token: nothing to compare it with
 
 
 def test_output_logprobs_reads_sglang_triples():

@@ -170,3 +170,13 @@ def test_qwen3_next_builder_keeps_the_field_sglang_reads(tmp_path):
         interval = config["full_attention_interval"]
         derived = ["full_attention" if (i + 1) % interval == 0 else "linear_attention" for i in range(4)]
         assert config["layer_types"] == derived, config_path
+
+
+def test_qwen3_next_asset_carries_its_own_lm_head():
+    """SGLang's Qwen3-Next loads lm_head.weight and ignores tie_word_embeddings (see harness.canary.tiny)."""
+    from safetensors import safe_open
+
+    asset = ASSETS.parent / "qwen3-next-tiny"
+    assert json.loads((asset / "config.json").read_text())["tie_word_embeddings"] is False
+    with safe_open(str(asset / "model.safetensors"), "pt") as weights:
+        assert "lm_head.weight" in set(weights.keys())

@@ -84,6 +84,9 @@ def _qwen3_next_config(**common):
     from transformers import Qwen3NextConfig
 
     layers = max(common.pop("num_hidden_layers"), 4)
+    # SGLang's Qwen3NextForCausalLM always loads its own lm_head.weight and ignores tie_word_embeddings: a tied
+    # checkpoint (no lm_head in the file) served every logprob as exactly -ln(vocab) on the H100.
+    common["tie_word_embeddings"] = False
     return Qwen3NextConfig(
         **common,
         num_hidden_layers=layers,

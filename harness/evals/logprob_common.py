@@ -273,10 +273,24 @@ def summarize_kl(pairs: Sequence[tuple[str, Sequence[float], Sequence[float]]]) 
     return summary
 
 
+def check_informative(suite: str, cold: Sequence[Sequence[float]]) -> None:
+    """Raise when every replayed logprob is the same number: the model's output ignores its input (e.g. an
+    lm_head that never loaded serves -ln(vocab) everywhere), and a KL of 0 would then prove nothing."""
+    values = [v for sample in cold for v in sample]
+    if len(values) > 1 and max(values) - min(values) < 1e-6:
+        raise CacheCheckFailed(
+            f"{suite}: all {len(values)} replayed logprobs equal {values[0]:.6f} (uniform over "
+            f"{math.exp(-values[0]):.0f} tokens if that is -ln(vocab)): the model's output does not depend on its "
+            "input, so the cache comparison is vacuous. Check that the checkpoint's weights loaded (an lm_head "
+            "missing from a tied checkpoint stays zero on engines that ignore tie_word_embeddings)."
+        )
+
+
 async def replay_and_score(ctx: EvalContext, suite: str, n: int, hits: Sequence[Generation], extra: dict):
     """Cold-replay the hits and score them: the EvalResult both evals return, and the per-sample KL."""
     compared = [h for h in hits if h.output_ids]
     cold = await cold_replay(ctx, suite, compared)
+    check_informative(suite, cold)
     summary = summarize_kl([(h.prompt.id, c, h.logprobs) for h, c in zip(compared, cold)])
     result = EvalResult(
         suite=suite,
