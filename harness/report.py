@@ -49,10 +49,15 @@ def scrub_command(command: list[str]) -> list[str]:
 
 
 def _git_sha(cwd: Path) -> str | None:
+    """HEAD, with "+dirty" when tracked files differ from it: a tree copied to a GPU machine keeps a stale .git,
+    and a report must not claim a commit it did not run."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True).stdout
+
     try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5, check=True
-        ).stdout.strip()
+        sha = git("rev-parse", "HEAD").strip()
+        return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
     except (OSError, subprocess.SubprocessError):
         return None
 

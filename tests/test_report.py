@@ -33,3 +33,24 @@ def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
     assert json.loads((tmp_path / "run" / "samples" / "gsm8k__canary__cpu.jsonl").read_text()) == {"id": "q1", "correct": True}
     report.close()
     assert "finished" in json.loads((tmp_path / "run" / "results.json").read_text())["run"]
+
+
+def test_git_sha_says_dirty_when_tracked_files_differ_from_head(tmp_path):
+    """A working tree copied to a GPU machine carried the session's first .git: the report must not claim it."""
+    import subprocess
+
+    from harness.report import _git_sha
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "thresholds.yaml").write_text("models: {}\n")
+    git("add", "thresholds.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
+    sha = _git_sha(tmp_path)
+    assert len(sha) == 40 and "+" not in sha
+    (tmp_path / "untracked.txt").write_text("not part of the run's code\n")
+    assert _git_sha(tmp_path) == sha
+    (tmp_path / "thresholds.yaml").write_text("models: {x: 1}\n")
+    assert _git_sha(tmp_path) == sha + "+dirty"
