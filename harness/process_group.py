@@ -9,6 +9,7 @@ on SIGTERM/SIGHUP, so an interrupted pytest never leaves a GPU server behind.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import signal
 import socket
@@ -52,11 +53,16 @@ def terminate_group(process: subprocess.Popen, grace_period: float) -> list[str]
     return [f"pid {p.pid} ({_name(p)})" for p in alive if _is_live(p)]
 
 
-def kill_group_now(pgid: int) -> None:
-    """SIGKILL a group and its leader's descendants without waiting (the safety net's and interrupts' path)."""
-    for proc in _tree_and_group(pgid, pgid):
+def kill_group_now(pgid: int, settle: float = 2.0) -> None:
+    """SIGKILL a group and its leader's descendants, with no grace period (the safety net's and interrupts'
+    path), then wait up to `settle` s for them to be gone: SIGKILL is delivered asynchronously, and a caller
+    about to exit must not leave a server that is still running (seen as a CI flake)."""
+    procs = _tree_and_group(pgid, pgid)
+    for proc in procs:
         _kill_quietly(proc)
     _signal_group(pgid, signal.SIGKILL)
+    with contextlib.suppress(psutil.Error):
+        psutil.wait_procs(procs, timeout=settle)  # also reaps those that are our children
 
 
 def _tree_and_group(pid: int, pgid: int) -> list[psutil.Process]:
