@@ -5,7 +5,7 @@
 #
 # Runs scripts/gpu_run.sh (installs the offline SGLang kit when `import sglang` fails) with the report in
 # reports/NAME/<run id>/, then copies into $OUT/NAME/: machine.txt (GPU, driver, Python, wall time, exit
-# status), pytest.log, summary.md, results.json and run.tar.gz (the whole run dir: logs, samples, junit).
+# status; the commit, marked +dirty where the copied tree differs from it, is in summary.md), pytest.log, summary.md, results.json and run.tar.gz (the whole run dir: logs, samples, junit).
 # Five files: the device tool brings back at most 8, at most 2 folders down.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,7 +18,6 @@ started=$(date +%s)
     echo "date: $(date -u +%FT%TZ)"
     echo "gpus: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | paste -sd ';')"
     echo "python: $(python3 --version 2>&1)"
-    echo "git: $(git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)"
     echo "command: bash scripts/gpu_validation.sh $name $*"
 } >"$out/machine.txt" 2>&1
 # SIGINT, not SIGTERM: pytest then tears the servers down and the partial report is already on disk.

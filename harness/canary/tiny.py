@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from harness.canary.tokenizer import EOS_TOKEN, PAD_TOKEN, save_tokenizer, train_tokenizer
+
+QWEN3_NEXT_FULL_ATTENTION_INTERVAL = 2  # every second layer full attention, the rest Gated DeltaNet
 
 # Varied text so the BPE learns merges over words, digits and punctuation alike.
 _CORPUS_WORDS = (
@@ -61,17 +64,15 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, la
     )
     model.save_pretrained(out)
     if arch == "qwen3_next":
-        _keep_full_attention_interval(out / "config.json", interval=2)
+        _keep_full_attention_interval(out / "config.json")
     return out
 
 
-def _keep_full_attention_interval(config_path: Path, interval: int) -> None:
+def _keep_full_attention_interval(config_path: Path) -> None:
     """transformers 5.x saves only `layer_types`; SGLang 0.5.17's Qwen3NextConfig still reads
     `full_attention_interval` (its `layers_block_type`), and fails to load the model without it."""
-    import json
-
     config = json.loads(config_path.read_text())
-    config.setdefault("full_attention_interval", interval)
+    config.setdefault("full_attention_interval", QWEN3_NEXT_FULL_ATTENTION_INTERVAL)
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
@@ -90,7 +91,7 @@ def _qwen3_next_config(**common):
     return Qwen3NextConfig(
         **common,
         num_hidden_layers=layers,
-        full_attention_interval=2,
+        full_attention_interval=QWEN3_NEXT_FULL_ATTENTION_INTERVAL,
         linear_num_value_heads=2,
         linear_num_key_heads=2,
         linear_key_head_dim=128,
