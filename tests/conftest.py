@@ -1,8 +1,15 @@
-"""Fixtures shared by the harness's own tests."""
+"""Fixtures shared by the harness's own tests, and a report header saying whether the installed libraries are
+the canary's (tests/test_canary.py warns as well where exact canary results depend on them)."""
 
 import pytest
 
+from harness.canary.versions import describe, installed_versions, recorded_versions
+
 pytest_plugins = ["pytester"]
+
+
+def pytest_report_header(config):
+    return f"canary: {describe(recorded_versions(), installed_versions())}"
 
 
 @pytest.fixture(scope="session")

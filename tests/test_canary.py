@@ -18,6 +18,13 @@ from harness.canary.data import (
     read_jsonl,
     train_stream,
 )
+from harness.canary.versions import (
+    describe,
+    installed_versions,
+    recorded_versions,
+    version_differences,
+    warn_unless_recorded,
+)
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "canary"
 MANIFEST = ASSETS / "manifest.json"
@@ -138,6 +145,7 @@ def test_autotokenizer_on_model_dir_matches_training_tokenizer(canary):
 def test_committed_model_answers_held_out_questions(canary, mode):
     from harness.canary.evaluate import evaluate
 
+    warn_unless_recorded(installed_versions(), MANIFEST)
     model, tokenizer = canary
     records = read_jsonl(ASSETS / "data" / "test.jsonl")[:16]
     shots = read_jsonl(ASSETS / "data" / "train.jsonl")[:5]
@@ -151,12 +159,61 @@ def test_rebuild_is_byte_identical(tmp_path):
     from harness.canary.build import BuildOptions, build, library_versions
 
     manifest = json.loads(MANIFEST.read_text())
-    here = library_versions()
-    differ = {k: (v, here.get(k)) for k, v in manifest["versions"].items() if here.get(k) != v}
+    here = library_versions()  # the canary libraries plus python, CPU capability and machine
+    warn_unless_recorded(here, MANIFEST)
+    differ = version_differences(manifest["versions"], here)
     if differ:
         pytest.skip(f"float results depend on library versions and CPU kind; these differ from the manifest: {differ}")
     rebuilt = build(BuildOptions(out=tmp_path, seed=manifest["seed"], evaluate=False))
     assert rebuilt["files"] == manifest["files"]
+
+
+def test_version_differences_name_each_mismatch_and_absence():
+    recorded = {"torch": "2.13.0+cpu", "transformers": "5.23.0", "tokenizers": "0.23.3", "python": "3.11.7"}
+    same = {"torch": "2.13.0+cpu", "transformers": "5.23.0"}
+    assert version_differences(recorded, same) == {}
+    assert describe(recorded, same) == "built with torch 2.13.0+cpu, transformers 5.23.0; installed the same"
+    # Only the names asked about count: the manifest's python entry is not compared here.
+    newer = {"torch": "2.13.0", "transformers": "5.24.0", "tokenizers": None, "safetensors": "0.8.0"}
+    assert version_differences(recorded, newer) == {
+        "torch": ("2.13.0+cpu", "2.13.0"),  # a local label is a different build, so it differs
+        "transformers": ("5.23.0", "5.24.0"),
+        "tokenizers": ("0.23.3", None),
+        "safetensors": (None, "0.8.0"),
+    }
+    assert describe(recorded, newer) == (
+        "built with torch 2.13.0+cpu, installed 2.13.0; transformers 5.23.0, installed 5.24.0; "
+        "safetensors (not recorded), installed 0.8.0 (exact canary numbers and rebuild hashes may differ); "
+        "not installed: tokenizers"
+    )
+
+
+def test_committed_manifest_records_every_canary_library():
+    recorded = recorded_versions(MANIFEST)
+    assert set(installed_versions()) <= set(recorded)
+    assert recorded["transformers"] and recorded["torch"]
+
+
+def test_canary_versions_warning_reaches_the_summary(pytester):
+    """The warning the accuracy tests raise on other library versions shows in pytest's warnings summary."""
+    built = recorded_versions(MANIFEST)["transformers"]
+    pytester.makepyfile(
+        f"""
+        from pathlib import Path
+        from harness.canary.versions import warn_unless_recorded
+
+        MANIFEST = Path({str(MANIFEST)!r})
+
+        def test_on_other_versions():
+            warn_unless_recorded({{"transformers": "0.0.1"}}, MANIFEST)
+
+        def test_on_the_recorded_ones():
+            warn_unless_recorded({{"transformers": {built!r}}}, MANIFEST)
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, warnings=1)
+    result.stdout.fnmatch_lines([f"*CanaryVersionWarning: canary: built with transformers {built}, installed 0.0.1*"])
 
 
 def test_qwen3_next_builder_keeps_the_field_sglang_reads(tmp_path):
