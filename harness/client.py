@@ -3,7 +3,10 @@
 One keep-alive `aiohttp` session per server, orjson on both directions, bounded concurrency, and bounded
 retries on transport errors and 5xx answers. Retries are counted apart from answers: a request that still
 fails after its retries raises `RequestFailed`, so a dead server fails the test instead of scoring as a
-wrong answer. 4xx answers are not retried: they mean the request itself is wrong.
+wrong answer. 4xx answers are not retried: they mean the request itself is wrong. Nor is a request that got
+no answer within `timeout_s`: a server that hangs for that long is hung, and waiting the timeout out again
+per retry would turn one hang into an hour (the session then asks /health what happened). A 200 whose body
+is not JSON raises `MalformedResponse`, never a bare decode traceback.
 """
 
 from __future__ import annotations
@@ -30,6 +33,21 @@ class RequestFailed(HarnessError):
         code = f"HTTP {status}" if status is not None else "no response"
         super().__init__(f"{method} {url} failed after {attempts} attempt(s): {code}: {detail[:500]}")
 
+    @property
+    def no_response(self) -> bool:
+        """True for transport errors and timeouts (nothing answered), as opposed to an HTTP error status."""
+        return self.status is None
+
+
+class MalformedResponse(RequestFailed):
+    """HTTP 200 whose body is not the JSON the API promises (a truncated or garbled answer)."""
+
+    def __init__(self, method: str, url: str, body: bytes, error: Exception):
+        self.status, self.attempts = 200, 1
+        HarnessError.__init__(
+            self, f"{method} {url} answered HTTP 200 with a body that is not JSON ({error}): {body[:200]!r}"
+        )
+
 
 @dataclass(slots=True)
 class ClientStats:
@@ -39,6 +57,15 @@ class ClientStats:
 
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "retries": self.retries, "failures": self.failures}
+
+
+@dataclass(slots=True)
+class MapProgress:
+    """How far the `Client.map` in flight got: what a verdict on a server lost mid-eval quotes."""
+
+    desc: str | None
+    total: int
+    done: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +83,7 @@ class Client:
         self.base_url = base_url.rstrip("/")
         self.options = options or ClientOptions()
         self.stats = ClientStats()
+        self.progress: MapProgress | None = None  # of the latest map
         self._session = None
         self._semaphore: asyncio.Semaphore | None = None
 
@@ -106,7 +134,12 @@ class Client:
                         if status < 500:
                             self.stats.failures += 1
                             raise RequestFailed(method, url, status, detail, attempts)
-                except (aiohttp.ClientError, asyncio.TimeoutError, ConnectionError) as exc:
+                except asyncio.TimeoutError:
+                    self.stats.failures += 1
+                    raise RequestFailed(
+                        method, url, None, f"no answer within {self.options.timeout_s:g} s (not retried)", attempts
+                    ) from None
+                except (aiohttp.ClientError, ConnectionError) as exc:
                     detail = f"{type(exc).__name__}: {exc}"
                 if attempts > self.options.max_retries:
                     self.stats.failures += 1
@@ -116,11 +149,18 @@ class Client:
 
     async def get_json(self, path: str) -> Any:
         _, body = await self.request("GET", path)
-        return orjson.loads(body)
+        return self._decode("GET", path, body)
 
     async def post_json(self, path: str, payload: Any) -> Any:
         _, body = await self.request("POST", path, payload)
-        return orjson.loads(body)
+        return self._decode("POST", path, body)
+
+    def _decode(self, method: str, path: str, body: bytes) -> Any:
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            self.stats.failures += 1
+            raise MalformedResponse(method, self.base_url + path, body, exc) from None
 
     async def generate(self, payload: dict) -> Any:
         """SGLang native `/generate`: a dict for one prompt, a list for a batch."""
@@ -173,13 +213,21 @@ class Client:
 
         items = list(items)
         bar = tqdm(total=len(items), desc=progress, disable=progress is None or None, leave=False)
+        self.progress = tracked = MapProgress(progress, len(items))
 
         async def one(item: T) -> R:
             result = await fn(item)
+            tracked.done += 1
             bar.update(1)
             return result
 
+        tasks = [asyncio.ensure_future(one(i)) for i in items]
         try:
-            return list(await asyncio.gather(*(one(i) for i in items)))
+            return list(await asyncio.gather(*tasks))
+        except BaseException:  # the first failure ends the map: no request keeps running behind the verdict
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
         finally:
             bar.close()

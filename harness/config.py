@@ -294,9 +294,32 @@ def load_thresholds(path: str | os.PathLike[str]) -> Thresholds:
 
 
 def parse_thresholds(text: str, path: Path, source: str) -> Thresholds:
-    data, spans = read_yaml(text, source)
+    try:
+        data, spans = read_yaml(text, source)
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{_cut_off_hint(text)}") from exc.__cause__
+    if _cut_off_hint(text):
+        # A partial write (an interrupted copy or edit) cuts mid-line, and a third of such cuts still parse, e.g.
+        # `min: 0.985` cut to `min: 0.9`: a silently loosened floor. Every file the harness accepts ends a line.
+        line = text.count("\n") + 1
+        raise ConfigError(f"{source}:{line}: the file ends mid-line ({text.splitlines()[-1][-40:]!r}): was it cut off? "
+                          "A thresholds file must end with a newline; add one if the file is complete")
+    return _validate(data, spans, path, source)
+
+
+def _cut_off_hint(text: str) -> str:
+    return " (the file ends mid-line, without a newline: was it cut off?)" if text and not text.endswith("\n") else ""
+
+
+def _validate(data, spans, path: Path, source: str) -> Thresholds:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: top level: expected a mapping with 'models' and 'references', got {data!r:.60}")
+    if "models" in data and "references" not in data:
+        # Required so that a file cut off anywhere before its references fails here, not as a partial matrix.
+        raise ConfigError(
+            f"{source}: top level: missing required key 'references' (found only {', '.join(map(repr, data))}); "
+            "a file cut off before its references looks like this. To run with no reference yet, write `references: {}`"
+        )
     try:
         doc = ThresholdsDoc.model_validate(data)
     except ValidationError as exc:

@@ -14,6 +14,10 @@ class ConfigError(HarnessError):
     """A configuration file or option holds a value the harness cannot use."""
 
 
+class ProtocolError(HarnessError):
+    """The server's answer lacks a field a suite needs (an older or newer API): the suite cannot judge it."""
+
+
 def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """Return ' (did you mean 'x'?)' for the closest choice, or '' when nothing is close."""
     close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1, cutoff=0.6)

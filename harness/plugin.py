@@ -45,6 +45,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="Seconds to wait for a server to become healthy. Default: %(default)r (per engine)")
     add("--harness-concurrency", type=int, default=64,
         help="Concurrent requests per server. Default: %(default)r")
+    add("--harness-request-timeout", type=float, default=600.0,
+        help="Seconds one request may go unanswered before the server is probed and the test errors "
+             "(a timeout is not retried). Default: %(default)r")
     add("--harness-shard", default=None, metavar="I/N",
         help="Run only servers whose index in the collected matrix is I modulo N (0-based), for sharded CI; "
              "a server's suites never split across shards. Default: %(default)r (all)")
@@ -104,6 +107,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     harness = config.stash[HARNESS_KEY]
     if harness.config_error is not None:
+        if _runs_suites(config):  # the nightly's report says why nothing ran
+            harness.record_run_error(str(harness.config_error))
         raise pytest.UsageError(str(harness.config_error))
     order: dict[str, int] = {}
     for item in items:
@@ -123,6 +128,12 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
     harness.planned_keys = order
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What will run, after every deselection (-k, -m, shards): the tests an interrupt reports as not run."""
+    harness = session.config.stash[HARNESS_KEY]
+    harness.planned_items = [(item.nodeid, _case_of(item)) for item in session.items if _case_of(item) is not None]
 
 
 def parse_shard(value: str | None) -> tuple[int, int] | None:
@@ -150,9 +161,37 @@ def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> 
         item.config.stash[HARNESS_KEY].pool.release()
 
 
-def pytest_sessionfinish(session: pytest.Session) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem):
+    """Track the running test, so an interrupt (Ctrl-C, SIGTERM) still writes its row."""
+    harness, case = item.config.stash[HARNESS_KEY], _case_of(item)
+    harness.in_progress = (item.nodeid, case) if case is not None else None
+    result = yield  # an interrupt raises here and leaves `in_progress` set for sessionfinish
+    harness.in_progress = None
+    return result
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Every harness test gets a report row, also one that errored before or outside `harness.check`."""
+    report = yield
+    case = _case_of(item)
+    last_phase = call.when == "call" or (call.when == "setup" and not report.passed)
+    if case is not None and last_phase:
+        reason = ""
+        if call.excinfo is not None:
+            reason = call.excinfo.exconly().removeprefix("Failed: ")
+            if call.excinfo.errisinstance(pytest.skip.Exception):
+                reason = str(call.excinfo.value.msg)
+        item.config.stash[HARNESS_KEY].record_unjudged(item.nodeid, case, report.outcome, reason)
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
     harness = session.config.stash.get(HARNESS_KEY, None)
     if harness is not None:
+        if exitstatus == pytest.ExitCode.INTERRUPTED:
+            harness.interrupted = "Ctrl-C (KeyboardInterrupt)"
         harness.close()
 
 

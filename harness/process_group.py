@@ -143,8 +143,22 @@ def kill_live_servers() -> None:
         kill_group_now(pgid)
 
 
+_FATAL_CALLBACKS: list = []  # run after the servers are killed, before dying: the report's last rows
+
+
+def on_fatal_signal(callback):
+    """Call `callback(signum)` on SIGTERM/SIGHUP, after the live servers are killed (the report closes there).
+    Returns a function that unregisters it."""
+    _FATAL_CALLBACKS.append(callback)
+    _install_signal_handlers()
+    return lambda: _FATAL_CALLBACKS.remove(callback) if callback in _FATAL_CALLBACKS else None
+
+
 def _on_fatal_signal(signum, frame) -> None:
     kill_live_servers()
+    for callback in _FATAL_CALLBACKS:
+        with contextlib.suppress(Exception):  # dying anyway: a failing callback must not keep servers alive
+            callback(signum)
     signal.signal(signum, signal.SIG_DFL)
     os.kill(os.getpid(), signum)  # die of the same signal, as if we had not been here
 
@@ -177,14 +191,41 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
+def listens_on(pid: int, port: int | None) -> bool | None:
+    """Whether `pid` or a descendant has a listening socket on `port`; None when the OS does not tell us."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return False
+    for proc in procs:
+        try:
+            sockets = proc.net_connections("inet") if hasattr(proc, "net_connections") else proc.connections("inet")
+        except psutil.NoSuchProcess:
+            continue
+        except psutil.AccessDenied:
+            return None
+        if any(c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port for c in sockets):
+            return True
+    return False
+
+
+def port_holders(port: int | None) -> str:
+    """'pid 123 (python)' for each process the OS says uses `port`, else 'another process'."""
+    try:
+        pids = sorted({c.pid for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port and c.pid})
+    except psutil.Error:
+        pids = []
+    return ", ".join(f"pid {pid} ({_name(psutil.Process(pid)) if psutil.pid_exists(pid) else '?'})" for pid in pids) or (
+        "another process"
+    )
+
+
 def wait_port_free(host: str, port: int | None, timeout: float, what: str = "server") -> None:
     if port is None:
         return
     deadline = time.monotonic() + timeout
     while not port_is_free(host, port):
         if time.monotonic() >= deadline:
-            holders = sorted(
-                {c.pid for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port and c.pid}
-            )
-            raise ServerTeardownError(f"{what}: port {host}:{port} still in use after stop (pids {holders})")
+            raise ServerTeardownError(f"{what}: port {host}:{port} still in use after stop ({port_holders(port)})")
         time.sleep(0.1)

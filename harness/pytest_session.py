@@ -11,6 +11,7 @@ import pytest
 from harness.client import ClientOptions
 from harness.errors import ConfigError, HarnessError
 from harness.report import Report, new_run_id
+from harness.server import ServerLost
 from harness.session import Case, PoolSettings, ServerPool
 from harness.types import EvalContext, EvalResult
 
@@ -24,9 +25,13 @@ class HarnessSession:
         self._thresholds = None
         self._report: Report | None = None
         self.planned_keys: dict[str, int] = {}
+        self.planned_items: list[tuple[str, Case]] = []  # (nodeid, case) of every selected harness test
         self.config_error: ConfigError | None = None
         self.verdict_lines: list[str] = []
         self._pool: ServerPool | None = None
+        self.in_progress: tuple[str, Case] | None = None  # (nodeid, case) of the test now running
+        self.interrupted: str | None = None
+        self._unregister_signal = lambda: None
 
     # -- configuration -------------------------------------------------------------------------------
     @property
@@ -62,7 +67,10 @@ class HarnessSession:
         if self._report is None:
             from harness.gpus import detect_gpus
 
+            from harness import process_group
+
             self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict())
+            self._unregister_signal = process_group.on_fatal_signal(self.on_fatal_signal)
         return self._report
 
     @property
@@ -76,7 +84,9 @@ class HarnessSession:
                 base_url=opt.harness_base_url if opt.harness_engine == "attach" or opt.harness_base_url else None,
                 log_dir=self.run_dir / "logs",
                 gpu_ids=tuple(parse_gpu_option(opt.harness_gpus)),
-                client_options=ClientOptions(max_concurrency=opt.harness_concurrency),
+                client_options=ClientOptions(
+                    max_concurrency=opt.harness_concurrency, timeout_s=opt.harness_request_timeout
+                ),
                 startup_timeout=opt.harness_startup_timeout,
             )
             if opt.harness_engine == "attach" and not settings.base_url:
@@ -114,15 +124,70 @@ class HarnessSession:
         self._ensure_report()
         try:
             live = self.pool.acquire(case.spec)
+        except ServerLost as exc:  # lost during an earlier suite of this config: `not run: ...`
+            pytest.fail(f"{case.suite}[{case.key}]: {exc}", pytrace=False)
         except HarnessError as exc:
             pytest.fail(f"{case.suite}[{case.key}]: server did not start: {exc}", pytrace=False)
         return HarnessRun(self, case, live, node)
 
+    # -- a verdict row for every test -------------------------------------------------------------------------
+    def record_error(self, nodeid: str, case: Case, reason: str, **extra: Any) -> None:
+        """The report row of a test that ended without a verdict of its own (server lost, request failed,
+        rejected before launch, interrupted): verdict `error`, the reason's first line, whatever was measured."""
+        first = reason.strip().splitlines()[0] if reason.strip() else "error"
+        row = {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "error", "error": first, **extra}
+        self._ensure_report().record_test(row)
+        prefix = f"{case.suite}[{case.key}]: "
+        self.verdict_lines.append(prefix + "ERROR: " + first.removeprefix(prefix))
+
+    def record_run_error(self, message: str) -> None:
+        """A run that could not start at all (a bad thresholds.yaml): the report says why, with no test rows."""
+        self._ensure_report().record_run_error(message)
+
+    def record_unjudged(self, nodeid: str, case: Case, outcome: str, reason: str) -> None:
+        """After a test's last phase: a row for it unless the harness already wrote one (plugin hook)."""
+        if self._report is not None and self._report.has_test(nodeid):
+            return
+        if outcome == "failed":
+            self.record_error(nodeid, case, reason)
+        elif outcome == "skipped":
+            self._ensure_report().record_test(
+                {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "skipped", "skipped": reason}
+            )
+        else:  # a suite that passed without calling harness.check: say so rather than leave no trace
+            self._ensure_report().record_test(
+                {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "pass", "checks": [],
+                 "notes": ["passed without a judged metric (the test did not call harness.check)"]}
+            )  # fmt: skip
+
+    def record_interrupt(self, how: str) -> None:
+        """Rows for the running test and every test not reached when the session is stopped (Ctrl-C, SIGTERM)."""
+        if self._report is None:
+            return
+        running, self.in_progress = self.in_progress, None
+        if running is not None and not self._report.has_test(running[0]):
+            nodeid, case = running
+            self.record_error(nodeid, case, f"{case.suite}[{case.key}]: interrupted by {how}")
+        for nodeid, case in self.planned_items:
+            if not self._report.has_test(nodeid):
+                self.record_error(nodeid, case, f"{case.suite}[{case.key}]: not run: the session was interrupted by {how}")
+
+    def on_fatal_signal(self, signum: int) -> None:
+        """SIGTERM/SIGHUP: the safety net has killed the servers; write the interrupted row and close the report."""
+        import signal
+
+        self.record_interrupt(f"{signal.Signals(signum).name} (servers killed, report closed)")
+        if self._report is not None:
+            self._report.close()
+
     def close(self) -> None:
+        if self.interrupted:
+            self.record_interrupt(self.interrupted)
         if self._pool is not None:
             self._pool.release()
         if self._report is not None:
             self._report.close()
+        self._unregister_signal()
 
 
 def _summarize_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -136,6 +201,7 @@ class HarnessRun:
 
     def __init__(self, session: HarnessSession, case: Case, live, node: pytest.Item):
         self.session, self.case, self.live, self.node = session, case, live, node
+        self.samples_kept = 0  # per-sample records this test wrote to samples/*.jsonl
 
     @property
     def client(self):
@@ -148,6 +214,12 @@ class HarnessRun:
     def context(self) -> EvalContext:
         opt = self.session.config.option
         report = self.session._ensure_report()
+        sink = report.sample_sink(self.case.suite, self.case.spec.slug)
+
+        def on_sample(record: dict) -> None:
+            sink(record)
+            self.samples_kept += 1
+
         return EvalContext(
             client=self.live.client,
             case_id=self.case.key,
@@ -158,31 +230,55 @@ class HarnessRun:
             base_dir=str(self.session.thresholds_path.parent),
             limit=opt.harness_limit,
             smoke=opt.harness_smoke,
-            on_sample=report.sample_sink(self.case.suite, self.case.spec.slug),
+            on_sample=on_sample,
             reference=self.live.reference_client,
         )
 
     def run(self, eval_obj) -> EvalResult:
         started = time.perf_counter()
+        self.live.client.progress = None  # a verdict on a lost server quotes this eval's progress, not the last one's
         try:
             result = self.live.run(eval_obj(self.context()))
         except AssertionError as exc:
             # An eval that finds a bug mid-way (too few cache hits, wrong cached positions) raises with a
             # message; the partial numbers it attached still go into the report before the test fails.
             partial = getattr(exc, "result", None)
-            if isinstance(partial, EvalResult):
-                self._record_failure(partial, str(exc))
+            self._record_failure(partial if isinstance(partial, EvalResult) else None, str(exc))
             pytest.fail(f"{self.case.suite}[{self.case.key}]: {exc}", pytrace=False)
+        except ServerLost as exc:
+            self._fail_lost(exc)
+        except HarnessError as exc:  # a request that failed for good, a malformed answer, a field the server lacks
+            message = f"{self.case.suite}[{self.case.key}]: {exc}"
+            self.session.record_error(self.node.nodeid, self.case, message, samples_kept=self.samples_kept,
+                                      client=self.live.client.stats.as_dict())  # fmt: skip
+            pytest.fail(message, pytrace=False)
         result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
         result.details.setdefault("client", self.live.client.stats.as_dict())
         return result
 
-    def _record_failure(self, result: EvalResult, message: str) -> None:
+    def _fail_lost(self, exc: ServerLost) -> None:
+        """One line for the running test (`... after 134 of 1319 samples: <cause>`), the log tail below it;
+        the config's remaining tests then fail at once (`not run: ...`)."""
+        progress = self.live.client.progress
+        after = f" after {progress.done} of {progress.total} samples" if progress else ""
+        head, _, cause = exc.summary.partition(": ")
+        cause = f": {cause}" if cause else ""
+        message = f"{self.case.suite}[{self.case.key}]: {head}{after}{cause}\n" + str(exc).partition("\n")[2]
+        self.session.record_error(
+            self.node.nodeid, self.case, message, samples_kept=self.samples_kept, exit_code=exc.exit_code,
+            log=str(exc.log_path or ""), log_tail=exc.log_tail.splitlines()[-20:],
+        )  # fmt: skip
+        lost = type(exc)(f"{head} during {self.case.suite}{after}{cause}", exit_code=exc.exit_code, log_path=exc.log_path)
+        self.session.pool.mark_lost(self.case.spec, lost)
+        pytest.fail(message.rstrip(), pytrace=False)
+
+    def _record_failure(self, result: EvalResult | None, message: str) -> None:
         from harness.judge import Outcome
 
-        outcome = Outcome(failures=[message], verdict="fail",
-                          checks=[{"metric": m, "observed": v, "bound": None, "passed": False}
-                                  for m, v in result.metrics.items()])  # fmt: skip
+        result = result or EvalResult(self.case.suite, {}, 0, {"samples_kept": self.samples_kept})
+        checks = [{"metric": m, "observed": v, "bound": None, "passed": False} for m, v in result.metrics.items()]
+        checks = checks or [{"metric": "-", "observed": None, "bound": None, "passed": False, "message": message}]
+        outcome = Outcome(failures=[message], verdict="fail", checks=checks)
         self.session._ensure_report().record_test(outcome.as_record(self.node.nodeid, self.case, result))
         self.session.verdict_lines.append(f"{self.case.suite}[{self.case.key}]: FAILED: {message.splitlines()[0]}")
 

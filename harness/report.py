@@ -117,6 +117,13 @@ class Report:
         self.data["tests"].append(entry)
         self._flush()
 
+    def record_run_error(self, message: str) -> None:
+        self.data["run"]["error"] = scrub(message)
+        self._flush()
+
+    def has_test(self, nodeid: str) -> bool:
+        return any(test.get("nodeid") == nodeid for test in self.data["tests"])
+
     def close(self) -> None:
         for handle in self._sample_files.values():
             handle.close()
@@ -143,12 +150,14 @@ class Report:
         for case_id, server in self.data["servers"].items():
             command = " ".join(server.get("command") or []) or "(attached)"
             lines.append(f"- `{case_id}`: {server.get('engine', '?')} {server.get('version', '')} — `{command}`")
+        if run.get("error"):
+            lines += [f"**The run did not start:** {_cell(run['error'])}", ""]
         lines += ["", "| model | config | suite | metric | observed | bound | verdict |", "|---|---|---|---|---|---|---|"]
         for test in self.data["tests"]:
             model, _, config = test["case"].partition("/")
-            if test["verdict"] == "skipped":
-                reason = str(test.get("skipped") or "").replace("|", "/")
-                lines.append(f"| {model} | {config} | {test['suite']} | – | – | – | skipped: {reason} |")
+            if test["verdict"] in ("skipped", "error"):
+                reason = _cell(test.get("skipped") or test.get("error") or "")
+                lines.append(f"| {model} | {config} | {test['suite']} | – | – | – | {test['verdict']}: {reason} |")
                 continue
             for check in test.get("checks") or [{"metric": "-", "observed": None, "bound": None}]:
                 lines.append(
@@ -156,6 +165,11 @@ class Report:
                     f"| {_bound(check)} | {_check_verdict(test, check)} |"
                 )
         return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """One Markdown table cell: first line only, pipes escaped."""
+    return str(text).strip().splitlines()[0].replace("|", "\\|") if str(text).strip() else ""
 
 
 def _bound(check: dict) -> str:
@@ -167,6 +181,8 @@ def _bound(check: dict) -> str:
 
 
 def _check_verdict(test: dict, check: dict) -> str:
+    if check.get("metric") == "-" and check.get("message"):  # failed before any metric: the reason is the verdict
+        return f"FAIL: {_cell(check['message'])}"
     if check.get("passed") is None:
         return "recorded" if test["verdict"] != "fail" or check.get("message") is None else "FAIL"
     if test["verdict"] == "recorded":

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -40,6 +41,8 @@ from harness.process_group import (
     ServerTeardownError,
     free_port,
     kill_group_now,
+    listens_on,
+    port_holders,
     terminate_group,
     wait_port_free,
 )
@@ -64,8 +67,48 @@ class ServerStartTimeout(ServerStartError):
     """Still not healthy when the engine's startup timeout ran out (the process was killed)."""
 
 
-class ServerDied(HarnessError):
-    """The server exited while it was in use (raised by `Server.check_alive`)."""
+class ServerLost(HarnessError):
+    """The server stopped serving while in use: its process exited, or it stopped answering.
+
+    The session turns it into one verdict line for the running test and fails the config's remaining tests
+    at once with it, instead of letting each wait out its retries against a dead port.
+    """
+
+    def __init__(self, summary: str, *, exit_code: int | None = None, log_path: Path | None = None, log_tail: str = ""):
+        details = [summary]
+        if log_path:
+            details.append(f"log: {log_path}")
+        if log_tail:
+            details += [f"--- last {len(log_tail.splitlines())} log lines ---", log_tail]
+        super().__init__("\n".join(details))
+        self.summary = summary
+        self.exit_code = exit_code
+        self.log_path = log_path
+        self.log_tail = log_tail
+
+
+class ServerDied(ServerLost):
+    """The launched process exited while it was in use."""
+
+
+class ServerUnresponsive(ServerLost):
+    """Requests got no answer and the health probe failed too (a hung server, or an attached one gone)."""
+
+
+# The line of a log that most likely says why a server died: a Python exception's last line, the CUDA OOM, a
+# signal. Shown in the one-line verdict, so the reason is read without opening the log.
+_CAUSE_RE = re.compile(
+    r"^\s*([\w.]*(Error|Exception|Interrupt)\b:?.*|.*\b(out of memory|Segmentation fault|Killed|Address already in use)\b.*)$",
+    re.IGNORECASE,
+)
+
+
+def likely_cause(log_text: str) -> str | None:
+    """The last log line naming an error (`torch.OutOfMemoryError: CUDA out of memory. Tried to ...`), or None."""
+    for line in reversed(log_text.splitlines()):
+        if _CAUSE_RE.match(line):
+            return line.strip()[:300]
+    return None
 
 
 @dataclass(frozen=True)
@@ -183,15 +226,19 @@ class Server:
         while True:
             if self.process is not None and self.process.poll() is not None:
                 self.exit_code = self.process.returncode
+                tail = self.log_tail()
+                cause = likely_cause(tail)
                 raise ServerStartError(
-                    self._failure(f"exited with code {self.exit_code} while starting", started),
+                    self._failure(f"exited with code {self.exit_code} while starting", started, cause),
                     exit_code=self.exit_code,
-                    log_tail=self.log_tail(),
+                    log_tail=tail,
                 )
             remaining = deadline - time.monotonic()
             status, last = _probe(url, min(self.options.probe_timeout, max(remaining, 0.1)))
-            if status == 200:
+            if status == 200 and self._answered_by_us():
                 return
+            if status == 200:  # someone else holds the port (free_port raced another launch): not our server
+                last = f"HTTP 200 from a process that is not the launched server (port {self.port} is held by {port_holders(self.port)})"
             if time.monotonic() >= deadline:
                 what = "did not answer" if self.attached else "was killed: it did not become healthy"
                 raise ServerStartTimeout(
@@ -199,6 +246,13 @@ class Server:
                     log_tail=self.log_tail(),
                 )
             self._pause(min(self.options.poll_interval, max(deadline - time.monotonic(), 0)))
+
+    def _answered_by_us(self) -> bool:
+        """True unless the port's listener is known not to be the launched process or one of its descendants."""
+        if self.process is None:  # attached: whoever answers is the server
+            return True
+        listening = listens_on(self.process.pid, self.port)
+        return listening is not False
 
     def _pause(self, seconds: float) -> None:
         """Sleep, but wake as soon as the process exits so a crash is reported at once."""
@@ -210,8 +264,9 @@ class Server:
         except subprocess.TimeoutExpired:
             pass
 
-    def _failure(self, what: str, started: float) -> str:
-        lines = [f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"]
+    def _failure(self, what: str, started: float, cause: str | None = None) -> str:
+        lines = [f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"
+                 + (f": {cause}" if cause else "")]  # fmt: skip
         if self.command:
             lines.append(f"command: {self.shown_command}")
         if self.log_path:
@@ -239,15 +294,28 @@ class Server:
         """The last lines of the server's log, token-like values masked (they end up in CI output)."""
         return scrub(read_tail(self.log_path, lines or self.options.tail_lines)) if self.log_path else ""
 
+    def exit_status(self) -> int | None:
+        """The launched process's exit code once it has exited on its own; None while it runs (or attached)."""
+        if self.process is None or self.process.poll() is None:
+            return None
+        self.exit_code = self.process.returncode
+        return self.exit_code
+
+    def died(self, when: str = "") -> ServerDied:
+        """The error for a launched process that exited: its code, the likely cause and the log tail."""
+        tail = self.log_tail()
+        cause = likely_cause(tail)
+        summary = f"server exited with code {self.exit_code}" + (f" {when}" if when else "") + (f": {cause}" if cause else "")
+        return ServerDied(summary, exit_code=self.exit_code, log_path=self.log_path, log_tail=tail)
+
+    def health(self) -> tuple[int | None, str]:
+        """One probe of the engine's health path: (HTTP status or None, what answered)."""
+        return _probe(self.base_url + self.engine.health_path, self.options.probe_timeout)
+
     def check_alive(self) -> None:
         """Raise ServerDied (with the log tail) if the launched process has exited."""
-        if self.process is None or self.process.poll() is None:
-            return
-        self.exit_code = self.process.returncode
-        raise ServerDied(
-            f"{self.spec.id}: {self.engine.name} server exited with code {self.exit_code} while in use\n"
-            f"log: {self.log_path}\n--- last {self.options.tail_lines} log lines ---\n{self.log_tail()}"
-        )
+        if self.exit_status() is not None:
+            raise self.died("while in use")
 
     # -- stop -------------------------------------------------------------------------------------------------
     def stop(self) -> None:

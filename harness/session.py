@@ -4,6 +4,12 @@ The plugin sorts tests so each server's tests are adjacent; the pool starts a se
 them needs it and stops it after the last, before the next server starts (so GPUs are free again). A launch
 that fails is remembered, and that config's remaining tests fail at once with the same log tail instead of
 launching again.
+
+While an eval runs, its server is watched: a launched process that exits cancels the eval at once
+(`ServerDied`, with the exit code, the likely cause and the log tail), and a request that got no answer is
+followed by one health probe, so a hung or vanished server (also an attached one) reads as
+`ServerUnresponsive` rather than as a request error. Either way the pool stops the server and the config's
+remaining tests fail at once with the same reason.
 """
 
 from __future__ import annotations
@@ -14,8 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.client import Client, ClientOptions
+from harness.client import Client, ClientOptions, RequestFailed
+from harness.server import ServerLost, ServerUnresponsive
 from harness.spec import ServerSpec
+
+WATCH_INTERVAL_S = 0.25  # how often a running eval checks its server's process is still there
 
 
 @dataclass(frozen=True)
@@ -56,7 +65,43 @@ class LiveServer:
     _reference: Client | None = None
 
     def run(self, coro):
-        return self.loop.run_until_complete(coro)
+        """Run an eval's coroutine; a server that dies or stops answering meanwhile raises `ServerLost`."""
+        try:
+            return self.loop.run_until_complete(self._watched(coro))
+        except RequestFailed as exc:
+            lost = self.diagnose(exc)
+            if lost is None:
+                raise
+            raise lost from exc
+
+    async def _watched(self, coro):
+        task = asyncio.ensure_future(coro)
+        try:
+            while not task.done():
+                await asyncio.wait({task}, timeout=WATCH_INTERVAL_S)
+                if not task.done() and self.server.exit_status() is not None:
+                    task.cancel()
+                    await asyncio.gather(task, return_exceptions=True)
+                    raise self.server.died()
+            return task.result()
+        finally:
+            if not task.done():  # interrupted (KeyboardInterrupt): leave no request running on the loop
+                task.cancel()
+
+    def diagnose(self, exc: RequestFailed) -> ServerLost | None:
+        """After a request got no answer: is the server gone (exited, or not answering /health)? None if not."""
+        if self.server.exit_status() is not None:
+            return self.server.died()
+        if not exc.no_response:
+            return None
+        status, answer = self.server.health()
+        if status == 200:
+            return None
+        tail = self.server.log_tail() if getattr(self.server, "log_path", None) else ""
+        probe = f"GET {self.server.engine.health_path}: {answer}"
+        return ServerUnresponsive(
+            f"server stopped answering: {exc}; {probe}", log_path=self.server.log_path, log_tail=tail
+        )
 
     def reference_client(self) -> Client:
         """The HF reference engine on the same weights (CPU fp32), started on first use, stopped with this server."""
@@ -119,7 +164,9 @@ class ServerPool:
 
     def acquire(self, spec: ServerSpec) -> LiveServer:
         if self.current is not None and self.current.spec.id == spec.id:
-            return self.current
+            if self.current.server.exit_status() is None:
+                return self.current
+            self.mark_lost(spec, self.current.server.died("between tests"))
         self.release()
         if spec.id in self.failures:
             raise self.failures[spec.id]
@@ -161,6 +208,12 @@ class ServerPool:
             spec=spec, server=server, client=client, loop=loop, info=dict(server.info or {}),
             stack=stack, settings=self.settings,
         )  # fmt: skip
+
+    def mark_lost(self, spec: ServerSpec, exc: ServerLost) -> None:
+        """Stop (and reap) the lost server; its config's remaining tests then fail at once with this reason."""
+        log = f" (log: {exc.log_path})" if exc.log_path else ""
+        self.failures[spec.id] = type(exc)(f"not run: the {exc.summary}{log}", exit_code=exc.exit_code)
+        self.release()
 
     def release(self) -> None:
         """Stop the current server (and reap it) if there is one."""

@@ -422,6 +422,17 @@ def test_the_repository_file_loads_and_every_metric_suite_has_references(monkeyp
             assert thresholds.find_reference(suite, spec.model, spec.config) is not None, (suite, spec.id)
 
 
+def test_every_sglang_config_of_a_committed_tiny_model_bounds_its_kv_pool_in_tokens(monkeypatch):
+    # A tiny model under the default memory fraction gets a pool sized by the GPU (1e8 tokens on an H200) and
+    # dies of its allocator's bookkeeping (2026-12-01); a token bound runs the same on any GPU.
+    monkeypatch.chdir(REPO)
+    thresholds = load_thresholds("thresholds.yaml")
+    tiny = [s for s in thresholds.server_specs() if s.engine == "sglang" and "/assets/" in f"/{s.model_path}"]
+    assert len(tiny) == 7
+    for spec in tiny:
+        assert "--max-total-tokens" in spec.args, spec.id
+
+
 @pytest.mark.parametrize(
     ("suite", "model", "config", "metric", "index"),
     [

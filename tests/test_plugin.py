@@ -77,9 +77,14 @@ def thresholds_yaml(model_dir: Path, gsm8k_ref: str = "min: 0.0") -> str:
     return THRESHOLDS_TEMPLATE.replace("MODEL_DIR", str(model_dir)).replace("GSM8K_REF", ref)
 
 
+def write_thresholds(pytester: pytest.Pytester, text: str) -> None:
+    """Not `makefile`: it strips the final newline, and a thresholds file without one reads as cut off."""
+    (pytester.path / "thresholds.yaml").write_text(text if text.endswith("\n") else text + "\n")
+
+
 def write_project(pytester: pytest.Pytester, model_dir: Path, **yaml_kwargs) -> None:
     pytester.makeconftest('pytest_plugins = ["harness.plugin"]\n' + PID_PROBE)
-    pytester.makefile(".yaml", thresholds=thresholds_yaml(model_dir, **yaml_kwargs))
+    write_thresholds(pytester, thresholds_yaml(model_dir, **yaml_kwargs))
     data = pytester.mkdir("data")
     rows = [{"question": f"Bob has {a} pens and gets {a + 1} more. How many?", "answer": f"{a}+{a + 1}\n#### {2 * a + 1}"}
             for a in range(1, 7)]  # fmt: skip
@@ -161,7 +166,7 @@ def test_failing_verdict_prints_the_floor_message(project, tiny_model):
     from harness.thresholds import compute_theta, compute_threshold
 
     ref = "value: 0.95\nn: 4\nsigma: 0.5"
-    project.makefile(".yaml", thresholds=thresholds_yaml(tiny_model, gsm8k_ref=ref))
+    write_thresholds(project, thresholds_yaml(tiny_model, gsm8k_ref=ref))
     result = project.runpytest_subprocess("suites/test_gsm8k.py", "-k", "cpu and not page16", "-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
     floor, theta = compute_threshold(0.95, 0.5, 4), compute_theta(0.5, 4)
@@ -176,7 +181,7 @@ def test_failing_verdict_prints_the_floor_message(project, tiny_model):
 
 
 def test_no_reference_and_smoke_record_without_failing(project, tiny_model):
-    project.makefile(".yaml", thresholds=thresholds_yaml(tiny_model, gsm8k_ref="value: 0.95\nn: 4\nsigma: 0.5"))
+    write_thresholds(project, thresholds_yaml(tiny_model, gsm8k_ref="value: 0.95\nn: 4\nsigma: 0.5"))
     result = project.runpytest_subprocess("suites/test_gsm8k.py", "-k", "cpu and not page16", "--harness-smoke")
     result.assert_outcomes(passed=1)
     assert json.loads((latest_report(project) / "results.json").read_text())["tests"][0]["verdict"] == "recorded"
@@ -185,7 +190,7 @@ def test_no_reference_and_smoke_record_without_failing(project, tiny_model):
 def test_a_failed_launch_fails_that_config_and_the_run_goes_on(project, tiny_model):
     broken = "broken:\n  args: [--no-such-flag]\n  suites: [gsm8k, prefix_branching]\n"
     text = thresholds_yaml(tiny_model).replace("    configs:\n", "    configs:\n" + textwrap.indent(broken, "      "), 1)
-    project.makefile(".yaml", thresholds=text)
+    write_thresholds(project, text)
     result = project.runpytest_subprocess("suites", "-k", "broken or (cpu and not page16)", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2, passed=2)  # a fixture that cannot start its server errors the test
     result.stdout.fnmatch_lines(
@@ -201,7 +206,7 @@ def test_a_failed_launch_fails_that_config_and_the_run_goes_on(project, tiny_mod
 
 def test_malformed_yaml_is_a_usage_error_naming_the_key(project, tiny_model):
     text = thresholds_yaml(tiny_model).replace("suites: [gsm8k, prefix_branching]", "suites: [gsm8kk]", 1)
-    project.makefile(".yaml", thresholds=text)
+    write_thresholds(project, text)
     result = project.runpytest_subprocess("suites", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
@@ -241,7 +246,7 @@ def test_an_interrupted_run_leaves_a_valid_report_and_no_server(project):
 
 
 def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(project, tiny_model):
-    project.makefile(".yaml", thresholds=thresholds_yaml(tiny_model, gsm8k_ref="value: 0.95  # measured\nn: 4\nsigma: 0.5"))
+    write_thresholds(project, thresholds_yaml(tiny_model, gsm8k_ref="value: 0.95  # measured\nn: 4\nsigma: 0.5"))
     result = project.runpytest_subprocess(
         "suites/test_gsm8k.py", "-k", "cpu and not page16", "--harness-update-thresholds", "-p", "no:cacheprovider"
     )
@@ -254,7 +259,7 @@ def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(pro
 def test_step_summary_is_appended_and_secrets_stay_out_of_the_report(project, tiny_model, monkeypatch):
     token = "hf_" + "abcdefghijklmnopqrstuvwx"
     text = thresholds_yaml(tiny_model).replace("            args: []\n", f"            args: []\n            env: {{HF_TOKEN: {token}}}\n", 1)
-    project.makefile(".yaml", thresholds=text)
+    write_thresholds(project, text)
     summary = project.path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))
     result = project.runpytest_subprocess("suites/test_gsm8k.py", "-k", "cpu and not page16", "-p", "no:cacheprovider")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.data import load_records
+from harness.errors import ProtocolError
 from harness.errors import ConfigError
 from harness.types import EvalContext, EvalResult
 
@@ -159,7 +160,14 @@ def build_prompts(ctx: EvalContext, opts: Mapping[str, Any]) -> list[Prompt]:
 # -- responses ------------------------------------------------------------------------------------------
 def cached_tokens_of(suite: str, prompt: Prompt, response: Mapping[str, Any], prompt_len: int) -> int:
     """`meta_info.cached_tokens`, checked against what SGLang can report for a prompt of `prompt_len` ids."""
-    cached = response.get("meta_info", {}).get("cached_tokens")
+    meta = response.get("meta_info", {})
+    if "cached_tokens" not in meta:
+        raise ProtocolError(
+            f"{suite}: sample {prompt.id}: the server's meta_info has no 'cached_tokens' (it has "
+            f"{', '.join(sorted(meta)) or 'nothing'}): without it no cache hit can be seen, so this suite cannot "
+            "judge this server (an SGLang older or newer than the API the harness knows?)"
+        )
+    cached = meta["cached_tokens"]
     if not isinstance(cached, int) or isinstance(cached, bool):
         raise CacheCheckFailed(
             f"{suite}: sample {prompt.id}: meta_info.cached_tokens is {cached!r}, expected an integer"
@@ -173,9 +181,19 @@ def cached_tokens_of(suite: str, prompt: Prompt, response: Mapping[str, Any], pr
     return cached
 
 
-def output_logprobs(response: Mapping[str, Any]) -> list[float]:
+def output_logprobs(response: Mapping[str, Any], where: str = "") -> list[float]:
     """Logprobs of the generated tokens (`output_token_logprobs` holds (logprob, id, text) triples)."""
-    return [float(entry[0]) for entry in response["meta_info"]["output_token_logprobs"]]
+    return [finite_logprob(entry[0], where, i) for i, entry in enumerate(response["meta_info"]["output_token_logprobs"])]
+
+
+def finite_logprob(value: Any, where: str, index: int) -> float:
+    """A logprob as float; NaN or ±inf (which SGLang's orjson answers carry as null) fail with where they were."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    raise CacheCheckFailed(
+        f"{where}: token {index}: the server returned logprob {value!r}, not a finite number (orjson, which SGLang "
+        "answers with, writes NaN and ±inf as null): the model's numerics broke (an overflow, a bad kernel)"
+    )
 
 
 def gate_hit_rate(suite: str, n_hits: int, n: int, min_hit_rate: float, criterion: str, cached: Sequence[int]) -> float:
@@ -228,7 +246,8 @@ async def cold_replay(ctx: EvalContext, suite: str, hits: Sequence[Generation]) 
                 f"input_token_logprobs whose last {len(tail)} ids differ from the {len(hit.output_ids)} generated ids "
                 f"at index {at} (replay {replayed_ids[at : at + 4]}, generated {hit.output_ids[at : at + 4]})"
             )
-        return [float(e[0]) for e in tail]
+        where = f"{suite}: sample {hit.prompt.id}: cold replay"
+        return [finite_logprob(e[0], where, len(hit.prompt.ids) + i) for i, e in enumerate(tail)]
 
     return await ctx.client.map(replay, hits, progress=f"{suite}[{ctx.case_id}] replay")
 

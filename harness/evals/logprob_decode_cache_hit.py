@@ -66,7 +66,8 @@ class LogprobDecodeCacheHit:
                 {"input_ids": turn2.ids, "sampling_params": sampling, "return_logprob": True}
             )
             cached = cached_tokens_of(SUITE, turn2, response, len(turn2.ids))
-            return len(prompt.ids), Generation(turn2, list(response["output_ids"]), output_logprobs(response), cached)
+            logprobs = output_logprobs(response, f"{SUITE}: sample {turn2.id}")
+            return len(prompt.ids), Generation(turn2, list(response["output_ids"]), logprobs, cached)
 
         turns = await ctx.client.map(two_turns, prompts, progress=f"{SUITE}[{ctx.case_id}] turns")
         hits = [g for n1, g in turns if is_decode_hit(g.cached_tokens, n1)]

@@ -74,7 +74,8 @@ class LogprobPrefillCacheHit:
                 {"input_ids": prompt.ids, "sampling_params": sampling, "return_logprob": True}
             )
             cached = cached_tokens_of(SUITE, prompt, response, len(prompt.ids))
-            return Generation(prompt, list(response["output_ids"]), output_logprobs(response), cached)
+            logprobs = output_logprobs(response, f"{SUITE}: sample {prompt.id}")
+            return Generation(prompt, list(response["output_ids"]), logprobs, cached)
 
         generations = await ctx.client.map(generate, prompts, progress=f"{SUITE}[{ctx.case_id}] generate")
         hits = [g for g in generations if g.cached_tokens > 0]

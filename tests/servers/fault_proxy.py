@@ -1,0 +1,96 @@
+"""A fault-injecting HTTP proxy for the reliability tests: forwards to a real engine and breaks one thing.
+
+    python tests/servers/fault_proxy.py --upstream URL --port P --fault NAME [--after N] [--count N]
+
+Only `/generate` answers are touched (health, server and model info pass through), after the first `--after`
+of them went through untouched:
+- none: forward everything.
+- 5xx-burst: the next `--count` /generate requests answer 503, then forwarding resumes (a server warming up).
+- 5xx-always: every /generate answers 500.
+- malformed: /generate answers HTTP 200 with a JSON body cut off mid-way.
+- hang: every request from then on (health included) is accepted and never answered (a wedged scheduler).
+- nan-logprobs: every logprob in a /generate answer becomes NaN, written as SGLang's orjson writes it (null).
+- no-cached-tokens: meta_info loses `cached_tokens` (an SGLang that does not report it there).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens")
+
+
+def nan_logprobs(meta: dict) -> None:
+    for key in ("output_token_logprobs", "input_token_logprobs"):
+        if meta.get(key):
+            meta[key] = [[float("nan"), *entry[1:]] for entry in meta[key]]
+
+
+def rewrite(fault: str, answer):
+    for item in answer if isinstance(answer, list) else [answer]:
+        meta = item.get("meta_info", {})
+        if fault == "nan-logprobs":
+            nan_logprobs(meta)
+        elif fault == "no-cached-tokens":
+            meta.pop("cached_tokens", None)
+    return orjson.dumps(answer)  # NaN -> null, as SGLang's answers carry it
+
+
+class Proxy:
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.generates = 0
+        self.hanging = False
+        self.session: aiohttp.ClientSession | None = None
+
+    async def handle(self, request: web.Request) -> web.Response:
+        fault, body = self.args.fault, await request.read()
+        if self.hanging:
+            await asyncio.Event().wait()  # accepted, never answered
+        if request.path == "/generate":
+            self.generates += 1
+            faulty = self.generates > self.args.after
+            if faulty and fault == "hang":
+                self.hanging = True
+                await asyncio.Event().wait()
+            if faulty and fault == "5xx-burst" and self.generates <= self.args.after + self.args.count:
+                return web.Response(status=503, text="Service Unavailable (injected)")
+            if faulty and fault == "5xx-always":
+                return web.Response(status=500, text="Internal Server Error (injected)")
+        headers = {"Content-Type": "application/json"} if body else None
+        url = self.args.upstream + request.path_qs
+        async with self.session.request(request.method, url, data=body or None, headers=headers) as upstream:
+            payload, status, content_type = await upstream.read(), upstream.status, upstream.content_type
+        if request.path == "/generate" and status == 200 and self.generates > self.args.after:
+            if fault == "malformed":
+                payload = payload[: len(payload) // 2]
+            elif fault in ("nan-logprobs", "no-cached-tokens"):
+                payload = rewrite(fault, orjson.loads(payload))
+        return web.Response(body=payload, status=status, content_type=content_type)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--upstream", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--after", type=int, default=0, help="untouched /generate requests before the fault")
+    parser.add_argument("--count", type=int, default=3, help="5xx-burst: how many requests answer 503")
+    proxy = Proxy(parser.parse_args())
+    proxy.session = aiohttp.ClientSession()
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_route("*", "/{tail:.*}", proxy.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", proxy.args.port).start()
+    print(f"fault proxy on 127.0.0.1:{proxy.args.port} -> {proxy.args.upstream} ({proxy.args.fault})", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
