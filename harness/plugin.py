@@ -62,6 +62,15 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.xmlpath = str(config.stash[HARNESS_KEY].run_dir / "junit.xml")
 
 
+def pytest_report_header(config: pytest.Config) -> str | None:
+    """On suite runs: whether the installed libraries are the canary's (its exact numbers depend on them)."""
+    from harness.canary.versions import CANARY_MANIFEST, describe, installed_versions, recorded_versions
+
+    if not _runs_suites(config) or not CANARY_MANIFEST.exists():
+        return None
+    return f"canary: {describe(recorded_versions(), installed_versions())}"
+
+
 def _runs_suites(config: pytest.Config) -> bool:
     suites_dir = Path(config.rootpath, "suites").resolve()
     for arg in config.args:

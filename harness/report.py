@@ -62,6 +62,13 @@ def _git_sha(cwd: Path) -> str | None:
         return None
 
 
+def _library_versions() -> dict[str, str | None]:
+    """torch, transformers, tokenizers, safetensors as installed here (the HF engine's and the canary's numerics)."""
+    from harness.canary.versions import installed_versions
+
+    return installed_versions()
+
+
 def new_run_id() -> str:
     return _dt.datetime.now().strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
 
@@ -82,6 +89,7 @@ class Report:
                 "python": platform.python_version(),
                 "host": platform.node(),
                 "gpus": gpu_info or {},
+                "libraries": _library_versions(),
             },
             "servers": {},
             "tests": [],
