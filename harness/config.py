@@ -32,9 +32,11 @@ from harness.thresholds import (
     DEFAULT_ALPHA,
     DEFAULT_BETA,
     Bound,
+    ShiftTest,
     StatisticalReference,
     Verdict,
     check_bound,
+    check_shift,
     check_statistical,
     metric_info,
 )
@@ -110,12 +112,15 @@ class ReferenceEntry(_Strict):
     min: float | None = None
     min_ratio: float | None = Field(None, gt=0)
     max_ratio: float | None = Field(None, gt=0)
+    min_effect: float | None = Field(None, ge=0)
     match: Match = Match()
     provenance: str = Field(min_length=1)
 
     @property
     def kind(self) -> str:
-        """'statistical', or the bound key in use: 'max', 'min', 'min_ratio', 'max_ratio'."""
+        """'shift' (a metric tested against 0), 'statistical', or the bound key: 'max', 'min', 'min_ratio', 'max_ratio'."""
+        if metric_info(self.metric).shift:
+            return "shift"
         return next((k for k in BOUND_KEYS if getattr(self, k) is not None), "statistical")
 
     @property
@@ -123,8 +128,11 @@ class ReferenceEntry(_Strict):
         """True for an entry that exists but whose value was not measured yet (`value: null`)."""
         return self.value is None and self.kind in ("statistical", "min_ratio", "max_ratio")
 
-    def criterion(self) -> StatisticalReference | Bound:
+    def criterion(self) -> StatisticalReference | Bound | ShiftTest:
         """What harness.thresholds compares an observed value with."""
+        if self.kind == "shift":
+            alpha, beta = DEFAULT_ALPHA if self.alpha is None else self.alpha, DEFAULT_BETA if self.beta is None else self.beta
+            return ShiftTest(alpha, beta, self.min_effect or 0.0)
         if self.kind == "statistical":
             direction = metric_info(self.metric).higher_is_better
             return StatisticalReference(
@@ -163,9 +171,13 @@ class ReferenceMatch:
     def test_id(self) -> str:
         return f"{self.suite}[{self.model}/{self.config}]"
 
-    def check(self, observed: float, n: int | None = None) -> Verdict:
-        """Judge an observed value (over n samples) against this entry."""
+    def check(self, observed: float, n: int | None = None, units: list[float] | None = None) -> Verdict:
+        """Judge an observed value (over n samples; a shift from its per-unit values) against this entry."""
         entry, where = self.entry, f"{self.source} {self.path}"
+        if entry.kind == "shift":
+            if not units:
+                raise NoReferenceError(f"{where}: {entry.metric} for {self.test_id} needs its per-unit values; the eval gave none")
+            return check_shift(self.test_id, entry.metric, units, entry.criterion(), where)
         if entry.pending:
             raise NoReferenceError(
                 f"{where}: {entry.metric} for {self.test_id} has no measured value yet ({entry.provenance});"

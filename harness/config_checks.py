@@ -169,6 +169,8 @@ def _entry_problems(entry: ReferenceEntry, where: str) -> list[str]:
         return [str(unknown_choice("metric", entry.metric, METRICS, f"{where}.metric"))]
     info = METRICS[entry.metric]
     problems = match_problems(entry.match.model_dump(), f"{where}.match")
+    if info.shift or entry.min_effect is not None:
+        return problems + _shift_entry_problems(entry, where, info.shift)
     bounds = [k for k in BOUND_KEYS if getattr(entry, k) is not None]
     if len(bounds) > 1:
         return problems + [f"{where}: give one of max, min, min_ratio, max_ratio; this entry has {', '.join(bounds)}"]
@@ -197,3 +199,15 @@ def _entry_problems(entry: ReferenceEntry, where: str) -> list[str]:
     if info.proportion and entry.sigma is not None and entry.sigma > 0.5:
         problems.append(f"{where}.sigma: the σ of a proportion is at most 0.5 (at p = 0.5), got {entry.sigma!r}")
     return problems
+
+
+def _shift_entry_problems(entry: ReferenceEntry, where: str, is_shift: bool) -> list[str]:
+    """A shift metric (0 expected) takes alpha, beta and min_effect, and nothing that names a value."""
+    if not is_shift:
+        shifts = ", ".join(name for name, m in METRICS.items() if m.shift)
+        return [f"{where}: min_effect only applies to shift metrics ({shifts}), not {entry.metric}"]
+    wrong = [k for k in ("value", "n", "sigma", "higher_is_better", *BOUND_KEYS) if getattr(entry, k) is not None]
+    if wrong:
+        return [f"{where}: {entry.metric} is a shift tested against 0 (keys: alpha, beta, min_effect); "
+                f"{', '.join(wrong)} do not apply"]  # fmt: skip
+    return []

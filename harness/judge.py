@@ -58,12 +58,12 @@ def judge(session, case, result: EvalResult) -> Outcome:
             continue
         check = {"metric": metric, "observed": observed, "reference": match.path, "passed": None, "bound": None}
         outcome.checks.append(check)
-        if opt.harness_update_thresholds and match.entry.kind not in ("max", "min"):
+        if opt.harness_update_thresholds and match.entry.kind not in ("max", "min", "shift"):
             update_reference(session.thresholds_path, case.suite, model, match.index, observed, result.n)
             outcome.notes.append(f"{match.test_id}: wrote {metric}={observed:.6g} (n={result.n}) into {match.path}")
             continue
         try:
-            verdict = match.check(observed, n=result.n)
+            verdict = match.check(observed, n=result.n, units=result.units.get(metric))
         except NoReferenceError as exc:
             check["message"] = str(exc)
             outcome.failures.append(str(exc))

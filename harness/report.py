@@ -184,6 +184,8 @@ def _bound(check: dict) -> str:
     """The bound with its direction: '≥ 0.958' for floors and minimums, '≤ 1e-06' for ceilings and maximums."""
     if check.get("bound") is None:
         return "–"
+    if check.get("kind") == "shift":  # tested against 0; the bound is the test's α
+        return f"= 0 (α={check['bound']:g})"
     upper = check.get("kind") in ("ceiling", "max")
     return f"{'≤' if upper else '≥'} {_fmt(check['bound'])}"
 

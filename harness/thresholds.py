@@ -10,12 +10,16 @@ verdict so everyone can see what a test is able to detect.
 Metrics that are not sample means (KL divergence, accept length, hit rate) are checked against plain
 bounds from thresholds.yaml and share the same `Verdict`. Release gating against a stored baseline
 uses a paired test on the same questions (exact one-sided McNemar), which cancels question
-difficulty and is far more sensitive than a floor. Only the standard library is used.
+difficulty and is far more sensitive than a floor. A shift that should be zero (the cache suites'
+`hit_shift`: per prompt, hit-vs-replay minus control-vs-replay) gets a two-sided sign-flip test on its
+per-unit values, which assumes only that they are symmetric about 0 when nothing is wrong, and prints
+the shift it can detect. Only the standard library is used.
 """
 
 from __future__ import annotations
 
 import math
+import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
@@ -35,6 +39,7 @@ class Metric:
     higher_is_better: bool
     proportion: bool
     fmt: str
+    shift: bool = False  # judged by `check_shift` on per-unit values: 0 expected, either sign is a failure
 
 
 # The one registry of metric names; thresholds.yaml entries are validated against it.
@@ -45,6 +50,8 @@ METRICS: dict[str, Metric] = {
         Metric("accuracy_strict", True, True, ".3f"),
         Metric("invalid_rate", False, True, ".3f"),
         Metric("kl_div", False, False, ".1e"),
+        Metric("control_kl_div", False, False, ".1e"),
+        Metric("hit_shift", False, False, ".1e", shift=True),
         Metric("hit_rate", True, True, ".3f"),
         Metric("accept_length", True, False, ".2f"),
         Metric("mean_logprob_diff", False, False, ".1e"),
@@ -233,6 +240,7 @@ class Verdict:
     theta: float | None = None
     wilson: tuple[float, float] | None = None
     mcnemar: McNemar | None = None
+    shift: ShiftResult | None = None
     detail: str = ""
     warnings: list[str] = field(default_factory=list)
 
@@ -248,6 +256,8 @@ class Verdict:
         where = f" — {self.source}" if self.source else ""
         if self.kind == "paired":
             return self._paired_message() + where
+        if self.kind == "shift":
+            return self._shift_message() + where
         ok_op, bad_op = ("≥", "<") if self.kind in ("floor", "min") else ("≤", ">")
         op = ok_op if self.passed else bad_op
         head = f"{self.test}: {self.metric} {self._fmt(self.observed)} {op} {self.kind} {self._fmt(self.bound)}"
@@ -272,13 +282,22 @@ class Verdict:
             f" McNemar exact one-sided p={m.p_value:.3g} < α={self.bound:g})"
         )
 
+    def _shift_message(self) -> str:
+        r, f = self.shift, self._fmt
+        verdict = "no shift" if self.passed else "shifted"
+        test = f"sign-flip p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} α={self.alpha:g}, n={r.n}"
+        return (
+            f"{self.test}: {self.metric} {f(r.mean)} ({WILSON_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
+            f"({test}; detects |shift| ≥ {f(r.detectable)} with power {1 - self.beta:.0%})"
+        )
+
     def report(self) -> str:
         """The message plus the Wilson interval, the detectable drop and every warning, one per line."""
         lines = [self.message()]
         if self.wilson is not None:
             low, high = self.wilson
             lines.append(f"  observed {self.metric} {WILSON_CONFIDENCE:.0%} Wilson interval: [{low:.3f}, {high:.3f}]")
-        if self.theta is not None:
+        if self.theta is not None and self.kind != "shift":
             lines.append(f"  this test detects drops of {self._fmt(self.theta)} or more with power {1 - self.beta:.0%}")
         lines.extend(f"  warning: {w}" for w in self.warnings)
         return "\n".join(lines)
@@ -352,6 +371,69 @@ def check_paired(
     return Verdict(
         test, metric, observed, result.p_value >= _probability(alpha, "alpha"), "paired", alpha, source,
         n=result.total, alpha=alpha, mcnemar=result,
+    )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftTest:
+    """A shift that should be 0: fail when the mean of the per-unit values differs from 0 at level α (two-sided)
+    and by more than `min_effect` (a floor below which a difference is numerics, not a bug)."""
+
+    alpha: float = DEFAULT_ALPHA
+    beta: float = DEFAULT_BETA
+    min_effect: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class ShiftResult:
+    mean: float
+    low: float  # 95 % normal interval of the mean
+    high: float
+    p_value: float
+    n: int
+    detectable: float  # |shift| found with probability 1 − β: max(min_effect, (z_{1−α/2} + z_{1−β})·sd/√n)
+
+
+EXACT_SIGN_FLIPS_UP_TO = 16  # 2^16 sign patterns; beyond, a fixed-seed Monte Carlo
+SIGN_FLIP_DRAWS = 20000
+
+
+def sign_flip_p_value(values: Sequence[float], seed: int = 0) -> float:
+    """Two-sided p-value of mean = 0 when each value's sign is a coin flip under H0 (values symmetric about 0):
+    the share of sign patterns whose |sum| reaches the observed one. Exact up to 16 values, else Monte Carlo
+    (SIGN_FLIP_DRAWS draws, seeded, add-one so it is never 0)."""
+    n = len(values)
+    _require_positive_n(n, "n")
+    observed = abs(math.fsum(values)) * (1 - 1e-12)  # ties with the observed pattern count as extreme
+    if n <= EXACT_SIGN_FLIPS_UP_TO:
+        sums = [0.0]
+        for value in values:  # every sign pattern's sum, built one value at a time
+            sums = [s + value for s in sums] + [s - value for s in sums]
+        return sum(abs(s) >= observed for s in sums) / len(sums)
+    rng = random.Random(seed)
+    hits = sum(abs(math.fsum(v if rng.random() < 0.5 else -v for v in values)) >= observed for _ in range(SIGN_FLIP_DRAWS))
+    return (hits + 1) / (SIGN_FLIP_DRAWS + 1)
+
+
+def shift_statistics(values: Sequence[float], test: ShiftTest) -> ShiftResult:
+    n = len(values)
+    _require_positive_n(n, "n")
+    mean = math.fsum(values) / n
+    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.inf
+    se = sd / math.sqrt(n)
+    z_ci = z_quantile(0.975)
+    z_sum = z_quantile(1 - _probability(test.alpha, "alpha") / 2) + z_quantile(1 - _probability(test.beta, "beta"))
+    return ShiftResult(mean, mean - z_ci * se, mean + z_ci * se, sign_flip_p_value(values), n,
+                       max(test.min_effect, z_sum * se))  # fmt: skip
+
+
+def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest, source: str = "") -> Verdict:
+    """Judge a shift that should be 0 from its per-unit values (e.g. one per prompt)."""
+    result = shift_statistics(values, spec)
+    passed = result.p_value >= spec.alpha or abs(result.mean) <= spec.min_effect
+    return Verdict(
+        test, metric, result.mean, passed, "shift", spec.alpha, source, reference=0.0, n=result.n,
+        alpha=spec.alpha, beta=spec.beta, theta=result.detectable, shift=result,
     )  # fmt: skip
 
 

@@ -44,6 +44,8 @@ class EvalResult:
     n: int
     details: dict[str, Any] = field(default_factory=dict)
     skipped: str | None = None
+    # Per-unit values of metrics judged by a test over units (a shift: one value per prompt), by metric name.
+    units: dict[str, list[float]] = field(default_factory=dict)
 
 
 def check_options(suite: str, options: Mapping[str, Any], known: Mapping[str, Any]) -> None:

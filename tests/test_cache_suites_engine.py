@@ -29,7 +29,7 @@ from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit
 from harness.evals.logprob_prefill_cache_hit import LogprobPrefillCacheHit
 from harness.evals.prefix_branching import PrefixBranching
 from harness.evals.spec_accept_length import SpecAcceptLength, SpecCheckFailed
-from harness.thresholds import Bound, check_bound
+from harness.thresholds import Bound, ShiftTest, check_bound, check_shift
 from harness.types import EvalContext
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,6 +161,14 @@ def _perturb_logprobs_on_hits(request, meta):
         meta["output_token_logprobs"] = [[lp - 0.05, tid, text] for lp, tid, text in meta["output_token_logprobs"]]
 
 
+def _shift_hits(shift: float):
+    def hook(request, meta):
+        if meta["cached_tokens"] > 0 and "output_token_logprobs" in meta:  # warm-ups ask for no logprobs
+            meta["output_token_logprobs"] = [[lp - shift, tid, text] for lp, tid, text in meta["output_token_logprobs"]]
+
+    return hook
+
+
 def _round_cached_to_64(request, meta):
     meta["cached_tokens"] = meta["cached_tokens"] // 64 * 64
 
@@ -240,6 +248,28 @@ def test_logprobs_perturbed_only_on_cache_hits_fail_the_kl_bound(engine, tiny_mo
     assert not verdict.passed
     # k3 of a constant gap r = 0.05: e^0.05 − 1 − 0.05 ≈ 1.27e-3
     assert verdict.message() == f"{suite.suite}[tiny]: kl_div 1.3e-03 > max 1.0e-06"
+
+
+# fp32 on CPU: hit and control agree with their replays to ~1e-7 per token, so any shift over 1e-4 is a bug.
+SHIFT_TEST = ShiftTest(alpha=0.05, min_effect=1e-4)
+
+
+@page1
+@pytest.mark.parametrize("suite", [LogprobPrefillCacheHit, LogprobDecodeCacheHit], ids=["prefill", "decode"])
+def test_the_control_catches_a_small_hit_only_shift_and_passes_a_clean_run(engine, tiny_model, suite):
+    clean = run_eval(suite(), engine[0], tiny_model, KL_OPTIONS)
+    assert clean.details["num_controls"] == 6 and len(clean.units["hit_shift"]) == 6
+    assert abs(clean.metrics["hit_shift"]) < 1e-5 and 0.0 <= clean.metrics["control_kl_div"] < 1e-6, clean.metrics
+    assert check_shift(suite.suite, "hit_shift", clean.units["hit_shift"], SHIFT_TEST).passed
+    shifted = run_eval(suite(), engine[0], tiny_model, KL_OPTIONS, _meta(_shift_hits(0.02)))
+    assert shifted.metrics["hit_shift"] == pytest.approx(-0.02, abs=1e-5)
+    assert shifted.metrics["control_kl_div"] < 1e-6  # the controls ran cold: the proxy left them alone
+    verdict = check_shift(f"{suite.suite}[tiny]", "hit_shift", shifted.units["hit_shift"], SHIFT_TEST)
+    # Six prompts all shifted the same way: the exact sign-flip p is 2/2^6 = 0.031.
+    assert verdict.message() == (
+        f"{suite.suite}[tiny]: hit_shift -2.0e-02 (95% CI [-2.0e-02, -2.0e-02]): shifted "
+        "(sign-flip p=0.031 < α=0.05, n=6; detects |shift| ≥ 1.0e-04 with power 80%)"
+    )
 
 
 @page1

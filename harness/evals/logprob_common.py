@@ -39,7 +39,8 @@ PROMPT_OPTIONS = {
 }
 # temperature 1 and ignore_eos as SGLang's kit: the replay scores whatever was sampled, and at temperature 1
 # output logprobs equal the unscaled ones the replay returns.
-GENERATION_OPTIONS = {"max_new_tokens": 512, "temperature": 1.0, "ignore_eos": True, "min_hit_rate": 0.5}
+# control: also run every prompt cold and test the hits' signed gap against the controls' (harness.evals.cache_control).
+GENERATION_OPTIONS = {"max_new_tokens": 512, "temperature": 1.0, "ignore_eos": True, "min_hit_rate": 0.5, "control": True}
 
 
 class CacheCheckFailed(AssertionError):
@@ -303,29 +304,6 @@ def check_informative(suite: str, cold: Sequence[Sequence[float]]) -> None:
             "input, so the cache comparison is vacuous. Check that the checkpoint's weights loaded (an lm_head "
             "missing from a tied checkpoint stays zero on engines that ignore tie_word_embeddings)."
         )
-
-
-async def replay_and_score(ctx: EvalContext, suite: str, n: int, hits: Sequence[Generation], extra: dict):
-    """Cold-replay the hits and score them: the EvalResult both evals return, and the per-sample KL."""
-    compared = [h for h in hits if h.output_ids]
-    cold = await cold_replay(ctx, suite, compared)
-    check_informative(suite, cold)
-    summary = summarize_kl([(h.prompt.id, c, h.logprobs) for h, c in zip(compared, cold)])
-    result = EvalResult(
-        suite=suite,
-        n=n,
-        metrics={"kl_div": summary.kl_div, "hit_rate": len(hits) / n, "max_logprob_diff": summary.max_abs_gap},
-        details={
-            "num_samples": n,
-            "num_hits": len(hits),
-            "compared_tokens": summary.tokens,
-            "worst_token": summary.worst,
-            "max_sample_kl": max(summary.per_sample.values()),
-            "mean_cached_tokens": sum(h.cached_tokens for h in hits) / max(len(hits), 1),
-            **extra,
-        },
-    )
-    return result, summary.per_sample
 
 
 def radix_disabled_reason(server_info: Mapping[str, Any]) -> str | None:

@@ -7,8 +7,11 @@ with them, which puts a BOS mid-prompt on Llama-style tokenizers), so the genera
 prompt, generated with `return_logprob` (`logprob_start_len` at its default). A sample hits iff
 `cached_tokens` > len(turn-1 prompt) + 1, i.e. the cache reused tokens produced during decode. More than
 `min_hit_rate` must hit, else `CacheCheckFailed`. Then flush, re-prefill turn-2 prompt + output cold
-(`logprob_start_len=0`) and compare the turn-2 tokens' logprobs.
-Metric: `kl_div` (k3, lower is better), `hit_rate`, `max_logprob_diff`, with the worst token's place in details.
+(`logprob_start_len=0`) and compare the turn-2 tokens' logprobs. With `control` (default), each hit's turn-2
+prompt is also generated cold and replayed the same way (`cache_control`).
+Metric: `hit_shift` (signed, per prompt, hit gap minus control gap; 0 expected, sign-flip test),
+`control_kl_div` (the noise floor), `kl_div` (k3, lower is better), `hit_rate`, `max_logprob_diff`, with the
+worst token's place in details.
 Assumes the `cached_tokens` contract of `logprob_common`; skips when the radix cache is disabled. On hybrid
 Mamba servers decode progress is checkpointed every `mamba_track_interval` tokens, so outputs shorter than
 that interval cannot hit; likewise the reuse is rounded down to the page, so turn 1 must end at least one page
@@ -17,6 +20,7 @@ past its prompt's last full page: size `max_new_tokens` accordingly (≥ page si
 
 from __future__ import annotations
 
+from harness.evals.cache_control import cold_controls, replay_and_score
 from harness.evals.logprob_common import (
     GENERATION_OPTIONS,
     PROMPT_OPTIONS,
@@ -27,7 +31,6 @@ from harness.evals.logprob_common import (
     gate_hit_rate,
     output_logprobs,
     radix_disabled_reason,
-    replay_and_score,
     tokenizer_for,
 )
 from harness.types import EvalContext, EvalResult, check_options
@@ -74,8 +77,10 @@ class LogprobDecodeCacheHit:
         gate_hit_rate(
             SUITE, len(hits), len(prompts), opts["min_hit_rate"], HIT_CRITERION, [g.cached_tokens for _, g in turns]
         )
+        # The control is the turn-2 prompt sent cold: its turn-1 tokens' KV then comes from a prefill, not the cache.
+        controls = await cold_controls(ctx, SUITE, [h.prompt for h in hits], sampling) if opts["control"] else []
         extra = {"source": opts["source"], "max_new_tokens": opts["max_new_tokens"]}
-        result, per_sample_kl = await replay_and_score(ctx, SUITE, len(prompts), hits, extra)
+        result, per_sample_kl, shift = await replay_and_score(ctx, SUITE, len(prompts), hits, extra, controls)
         for n1, g in turns:
             ctx.on_sample(
                 {
@@ -86,6 +91,7 @@ class LogprobDecodeCacheHit:
                     "hit": is_decode_hit(g.cached_tokens, n1),
                     "output_tokens": len(g.output_ids),
                     "kl": per_sample_kl.get(g.prompt.id),
+                    "shift": shift.get(g.prompt.id),
                 }
             )
         return result

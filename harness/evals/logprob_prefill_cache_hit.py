@@ -7,8 +7,10 @@ Procedure: `/flush_cache`; warm every prompt with `max_new_tokens=0`; generate w
 (`logprob_start_len` left at its default, -1: 0 would bypass the cache), `temperature` and `ignore_eos` from the
 options; a sample hits iff `meta_info.cached_tokens` > 0. More than `min_hit_rate` of the samples must hit, or
 `CacheCheckFailed` reports the hit rate. Then flush and re-prefill each hit's prompt + output cold
-(`logprob_start_len=0`) and compare the generated tokens' logprobs.
-Metric: `kl_div` (k3 estimator mean((e^r − 1) − r), r = cold − hit, per sequence then averaged; lower is
+(`logprob_start_len=0`) and compare the generated tokens' logprobs. With `control` (default), each hit's prompt
+is also generated cold and replayed the same way (`cache_control`), separating the cache from kernel noise.
+Metric: `hit_shift` (per prompt, the hit's signed gap to its replay minus the control's; 0 expected, judged by
+a sign-flip test), `control_kl_div` (the control's k3: the noise floor), `kl_div` (k3 estimator mean((e^r − 1) − r), r = cold − hit, per sequence then averaged; lower is
 better), `hit_rate` (higher is better), `max_logprob_diff` (largest per-token |cold − hit|); details say which
 sample and token index holds that gap.
 Assumes SGLang's `cached_tokens` contract (see `logprob_common`); skips when the radix cache is disabled, and
@@ -17,6 +19,7 @@ on hybrid Mamba `no_buffer` servers, whose prefill never hits by design (only de
 
 from __future__ import annotations
 
+from harness.evals.cache_control import cold_controls, replay_and_score
 from harness.evals.logprob_common import (
     GENERATION_OPTIONS,
     PROMPT_OPTIONS,
@@ -26,7 +29,6 @@ from harness.evals.logprob_common import (
     gate_hit_rate,
     output_logprobs,
     radix_disabled_reason,
-    replay_and_score,
 )
 from harness.evals.prefix_branching import UnknownCacheLayout, classify_cache, fetch_model_info
 from harness.types import EvalContext, EvalResult, check_options
@@ -82,8 +84,9 @@ class LogprobPrefillCacheHit:
         gate_hit_rate(
             SUITE, len(hits), len(prompts), opts["min_hit_rate"], HIT_CRITERION, [g.cached_tokens for g in generations]
         )
+        controls = await cold_controls(ctx, SUITE, [h.prompt for h in hits], sampling) if opts["control"] else []
         extra = {"source": opts["source"], "max_new_tokens": opts["max_new_tokens"]}
-        result, per_sample_kl = await replay_and_score(ctx, SUITE, len(prompts), hits, extra)
+        result, per_sample_kl, shift = await replay_and_score(ctx, SUITE, len(prompts), hits, extra, controls)
         for g in generations:
             ctx.on_sample(
                 {
@@ -93,6 +96,7 @@ class LogprobPrefillCacheHit:
                     "hit": g.cached_tokens > 0,
                     "output_tokens": len(g.output_ids),
                     "kl": per_sample_kl.get(g.prompt.id),
+                    "shift": shift.get(g.prompt.id),
                 }
             )
         return result

@@ -11,6 +11,8 @@ of them went through untouched:
 - hang: every request from then on (health included) is accepted and never answered (a wedged scheduler).
 - nan-logprobs: every logprob in a /generate answer becomes NaN, written as SGLang's orjson writes it (null).
 - no-cached-tokens: meta_info loses `cached_tokens` (an SGLang that does not report it there).
+- shift-hits: every output-token logprob of an answer that reports `cached_tokens` > 0 is lowered by `--shift`
+  nats (a cache that serves a slightly wrong state); cold answers pass untouched.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens")
+FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits")
 
 
 def nan_logprobs(meta: dict) -> None:
@@ -31,13 +33,20 @@ def nan_logprobs(meta: dict) -> None:
             meta[key] = [[float("nan"), *entry[1:]] for entry in meta[key]]
 
 
-def rewrite(fault: str, answer):
+def shift_hits(meta: dict, shift: float) -> None:
+    if meta.get("cached_tokens", 0) > 0 and meta.get("output_token_logprobs"):
+        meta["output_token_logprobs"] = [[entry[0] - shift, *entry[1:]] for entry in meta["output_token_logprobs"]]
+
+
+def rewrite(fault: str, answer, shift: float = 0.0):
     for item in answer if isinstance(answer, list) else [answer]:
         meta = item.get("meta_info", {})
         if fault == "nan-logprobs":
             nan_logprobs(meta)
         elif fault == "no-cached-tokens":
             meta.pop("cached_tokens", None)
+        elif fault == "shift-hits":
+            shift_hits(meta, shift)
     return orjson.dumps(answer)  # NaN -> null, as SGLang's answers carry it
 
 
@@ -69,8 +78,8 @@ class Proxy:
         if request.path == "/generate" and status == 200 and self.generates > self.args.after:
             if fault == "malformed":
                 payload = payload[: len(payload) // 2]
-            elif fault in ("nan-logprobs", "no-cached-tokens"):
-                payload = rewrite(fault, orjson.loads(payload))
+            elif fault in ("nan-logprobs", "no-cached-tokens", "shift-hits"):
+                payload = rewrite(fault, orjson.loads(payload), self.args.shift)
         return web.Response(body=payload, status=status, content_type=content_type)
 
 
@@ -81,6 +90,7 @@ async def main() -> None:
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--after", type=int, default=0, help="untouched /generate requests before the fault")
     parser.add_argument("--count", type=int, default=3, help="5xx-burst: how many requests answer 503")
+    parser.add_argument("--shift", type=float, default=0.0, help="shift-hits: nats taken off each hit token")
     proxy = Proxy(parser.parse_args())
     proxy.session = aiohttp.ClientSession()
     app = web.Application(client_max_size=64 * 1024 * 1024)
