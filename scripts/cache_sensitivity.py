@@ -86,6 +86,8 @@ def judge_sets(samples: list[dict], set_size: int, kl_max: float | None, test: S
         "hit_shift_p_per_set": [v.shift.p_value for v in verdicts],
         "shift_flagged": sum(not v.passed for v in verdicts),
         "example": verdicts[0].message() if verdicts else None,
+        "units": [s["shift"] for s in samples],  # per prompt, in order: re-split offline at any set size
+        "kl_per_sample": [s["kl"] for s in samples],
     }
 
 
