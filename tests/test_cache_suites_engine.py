@@ -255,19 +255,20 @@ SHIFT_TEST = ShiftTest(alpha=0.05, min_effect=1e-4)
 
 
 @page1
+@pytest.mark.parametrize("shift", [0.02, 0.05, 0.1])
 @pytest.mark.parametrize("suite", [LogprobPrefillCacheHit, LogprobDecodeCacheHit], ids=["prefill", "decode"])
-def test_the_control_catches_a_small_hit_only_shift_and_passes_a_clean_run(engine, tiny_model, suite):
+def test_the_control_catches_a_small_hit_only_shift_and_passes_a_clean_run(engine, tiny_model, suite, shift):
     clean = run_eval(suite(), engine[0], tiny_model, KL_OPTIONS)
     assert clean.details["num_controls"] == 6 and len(clean.units["hit_shift"]) == 6
     assert abs(clean.metrics["hit_shift"]) < 1e-5 and 0.0 <= clean.metrics["control_kl_div"] < 1e-6, clean.metrics
     assert check_shift(suite.suite, "hit_shift", clean.units["hit_shift"], SHIFT_TEST).passed
-    shifted = run_eval(suite(), engine[0], tiny_model, KL_OPTIONS, _meta(_shift_hits(0.02)))
-    assert shifted.metrics["hit_shift"] == pytest.approx(-0.02, abs=1e-5)
+    shifted = run_eval(suite(), engine[0], tiny_model, KL_OPTIONS, _meta(_shift_hits(shift)))
+    assert shifted.metrics["hit_shift"] == pytest.approx(-shift, abs=1e-5)
     assert shifted.metrics["control_kl_div"] < 1e-6  # the controls ran cold: the proxy left them alone
     verdict = check_shift(f"{suite.suite}[tiny]", "hit_shift", shifted.units["hit_shift"], SHIFT_TEST)
     # Six prompts all shifted the same way: the exact sign-flip p is 2/2^6 = 0.031.
     assert verdict.message() == (
-        f"{suite.suite}[tiny]: hit_shift -2.0e-02 (95% CI [-2.0e-02, -2.0e-02]): shifted "
+        f"{suite.suite}[tiny]: hit_shift {-shift:.1e} (95% CI [{-shift:.1e}, {-shift:.1e}]): shifted "
         "(sign-flip p=0.031 < α=0.05, n=6; detects |shift| ≥ 1.0e-04 with power 80%)"
     )
 
