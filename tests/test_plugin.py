@@ -14,6 +14,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.process_group import kill_group_now
+
 REPO = Path(__file__).resolve().parents[1]
 
 SUITE_FILES = {
@@ -228,6 +230,7 @@ def test_an_interrupted_run_leaves_a_valid_report_and_no_server(project):
         [sys.executable, "-m", "pytest", "test_slow_suite.py", "-k", "cpu and not page16", "-p", "no:cacheprovider"],
         cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
+    server_pid = None
     try:
         deadline = time.monotonic() + 120
         while not (project.path / "server.pid").exists():
@@ -236,13 +239,24 @@ def test_an_interrupted_run_leaves_a_valid_report_and_no_server(project):
         server_pid = int((project.path / "server.pid").read_text())
         os.kill(proc.pid, signal.SIGINT)
         proc.wait(timeout=60)
+        server_left = _alive(server_pid)  # judged before the cleanup below, which would hide it
     finally:
+        # The server runs in its own session: killing pytest's group alone would leave it behind if this test fails.
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            kill_group_now(proc.pid)
             proc.wait()
-    assert not psutil.pid_exists(server_pid) or psutil.Process(server_pid).status() == psutil.STATUS_ZOMBIE
+        if server_pid is not None and _alive(server_pid):
+            kill_group_now(server_pid)
+    assert not server_left
     results = json.loads((latest_report(project) / "results.json").read_text())
     assert "tiny-qwen2/cpu" in results["servers"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(project, tiny_model):
