@@ -117,10 +117,7 @@ class HarnessSession:
             pytest.fail(f"{case.suite}[{case.key}]: rejected before launch: {exc}", pytrace=False)
         reason = self.pool.skip_reason(case.spec)
         if reason:
-            self._ensure_report().record_test(
-                {"nodeid": node.nodeid, "suite": case.suite, "case": case.key, "verdict": "skipped", "skipped": reason}
-            )
-            pytest.skip(reason)
+            pytest.skip(reason)  # its report row comes from record_unjudged, as every skip's does
         self._ensure_report()
         try:
             live = self.pool.acquire(case.spec)
@@ -261,14 +258,14 @@ class HarnessRun:
         the config's remaining tests then fail at once (`not run: ...`)."""
         progress = self.live.client.progress
         after = f" after {progress.done} of {progress.total} samples" if progress else ""
-        head, _, cause = exc.summary.partition(": ")
-        cause = f": {cause}" if cause else ""
-        message = f"{self.case.suite}[{self.case.key}]: {head}{after}{cause}\n" + str(exc).partition("\n")[2]
+        cause = f": {exc.cause}" if exc.cause else ""
+        message = f"{self.case.suite}[{self.case.key}]: {exc.what}{after}{cause}\n" + str(exc).partition("\n")[2]
         self.session.record_error(
             self.node.nodeid, self.case, message, samples_kept=self.samples_kept, exit_code=exc.exit_code,
             log=str(exc.log_path or ""), log_tail=exc.log_tail.splitlines()[-20:],
         )  # fmt: skip
-        lost = type(exc)(f"{head} during {self.case.suite}{after}{cause}", exit_code=exc.exit_code, log_path=exc.log_path)
+        lost = type(exc)(f"{exc.what} during {self.case.suite}{after}", cause=exc.cause, exit_code=exc.exit_code,
+                         log_path=exc.log_path)  # fmt: skip
         self.session.pool.mark_lost(self.case.spec, lost)
         pytest.fail(message.rstrip(), pytrace=False)
 

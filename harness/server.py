@@ -74,17 +74,24 @@ class ServerLost(HarnessError):
     at once with it, instead of letting each wait out its retries against a dead port.
     """
 
-    def __init__(self, summary: str, *, exit_code: int | None = None, log_path: Path | None = None, log_tail: str = ""):
-        details = [summary]
+    def __init__(
+        self, what: str, *, cause: str | None = None, exit_code: int | None = None, log_path: Path | None = None,
+        log_tail: str = "",
+    ):  # fmt: skip
+        self.what, self.cause = what, cause  # "server exited with code -9", "torch.OutOfMemoryError: ..."
+        self.exit_code = exit_code
+        self.log_path = log_path
+        self.log_tail = log_tail
+        details = [self.summary]
         if log_path:
             details.append(f"log: {log_path}")
         if log_tail:
             details += [f"--- last {len(log_tail.splitlines())} log lines ---", log_tail]
         super().__init__("\n".join(details))
-        self.summary = summary
-        self.exit_code = exit_code
-        self.log_path = log_path
-        self.log_tail = log_tail
+
+    @property
+    def summary(self) -> str:
+        return self.what + (f": {self.cause}" if self.cause else "")
 
 
 class ServerDied(ServerLost):
@@ -304,9 +311,8 @@ class Server:
     def died(self, when: str = "") -> ServerDied:
         """The error for a launched process that exited: its code, the likely cause and the log tail."""
         tail = self.log_tail()
-        cause = likely_cause(tail)
-        summary = f"server exited with code {self.exit_code}" + (f" {when}" if when else "") + (f": {cause}" if cause else "")
-        return ServerDied(summary, exit_code=self.exit_code, log_path=self.log_path, log_tail=tail)
+        what = f"server exited with code {self.exit_code}" + (f" {when}" if when else "")
+        return ServerDied(what, cause=likely_cause(tail), exit_code=self.exit_code, log_path=self.log_path, log_tail=tail)
 
     def health(self) -> tuple[int | None, str]:
         """One probe of the engine's health path: (HTTP status or None, what answered)."""

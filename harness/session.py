@@ -97,11 +97,11 @@ class LiveServer:
         status, answer = self.server.health()
         if status == 200:
             return None
-        tail = self.server.log_tail() if getattr(self.server, "log_path", None) else ""
         probe = f"GET {self.server.engine.health_path}: {answer}"
         return ServerUnresponsive(
-            f"server stopped answering: {exc}; {probe}", log_path=self.server.log_path, log_tail=tail
-        )
+            "server stopped answering", cause=f"{exc}; {probe}", log_path=self.server.log_path,
+            log_tail=self.server.log_tail(),  # empty when attached: there is no log to read
+        )  # fmt: skip
 
     def reference_client(self) -> Client:
         """The HF reference engine on the same weights (CPU fp32), started on first use, stopped with this server."""

@@ -29,6 +29,7 @@ from harness.errors import unknown_choice
 DEFAULT_ALPHA = 0.05
 DEFAULT_BETA = 0.2
 WILSON_CONFIDENCE = 0.95
+SHIFT_CONFIDENCE = 0.95  # of the interval a shift verdict prints
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +288,7 @@ class Verdict:
         verdict = "no shift" if self.passed else "shifted"
         test = f"sign-flip p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} α={self.alpha:g}, n={r.n}"
         return (
-            f"{self.test}: {self.metric} {f(r.mean)} ({WILSON_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
+            f"{self.test}: {self.metric} {f(r.mean)} ({SHIFT_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
             f"({test}; detects |shift| ≥ {f(r.detectable)} with power {1 - self.beta:.0%})"
         )
 
@@ -387,7 +388,7 @@ class ShiftTest:
 @dataclass(frozen=True, slots=True)
 class ShiftResult:
     mean: float
-    low: float  # 95 % normal interval of the mean
+    low: float  # SHIFT_CONFIDENCE normal interval of the mean
     high: float
     p_value: float
     n: int
@@ -421,7 +422,7 @@ def shift_statistics(values: Sequence[float], test: ShiftTest) -> ShiftResult:
     mean = math.fsum(values) / n
     sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.inf
     se = sd / math.sqrt(n)
-    z_ci = z_quantile(0.975)
+    z_ci = z_quantile(1 - (1 - SHIFT_CONFIDENCE) / 2)
     z_sum = z_quantile(1 - _probability(test.alpha, "alpha") / 2) + z_quantile(1 - _probability(test.beta, "beta"))
     return ShiftResult(mean, mean - z_ci * se, mean + z_ci * se, sign_flip_p_value(values), n,
                        max(test.min_effect, z_sum * se))  # fmt: skip
