@@ -1,7 +1,7 @@
 """How small a cache bug the cache-hit suites see: clean runs and hit-only logprob shifts, in sets, on one server.
 
     python scripts/cache_sensitivity.py --out DIR [--configs canary/tp1 ...] [--shifts 0 0.02 0.05 0.1]
-        [--samples 320] [--set-size 16] [--thresholds thresholds.yaml]
+        [--samples 320] [--set-size 16] [--suites ...] [--max-concurrency 64] [--thresholds thresholds.yaml]
 
 For each config of thresholds.yaml: launch its server once (the harness's own lifecycle), and for each shift put
 `tests/servers/fault_proxy.py --fault shift-hits --shift S` in front of it (attach mode: it lowers every output
@@ -28,7 +28,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.client import Client  # noqa: E402
+from harness.client import Client, ClientOptions  # noqa: E402
 from harness.config import load_thresholds  # noqa: E402
 from harness.engines import get_engine  # noqa: E402
 from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit  # noqa: E402
@@ -61,11 +61,11 @@ def shifting_proxy(upstream: str, shift: float):
         proc.wait()
 
 
-def run_suite(suite: str, url: str, spec, info: dict, options: dict) -> list[dict]:
+def run_suite(suite: str, url: str, spec, info: dict, options: dict, concurrency: int) -> list[dict]:
     samples: list[dict] = []
 
     async def main():
-        async with Client(url) as client:
+        async with Client(url, ClientOptions(max_concurrency=concurrency)) as client:
             ctx = EvalContext(client, spec.id, info, options, spec.model_path, spec.tokenizer_path or spec.model_path,
                               base_dir=str(REPO), on_sample=samples.append)  # fmt: skip
             await SUITES[suite]()(ctx)
@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=320)
     parser.add_argument("--set-size", type=int, default=16)
     parser.add_argument("--thresholds", default=str(REPO / "thresholds.yaml"))
+    parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES))
+    parser.add_argument("--max-concurrency", type=int, default=ClientOptions.max_concurrency,
+                        help="requests in flight; fewer keeps a small pool from evicting turn 1 before turn 2")
     parser.add_argument("--engine", default=None, help="override every config's engine (hf for a CPU dry run)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,11 +116,12 @@ def main() -> None:
     for config_id in args.configs:
         spec = specs[config_id]
         engine = get_engine(args.engine or spec.engine)
-        record = {"config": config_id, "samples": args.samples, "set_size": args.set_size, "suites": {}}
+        record = {"config": config_id, "samples": args.samples, "set_size": args.set_size,
+                  "max_concurrency": args.max_concurrency, "suites": {}}
         started = time.monotonic()
         with Server(spec, engine, log_dir=args.out / "logs", gpu_ids=None) as server:
             record["server_startup_s"] = round(time.monotonic() - started, 1)
-            for suite in SUITES:
+            for suite in args.suites:
                 options = {**thresholds.suite_options(spec.model, spec.config, suite), "num_samples": args.samples}
                 kl = thresholds.find_reference(suite, spec.model, spec.config, "kl_div")
                 kl_max = kl.entry.max if kl is not None else None
@@ -126,7 +130,7 @@ def main() -> None:
                 rows = record["suites"][suite] = {"test": {"alpha": test.alpha, "min_effect": test.min_effect}}
                 for shift in args.shifts:
                     with shifting_proxy(server.base_url, shift) as url:
-                        samples = run_suite(suite, url, spec, server.info, options)
+                        samples = run_suite(suite, url, spec, server.info, options, args.max_concurrency)
                     rows[str(shift)] = judge_sets(samples, args.set_size, kl_max, test, f"{suite}[{config_id}]")
                     if shift == 0.0:
                         rows["detectable_at_alpha_0.05_power_0.8"] = detectable_shift(

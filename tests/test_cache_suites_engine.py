@@ -82,7 +82,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def engine(request, tiny_model, tmp_path_factory):
     """(base URL, page size) of an HF engine serving the tiny model."""
     port, log = _free_port(), tmp_path_factory.mktemp("logs") / f"hf-page{request.param}.log"
-    command = [sys.executable, "-m", "harness.engines.hf_server", "--model-path", str(tiny_model),
+    command = [sys.executable, "-m", "harness.engines.hf.server", "--model-path", str(tiny_model),
                "--host", "127.0.0.1", "--port", str(port), "--page-size", str(request.param)]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -203,7 +203,7 @@ def test_branching_reuses_the_prefix_rounded_to_the_page(engine, tiny_model):
 
 def test_disabled_radix_cache_skips_the_cache_suites(tiny_model, tmp_path):
     port, log = _free_port(), tmp_path / "hf.log"
-    command = [sys.executable, "-m", "harness.engines.hf_server", "--model-path", str(tiny_model),
+    command = [sys.executable, "-m", "harness.engines.hf.server", "--model-path", str(tiny_model),
                "--host", "127.0.0.1", "--port", str(port), "--disable-radix-cache"]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

@@ -176,7 +176,7 @@ def _alive(proc: psutil.Process) -> bool:
 def engine_pid(proc: subprocess.Popen) -> int | None:
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(proc.pid).children(recursive=True):
-            if "harness.engines.hf_server" in " ".join(child.cmdline()):
+            if "harness.engines.hf.server" in " ".join(child.cmdline()):
                 return child.pid
     return None
 

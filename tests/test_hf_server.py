@@ -302,7 +302,7 @@ def test_concurrent_requests_equal_sequential_ones(server):
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(run, bodies))
     # Exact equality is expected here: the engine runs each sequence alone (never padded into a batch with the
-    # others, see harness.engines.hf_scheduler) and no request hits another's cache, so in either order each one
+    # others, see harness.engines.hf.scheduler) and no request hits another's cache, so in either order each one
     # runs the same forwards on the same shapes.
     for one, other in zip(sequential, concurrent):
         assert one["output_ids"] == other["output_ids"]

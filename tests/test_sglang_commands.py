@@ -29,7 +29,7 @@ def test_sglang_command():
 def test_hf_command():
     spec = ServerSpec("tiny", "page16", "/models/tiny", engine="hf", args=("--page-size", "16", "--disable-radix-cache"))
     assert get_engine("hf").command(spec, "127.0.0.1", 31001) == [
-        sys.executable, "-m", "harness.engines.hf_server", "--model-path", "/models/tiny",
+        sys.executable, "-m", "harness.engines.hf.server", "--model-path", "/models/tiny",
         "--host", "127.0.0.1", "--port", "31001", "--page-size", "16", "--disable-radix-cache",
     ]  # fmt: skip
     assert get_engine("hf").health_path == "/health_generate"

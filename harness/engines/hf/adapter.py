@@ -1,4 +1,4 @@
-"""The HF reference engine's launcher: `python -m harness.engines.hf_server ...` (the server is hf_server.py).
+"""The HF reference engine's launcher: `python -m harness.engines.hf.server ...` (the server is server.py).
 
 Its flags follow SGLang's names (--device, --dtype, --page-size, --disable-radix-cache), so a config's args
 mean the same on both engines where they overlap.
@@ -15,13 +15,13 @@ from harness.spec import ServerSpec
 @dataclass(frozen=True)
 class HFEngine(Engine):
     name: str = "hf"
-    label: str = "hf-reference"  # hf_server's /server_info names itself; this is only the fallback
+    label: str = "hf-reference"  # the server's /server_info names itself; this is only the fallback
     health_path: str = "/health_generate"
     # Loading a tiny model takes seconds; a 7B model on CPU takes minutes.
     startup_timeout: float = 600.0
 
     def command(self, spec: ServerSpec, host: str, port: int) -> list[str]:
-        cmd = [self.python, "-m", "harness.engines.hf_server", "--model-path", spec.model_path]
+        cmd = [self.python, "-m", "harness.engines.hf.server", "--model-path", spec.model_path]
         if spec.tokenizer_path:
             cmd += ["--tokenizer-path", spec.tokenizer_path]
         return [*cmd, "--host", host, "--port", str(port), *spec.args]

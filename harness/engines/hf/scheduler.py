@@ -30,8 +30,8 @@ from typing import Any
 
 import torch
 
-from harness.engines.hf_protocol import GenerateItem
-from harness.engines.hf_runtime import (
+from harness.engines.hf.protocol import GenerateItem
+from harness.engines.hf.runtime import (
     InputLogprobs,
     ModelRunner,
     input_logprobs,
@@ -40,7 +40,7 @@ from harness.engines.hf_runtime import (
     sample,
     top_logprobs,
 )
-from harness.engines.prefix_cache import PrefixCache
+from harness.engines.hf.prefix_cache import PrefixCache
 
 log = logging.getLogger("hf_server")
 

@@ -10,7 +10,7 @@ its results are reshaped:
   `choices[].logprobs.content[]` with `token`, `bytes`, `logprob`, `top_logprobs`; the sampling defaults
   come from the model's generation_config when the request leaves them out;
 - `usage` = prompt/completion/total tokens, `reasoning_tokens: 0` and `prompt_tokens_details.cached_tokens`
-  (always present here; see the deviation list in `hf_server`);
+  (always present here; see the deviation list in `server`);
 - streams: `data: {...}` chunks with text deltas, a finish chunk, a usage chunk when
   `stream_options.include_usage`, then `data: [DONE]`.
 Only `n: 1` is supported; errors use SGLang's OpenAI `ErrorResponse` body.
@@ -26,8 +26,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from jinja2 import TemplateError
 
-from harness.engines.hf_output import WEIGHT_VERSION, build_output
-from harness.engines.hf_protocol import RequestError, as_bool, as_int, parse_generate
+from harness.engines.hf.output import WEIGHT_VERSION, build_output
+from harness.engines.hf.protocol import RequestError, as_bool, as_int, parse_generate
 from harness.errors import did_you_mean
 
 _COMMON_FIELDS = {
@@ -54,7 +54,7 @@ _SAMPLING_FROM_REQUEST = {
 
 
 def register_openai_routes(app: FastAPI, engine) -> None:
-    from harness.engines.hf_server import error_response, json_response, read_json, sse
+    from harness.engines.hf.server import error_response, json_response, read_json, sse
 
     async def respond(shaper, items, stream: bool):
         if stream:

@@ -1,6 +1,6 @@
 """The asyncio face of the HF reference engine: load once, submit sequences, await or stream their results.
 
-HTTP routes (native in `hf_server`, OpenAI in `hf_openai`) only talk to `Engine`; `Engine` owns the model
+HTTP routes (native in `server`, OpenAI in `openai_api`) only talk to `Engine`; `Engine` owns the model
 runner, the prefix cache and the worker thread (`hf_scheduler`), and describes itself for `/server_info` and
 `/model_info` with SGLang's field names.
 """
@@ -14,13 +14,13 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 
 import harness
-from harness.engines.hf_protocol import (
+from harness.engines.hf.protocol import (
     GenerateItem,
     Limits,
     LogprobOptions,
     SamplingParams,
 )
-from harness.engines.hf_scheduler import Sequence, Worker
+from harness.engines.hf.scheduler import Sequence, Worker
 
 log = logging.getLogger("hf_server")
 
@@ -66,8 +66,8 @@ class Engine:
 
     def load(self) -> None:
         """Blocking: load model and tokenizer, build the prefix cache, start the worker."""
-        from harness.engines.hf_runtime import ModelRunner, RuntimeConfig, TorchKVOps
-        from harness.engines.prefix_cache import PrefixCache
+        from harness.engines.hf.runtime import ModelRunner, RuntimeConfig, TorchKVOps
+        from harness.engines.hf.prefix_cache import PrefixCache
 
         opts = self.options
         tic = time.perf_counter()

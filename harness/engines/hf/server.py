@@ -1,6 +1,6 @@
 """HF reference engine: an HTTP server over transformers that speaks the part of SGLang's API the suites use.
 
-    python -m harness.engines.hf_server --model-path DIR --host 127.0.0.1 --port P [--device cpu|cuda]
+    python -m harness.engines.hf.server --model-path DIR --host 127.0.0.1 --port P [--device cpu|cuda]
         [--dtype float32|bfloat16|float16|auto] [--page-size N] [--disable-radix-cache]
         [--max-cached-tokens N] [--tokenizer-path DIR] [--context-length N] [--served-model-name NAME]
         [--random-seed N] [--cpu-threads N]
@@ -49,9 +49,9 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 
-from harness.engines.hf_engine import Engine, EngineNotReady, EngineOptions
-from harness.engines.hf_output import build_output
-from harness.engines.hf_protocol import RequestError, parse_generate
+from harness.engines.hf.engine import Engine, EngineNotReady, EngineOptions
+from harness.engines.hf.output import build_output
+from harness.engines.hf.protocol import RequestError, parse_generate
 
 log = logging.getLogger("hf_server")
 
@@ -151,7 +151,7 @@ def create_app(engine: Engine) -> FastAPI:
         outputs = [build_output(seq, len(seq.output_ids), True, runner) for seq in seqs]
         return json_response(outputs if batched else outputs[0])
 
-    from harness.engines.hf_openai import register_openai_routes
+    from harness.engines.hf.openai_api import register_openai_routes
 
     register_openai_routes(app, engine)
     return app
@@ -173,7 +173,7 @@ async def _stream_generate(engine: Engine, items, batched: bool):
 
 
 def parse_args(argv: list[str] | None = None) -> EngineOptions:
-    parser = argparse.ArgumentParser(prog="python -m harness.engines.hf_server", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.engines.hf.server", description=__doc__.split("\n")[0])
     parser.add_argument("--model-path", required=True, help="local transformers model directory or hub id")
     parser.add_argument("--tokenizer-path", default=None, help="defaults to --model-path")
     parser.add_argument("--host", default="127.0.0.1")
