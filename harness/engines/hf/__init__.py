@@ -5,7 +5,9 @@ This package's `__init__` imports nothing heavy, so the pool can name the engine
 
 - server.py: FastAPI routes and flags; protocol.py: request parsing; output.py: SGLang-shaped responses;
   openai_api.py: the OpenAI routes; engine.py: async front of the worker; scheduler.py: the batching worker;
-  runtime.py: model loading and forward passes; prefix_cache.py: the page-granular radix cache.
+  runtime.py: model loading and forward passes; prefix_cache.py: the page-granular radix cache;
+  processor.py: a VLM's processor without torchvision; multimodal.py: images in requests (reading, placeholder
+  expansion, cache keys); vision.py: a VLM's forward over the KV cache with its images.
 """
 
 from harness.engines.hf.adapter import HFEngine

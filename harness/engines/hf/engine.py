@@ -47,6 +47,7 @@ class EngineOptions:
     random_seed: int = 0
     enable_cache_report: bool = True
     cpu_threads: int = 0
+    limit_mm_data_per_request: dict | None = None  # SGLang's flag, e.g. {"image": 3}; only "image" applies here
 
 
 class EngineNotReady(RuntimeError):
@@ -74,7 +75,7 @@ class Engine:
         runner = ModelRunner(
             RuntimeConfig(
                 opts.model_path, opts.tokenizer_path, opts.device, opts.dtype, opts.random_seed, opts.context_length,
-                opts.cpu_threads,
+                opts.cpu_threads, (opts.limit_mm_data_per_request or {}).get("image"),
             )
         )
         if runner.cache_unsupported_reason and not opts.disable_radix_cache:
@@ -194,7 +195,7 @@ class Engine:
             "is_generation": True,
             "preferred_sampling_params": None,
             "weight_version": "default",
-            "has_image_understanding": False,
+            "has_image_understanding": runner.vision is not None,
             "has_audio_understanding": False,
             "model_type": getattr(config, "model_type", None),
             "architectures": getattr(config, "architectures", None),

@@ -8,9 +8,11 @@ its results are reshaped:
   SGLang); `text_offset` is -1 per token as SGLang leaves it; `max_tokens` defaults to 16;
 - chat: the tokenizer's chat template with the generation prompt; `logprobs` / `top_logprobs` give
   `choices[].logprobs.content[]` with `token`, `bytes`, `logprob`, `top_logprobs`; the sampling defaults
-  come from the model's generation_config when the request leaves them out;
+  come from the model's generation_config when the request leaves them out; `image_url` parts (a data URL,
+  file:// URL or local path) go to the template as `{"type": "image"}` and their images to the native request's
+  `image_data`, in order, as SGLang's serving_chat does (VLMs only; video/audio parts are a 400);
 - `usage` = prompt/completion/total tokens, `reasoning_tokens: 0` and `prompt_tokens_details.cached_tokens`
-  (always present here; see the deviation list in `server`);
+  (always present here; see the deviation list in `server`), plus `image_tokens` when the prompt has images;
 - streams: `data: {...}` chunks with text deltas, a finish chunk, a usage chunk when
   `stream_options.include_usage`, then `data: [DONE]`.
 Only `n: 1` is supported; errors use SGLang's OpenAI `ErrorResponse` body.
@@ -26,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import StreamingResponse
 from jinja2 import TemplateError
 
+from harness.engines.hf.multimodal import split_chat_images
 from harness.engines.hf.output import WEIGHT_VERSION, build_output
 from harness.engines.hf.protocol import RequestError, as_bool, as_int, parse_generate
 from harness.errors import did_you_mean
@@ -109,6 +112,10 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise RequestError("messages: expected a non-empty list of {role, content} objects")
         template_kwargs = req.get("chat_template_kwargs") or {}
+        messages, images = split_chat_images(messages)
+        if images and runner.images is None:
+            raise RequestError(f"{images[0].where}: image parts need a vision-language model; "
+                               f"{engine.options.model_path} has no image processor")  # fmt: skip
         try:
             prompt_ids = runner.encode_chat(messages, template_kwargs)
         except (TemplateError, ValueError, TypeError, KeyError) as exc:  # the template rejects these messages
@@ -116,11 +123,13 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
         body = _native_body({**req, "max_tokens": max_tokens}, default_max_tokens=None, defaults=_generation_defaults(runner))
         body["input_ids"] = prompt_ids
+        if images:
+            body["image_data"] = images
         if as_bool(req.get("logprobs", False), "logprobs"):
             top = req.get("top_logprobs")
             body.update(return_logprob=True, return_text_in_logprobs=True, logprob_start_len=-1)
             body["top_logprobs_num"] = 0 if top is None else as_int(top, "top_logprobs")
-        items, _ = parse_generate(body, runner.encode, engine.limits)
+        items, _ = parse_generate(body, runner.encode, engine.limits, runner.images)
         return await respond(_ChatShaper(req, items, runner), items, body["stream"])
 
 
@@ -165,11 +174,15 @@ def _native_body(req: dict, default_max_tokens: int | None, defaults: dict | Non
 def _usage(seqs) -> dict[str, Any]:
     prompt = sum(len(s.item.input_ids) for s in seqs)
     completion = sum(len(s.output_ids) for s in seqs)
+    details = {"cached_tokens": sum(s.cached_tokens for s in seqs)}
+    image_tokens = sum(s.item.image_tokens for s in seqs)
+    if image_tokens:  # SGLang's PromptTokensDetails drops image_tokens when there are none
+        details["image_tokens"] = image_tokens
     return {
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,
         "completion_tokens": completion,
-        "prompt_tokens_details": {"cached_tokens": sum(s.cached_tokens for s in seqs)},
+        "prompt_tokens_details": details,
         "reasoning_tokens": 0,
     }
 

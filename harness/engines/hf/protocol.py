@@ -6,9 +6,16 @@ shared `sampling_params` / `return_logprob` / `logprob_start_len` / `top_logprob
 raises `RequestError` naming its key path; the HTTP layer turns that into a 400.
 
 Deliberate differences from SGLang (SGLang ignores unknown top-level keys and accepts features this engine does
-not implement): an unknown key, or an SGLang feature this engine does not implement (multimodal data, LoRA,
-grammars, penalties, `n` > 1, `token_ids_logprob`, hidden states, ...) set to a non-default value, is a 400
-with the reason, so a suite can never believe a feature was exercised when it was not.
+not implement): an unknown key, or an SGLang feature this engine does not implement (video and audio data,
+`mm_hashes`, LoRA, grammars, penalties, `n` > 1, `token_ids_logprob`, hidden states, ...) set to a non-default
+value, is a 400 with the reason, so a suite can never believe a feature was exercised when it was not.
+
+Images (`image_data`, vision-language models only; see `hf_multimodal` for the full rules): SGLang's shapes and
+sources, except that http(s) URLs are a 400 (no network here), and so are a placeholder/image count mismatch
+(SGLang falls back to a legacy path), an already-expanded run of `<|image_pad|>` and a `<|video_pad|>`.
+`input_ids` + `image_data` means what SGLang makes of it (it decodes the ids to text for its processor): the
+ids hold one `<|vision_start|><|image_pad|><|vision_end|>` per image, expanded like text's. On a text model
+`image_data` stays a 400.
 """
 
 from __future__ import annotations
@@ -64,6 +71,16 @@ class GenerateItem:
     stream: bool = False
     use_cache: bool = True  # the health probe stays out of the prefix cache
     return_prompt_token_ids: bool = False
+    multimodal: Any = None  # hf_multimodal.MultimodalPrompt of a prompt with images
+
+    @property
+    def cache_key(self) -> list[int]:
+        """The ids the prefix cache is keyed by: image tokens carry their image's content key."""
+        return self.input_ids if self.multimodal is None else self.multimodal.cache_key
+
+    @property
+    def image_tokens(self) -> int:
+        return 0 if self.multimodal is None else self.multimodal.image_tokens
 
 
 # Sampling params the engine implements, and SGLang's others with the value that means "off".
@@ -106,13 +123,18 @@ class Limits:
     context_length: int
 
 
-def parse_generate(body: Any, tokenize, limits: Limits) -> tuple[list[GenerateItem], bool]:
-    """Validate a `/generate` body; returns the items and whether the request was a batch."""
+def parse_generate(body: Any, tokenize, limits: Limits, images=None) -> tuple[list[GenerateItem], bool]:
+    """Validate a `/generate` body; returns the items and whether the request was a batch.
+
+    `images` is the model's `hf_multimodal.ImagePreparer` (None for a text model, where `image_data` stays a
+    400): it reads `image_data` and expands each prompt's image placeholders, for `text` and `input_ids` alike.
+    """
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    _check_keys(body, _TOP_LEVEL_SUPPORTED, _TOP_LEVEL_UNSUPPORTED, "field", "")
+    _check_keys(body, _TOP_LEVEL_SUPPORTED | ({"image_data"} if images else set()), _TOP_LEVEL_UNSUPPORTED, "field", "")
     prompts, batched = _prompts(body, tokenize)
     n = len(prompts)
+    image_refs = images.refs_per_prompt(body.get("image_data"), n, batched) if images else None
     sampling = _per_item(body.get("sampling_params"), n, batched, "sampling_params")
     return_logprob = _per_item(body.get("return_logprob"), n, batched, "return_logprob")
     start_len = _per_item(body.get("logprob_start_len"), n, batched, "logprob_start_len")
@@ -124,7 +146,11 @@ def parse_generate(body: Any, tokenize, limits: Limits) -> tuple[list[GenerateIt
     items = []
     for i, ids in enumerate(prompts):
         where = f"[{i}]" if batched else ""
-        _check_ids(ids, limits, f"input_ids{where}" if "input_ids" in body else f"text{where}")
+        prompt_where = f"input_ids{where}" if "input_ids" in body else f"text{where}"
+        multimodal = images.prepare(ids, image_refs[i], prompt_where) if images else None
+        if multimodal is not None:
+            ids = multimodal.input_ids
+        _check_ids(ids, limits, prompt_where)
         params = parse_sampling_params(sampling[i], len(ids), limits, f"sampling_params{where}")
         logprobs = LogprobOptions(
             return_logprob=as_bool(return_logprob[i] or False, f"return_logprob{where}"),
@@ -141,7 +167,7 @@ def parse_generate(body: Any, tokenize, limits: Limits) -> tuple[list[GenerateIt
             )
         if logprobs.top_logprobs_num < 0:
             raise RequestError(f"top_logprobs_num{where}: must be >= 0, got {logprobs.top_logprobs_num}")
-        items.append(GenerateItem(rids[i], ids, params, logprobs, stream, True, return_prompt_ids))
+        items.append(GenerateItem(rids[i], ids, params, logprobs, stream, True, return_prompt_ids, multimodal))
     return items, batched
 
 

@@ -11,6 +11,10 @@ Numerics follow SGLang 0.5.17 (python/sglang/srt/layers/sampler.py, logits_proce
 
 Prefill from a cached prefix and a cold prefill run the same code: `forward(ids, past)` where `past` is a
 `DynamicCache` holding either nothing or the reused KV; only the uncached suffix goes through the model.
+
+A checkpoint with a preprocessor_config.json is a vision-language model: it loads through `vision.py`
+(AutoModelForImageTextToText) with its processor (`processor.load_processor`), `images` prepares requests'
+images, and `forward` takes the request's `MultimodalPrompt`; text models take the unchanged causal-LM path.
 """
 
 from __future__ import annotations
@@ -22,6 +26,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from harness.engines.hf.multimodal import ImagePreparer, VisionTokens
+from harness.engines.hf.processor import is_multimodal, load_processor
+from harness.engines.hf.vision import VisionLanguageForward, load_vision_language_model
 
 log = logging.getLogger("hf_server")
 
@@ -41,6 +49,7 @@ class RuntimeConfig:
     seed: int = 0
     context_length: int | None = None
     cpu_threads: int = 0  # 0: one thread for tiny models (thread hand-offs dominate), torch's default otherwise
+    image_limit: int | None = None  # --limit-mm-data-per-request's "image"
 
 
 class TorchKVOps:
@@ -78,16 +87,24 @@ class ModelRunner:
         self._tokenizer_lock = threading.Lock()
         self.device = torch.device(config.device)
         self.tokenizer = AutoTokenizer.from_pretrained(config.tokenizer_path or config.model_path)
-        self.model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=DTYPES[config.dtype])
+        self.images, self.vision = None, None
+        if is_multimodal(config.model_path):
+            self.model = load_vision_language_model(config.model_path, DTYPES[config.dtype])
+            self.images = self._image_preparer(config)
+        else:
+            self.model = AutoModelForCausalLM.from_pretrained(config.model_path, dtype=DTYPES[config.dtype])
         self.model.to(self.device).eval()
+        if self.images is not None:
+            self.vision = VisionLanguageForward(self.model)
         if self.device.type == "cpu":
             small = sum(p.numel() for p in self.model.parameters()) < TINY_MODEL_PARAMS
             torch.set_num_threads(config.cpu_threads or (1 if small else torch.get_num_threads()))
         self.hf_config = self.model.config
         self.dtype = str(next(self.model.parameters()).dtype).replace("torch.", "")
         self.vocab_size = int(self.model.get_output_embeddings().weight.shape[0])
+        text_config = self.hf_config.get_text_config()
         self.context_length = int(
-            config.context_length or getattr(self.hf_config, "max_position_embeddings", None) or 4096
+            config.context_length or getattr(text_config, "max_position_embeddings", None) or 4096
         )
         self.eos_token_ids = self._eos_token_ids()
         self.cache_unsupported_reason = self._cache_unsupported_reason()
@@ -107,10 +124,19 @@ class ModelRunner:
     def cache_kv(cache) -> KV:
         return tuple((layer.keys, layer.values) for layer in cache.layers)
 
+    def _image_preparer(self, config: RuntimeConfig) -> ImagePreparer:
+        processor = load_processor(config.model_path, self.tokenizer)
+        if not getattr(self.tokenizer, "chat_template", None) and getattr(processor, "chat_template", None):
+            self.tokenizer.chat_template = processor.chat_template  # VLMs often ship it with the processor only
+        tokens = VisionTokens(int(self.model.config.image_token_id), getattr(self.model.config, "video_token_id", None))
+        return ImagePreparer(processor.image_processor, tokens, config.image_limit)
+
     @torch.inference_mode()
-    def forward(self, ids: list[int], past, logits_for_last: int = 1) -> torch.Tensor:
+    def forward(self, ids: list[int], past, logits_for_last: int = 1, mm=None) -> torch.Tensor:
         """Run `ids` after the tokens already in `past` (which grows in place); float32 logits of the last
-        `logits_for_last` positions, shape [logits_for_last, vocab]."""
+        `logits_for_last` positions, shape [logits_for_last, vocab]. `mm`: the request's images (VLMs only)."""
+        if self.vision is not None:
+            return self.vision.forward(ids, past, logits_for_last, mm)
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         out = self.model(
             input_ids=input_ids,

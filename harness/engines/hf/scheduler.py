@@ -15,6 +15,8 @@ Prefix-cache semantics are SGLang 0.5.17's, as observed on GPU (see shared/resea
   300 + 32 + 1 -> 332 at page 1). The last generated token has not been through the model yet, so one extra
   forward step computes its KV before insertion;
 - a `max_new_tokens=0` request still caches its prompt. The health probe stays out of the cache.
+- the tree is keyed by `GenerateItem.cache_key`: the ids, with each image's tokens replaced by a key derived
+  from its content (SGLang's pad values), so different images never share KV and a hit may end inside an image.
 """
 
 from __future__ import annotations
@@ -176,15 +178,15 @@ class Worker:
         if opts.return_logprob and opts.logprob_start_len >= 0:
             max_prefix = min(max_prefix, opts.logprob_start_len)
         use_cache = self.cache is not None and item.use_cache
-        match = self.cache.match(ids[:max_prefix]) if use_cache else None
+        match = self.cache.match(item.cache_key[:max_prefix]) if use_cache else None
         seq.cached_tokens = match.length if match else 0
         seq.past = runner.new_cache(match.payload if match else None)
         first_logit_pos = opts.logprob_start_len if want_input else n - 1
-        logits = runner.forward(ids[seq.cached_tokens :], seq.past, logits_for_last=n - first_logit_pos)
+        logits = runner.forward(ids[seq.cached_tokens :], seq.past, n - first_logit_pos, item.multimodal)
         if want_input:
             seq.input_logprobs = input_logprobs(logits, ids, opts.logprob_start_len, opts.top_logprobs_num)
         if use_cache:
-            self.cache.insert(ids, runner.cache_kv(seq.past))
+            self.cache.insert(item.cache_key, runner.cache_kv(seq.past))
         if item.params.sampling_seed is not None:
             seq.generator = torch.Generator(device="cpu").manual_seed(item.params.sampling_seed)
         if item.params.max_new_tokens == 0:
@@ -198,7 +200,7 @@ class Worker:
         if seq.cancelled:
             self._retire(seq, cache_it=False, notify=False)
             return
-        logits = self.runner.forward([seq.output_ids[-1]], seq.past)
+        logits = self.runner.forward([seq.output_ids[-1]], seq.past, 1, seq.item.multimodal)
         self._append_token(seq, logits[-1])
 
     def _append_token(self, seq: Sequence, logits: torch.Tensor) -> None:
@@ -240,8 +242,8 @@ class Worker:
         if cache_it and self.cache is not None and seq.item.use_cache and seq.past is not None:
             try:
                 # The last sampled token was never fed to the model; SGLang has its KV cached too.
-                self.runner.forward([seq.output_ids[-1]], seq.past)
-                self.cache.insert(seq.item.input_ids + seq.output_ids, self.runner.cache_kv(seq.past))
+                self.runner.forward([seq.output_ids[-1]], seq.past, 1, seq.item.multimodal)
+                self.cache.insert(seq.item.cache_key + seq.output_ids, self.runner.cache_kv(seq.past))
             except Exception:  # the answer is already complete; only its reuse is lost
                 log.exception("caching the KV of request %s failed", seq.item.rid)
         seq.retired = True

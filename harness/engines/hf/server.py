@@ -3,7 +3,7 @@
     python -m harness.engines.hf.server --model-path DIR --host 127.0.0.1 --port P [--device cpu|cuda]
         [--dtype float32|bfloat16|float16|auto] [--page-size N] [--disable-radix-cache]
         [--max-cached-tokens N] [--tokenizer-path DIR] [--context-length N] [--served-model-name NAME]
-        [--random-seed N] [--cpu-threads N]
+        [--random-seed N] [--cpu-threads N] [--limit-mm-data-per-request '{"image": N}']
 
 It is the reference SGLang is compared with when a model is added, and the embedded engine on machines
 without a GPU. Endpoints (shapes from SGLang 0.5.17's http_server.py, see `hf_output` and `hf_openai`):
@@ -15,13 +15,14 @@ queued or running), `POST /generate` (single or batched, streaming as SGLang str
 Deviations from SGLang, on purpose:
 - `/server_info` carries only the server args this engine has (model_path, tokenizer_path, host, port, device,
   dtype, page_size, disable_radix_cache, context_length, served_model_name, random_seed,
-  enable_cache_report) plus `engine: "hf-reference"`, `version` = "<harness>+transformers.<version>",
+  enable_cache_report, limit_mm_data_per_request) plus `engine: "hf-reference"`, `version` = "<harness>+transformers.<version>",
   `max_cached_tokens`, `prefix_cache` stats and `internal_states: [{}]`; SGLang lists all of its ServerArgs.
 - `/health` always generates (SGLang's default, `SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=1`); the probe
   stays out of the prefix cache (SGLang's is cached), so probes never create cache hits, and a running probe
   does not make `/flush_cache` answer 400.
-- OpenAI `usage.prompt_tokens_details` is always `{"cached_tokens": n}`; SGLang gives it only with
-  `--enable-cache-report` and only when n > 0 (otherwise null).
+- OpenAI `usage.prompt_tokens_details` is always `{"cached_tokens": n}` (plus `image_tokens` when the prompt
+  has images, as SGLang adds it); SGLang gives cached_tokens only with `--enable-cache-report` and only when
+  n > 0 (otherwise null).
 - Requests run one sequence at a time on one worker thread (no padded batches), so results never depend on
   concurrency; throughput is correspondingly modest.
 - `--cpu-threads` (not an SGLang flag) sets torch's CPU threads; by default 1 for models under 20 M
@@ -29,6 +30,9 @@ Deviations from SGLang, on purpose:
 - `--max-cached-tokens` (not an SGLang flag) bounds the prefix cache; SGLang's bound is its KV pool size.
 - Parse errors, unknown fields and SGLang features this engine does not implement are HTTP 400 (see
   `hf_protocol`); SGLang ignores unknown top-level fields.
+- Vision-language models (a checkpoint with preprocessor_config.json; first target Qwen3-VL) take images in
+  `/generate` (`image_data`) and in chat `image_url` parts; `/model_info` says `has_image_understanding: true`.
+  http(s) image URLs are a 400 (no network), and so are video and audio (see `hf_multimodal`).
 - Prefix caching is switched off (reported in `/server_info` as `disable_radix_cache: true` with
   `radix_cache_disabled_reason`) for models whose transformers cache is not plain full attention
   (sliding-window or linear-attention layers), since their KV cannot be cut at an arbitrary prefix.
@@ -52,6 +56,7 @@ from fastapi.responses import Response, StreamingResponse
 from harness.engines.hf.engine import Engine, EngineNotReady, EngineOptions
 from harness.engines.hf.output import build_output
 from harness.engines.hf.protocol import RequestError, parse_generate
+from harness.errors import unknown_choice
 
 log = logging.getLogger("hf_server")
 
@@ -141,7 +146,7 @@ def create_app(engine: Engine) -> FastAPI:
     async def generate(request: Request):
         body = await read_json(request)
         runner = engine.require_ready()
-        items, batched = parse_generate(body, runner.encode, engine.limits)
+        items, batched = parse_generate(body, runner.encode, engine.limits, runner.images)
         if items[0].stream:
             return StreamingResponse(_stream_generate(engine, items, batched), media_type="text/event-stream")
         seqs = await engine.generate(items)
@@ -187,6 +192,8 @@ def parse_args(argv: list[str] | None = None) -> EngineOptions:
     parser.add_argument("--served-model-name", default=None, help="the model id of /v1/models")
     parser.add_argument("--random-seed", type=int, default=0)
     parser.add_argument("--cpu-threads", type=int, default=0, help="torch threads on CPU (0: 1 for tiny models)")
+    parser.add_argument("--limit-mm-data-per-request", type=_mm_limits, default=None,
+                        help='JSON, e.g. \'{"image": 3}\': refuse requests with more images (SGLang\'s flag)')  # fmt: skip
     parser.add_argument("--enable-cache-report", action="store_true", default=True, help="SGLang parity; always on")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
@@ -198,6 +205,20 @@ def parse_args(argv: list[str] | None = None) -> EngineOptions:
         parser.error(f"--max-cached-tokens must be >= 0, got {args.max_cached_tokens}")
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
     return EngineOptions(**{f.name: getattr(args, f.name) for f in fields(EngineOptions) if hasattr(args, f.name)})
+
+
+def _mm_limits(value: str) -> dict:
+    try:
+        limits = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON: {exc}") from None
+    counts = limits.values() if isinstance(limits, dict) else [None]
+    if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in counts):
+        raise argparse.ArgumentTypeError(f'expected an object of counts such as {{"image": 3}}, got {value!r}')
+    unknown = sorted(set(limits) - {"image", "video", "audio"})
+    if unknown:
+        raise argparse.ArgumentTypeError(str(unknown_choice("modality", unknown[0], ("image", "video", "audio"))))
+    return limits
 
 
 def main(argv: list[str] | None = None) -> None:

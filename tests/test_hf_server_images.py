@@ -1,0 +1,387 @@
+"""The HF reference engine serving a vision-language model: a tiny random Qwen3-VL (tests/hf_vlm_support.py) as a
+real subprocess. Chat with images from data URLs, file:// URLs and paths; greedy tokens and logprobs against a
+direct transformers call on the processor's inputs; images that change the answer; the prefix cache keyed by image
+content at page sizes 1 and 16 (hits inside an image, no hit across different images or positions); native
+`/generate` with `image_data` single and batched; bad image input; a text model unchanged.
+
+Tolerances, fp32 on CPU: 1e-4 on logprobs against transformers (one full-prompt forward, or `generate`) and 1e-5
+between a cache hit and the cold request, the bound the text cache tests use; both only absorb float summation
+order (the engine prefills the uncached suffix alone, a different matmul shape). Greedy tokens must be identical.
+"""
+
+from __future__ import annotations
+
+import json
+
+import hf_engine_support as support
+import pytest
+from hf_engine_support import flush, generate, get, max_abs_diff, output_logprobs, post, random_ids, stream
+from hf_vlm_support import (
+    IMAGE_PAD,
+    PLACEHOLDER,
+    VISION_END,
+    VISION_START,
+    Reference,
+    build_tiny_qwen3_vl,
+    data_url,
+    image_part,
+    png_bytes,
+    random_image,
+)
+
+servers = support.servers  # started on first use from this module's `model_dir` (the VLM), stopped at the end
+
+TO_TRANSFORMERS = 1e-4
+HIT_TO_COLD = 1e-5
+GREEDY = {"temperature": 0, "ignore_eos": True}
+PLACEHOLDER_IDS = [VISION_START, IMAGE_PAD, VISION_END]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny_qwen3_vl"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    return Reference(model_dir)
+
+
+@pytest.fixture(scope="module")
+def server(servers):
+    return servers("--page-size", "1")
+
+
+@pytest.fixture(scope="module", params=[1, 16], ids=["page1", "page16"])
+def paged(request, servers):
+    return request.param, servers("--page-size", str(request.param))
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Five different noise images: 0, 1 and 4 are 64x64 (4 tokens each), 2 is 48x40 and 3 is 40x64 (2 tokens)."""
+    sizes = [(64, 64), (64, 64), (48, 40), (40, 64), (64, 64)]
+    folder = tmp_path_factory.mktemp("images")
+    out = []
+    for seed, size in enumerate(sizes):
+        image = random_image(seed, size)
+        path = folder / f"image_{seed}.png"
+        path.write_bytes(png_bytes(image))
+        out.append((image, path))
+    return out
+
+
+def chat(server, content: list[dict], max_tokens: int = 6, **extra):
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "logprobs": True, **GREEDY, **extra}
+    status, out = post(server.base_url + "/v1/chat/completions", body)
+    assert status == 200, out
+    return out
+
+
+def chat_tokens_and_logprobs(out) -> tuple[list[str], list[float]]:
+    content = out["choices"][0]["logprobs"]["content"]
+    return [entry["token"] for entry in content], [entry["logprob"] for entry in content]
+
+
+def template_content(content: list[dict]) -> list[dict]:
+    """The parts as the chat template sees them (the engine turns image_url parts into {"type": "image"})."""
+    return [{"type": "image"} if part["type"] == "image_url" else part for part in content]
+
+
+# -- chat against transformers ----------------------------------------------------------------------------------
+
+
+def test_model_info_reports_image_understanding(server):
+    for path in ("/model_info", "/get_model_info"):
+        info = json.loads(get(server.base_url + path)[1])
+        assert info["has_image_understanding"] is True and info["has_audio_understanding"] is False
+        assert info["architectures"] == ["Qwen3VLForConditionalGeneration"] and info["model_type"] == "qwen3_vl"
+
+
+@pytest.mark.parametrize("sources", [("data",), ("data", "file", "path")], ids=["1_image", "3_images"])
+def test_chat_with_images_equals_transformers(server, reference, images, sources):
+    picked = images[: len(sources)]
+    urls = {"data": lambda img, path: data_url(img), "file": lambda img, path: path.as_uri(), "path": lambda img, path: str(path)}
+    content = [{"type": "text", "text": "how many apples"}]
+    for source, (image, path) in zip(sources, picked):
+        content += [image_part(urls[source](image, path)), {"type": "text", "text": " and"}]
+    content.append({"type": "text", "text": " does alice have?"})
+    flush(server)
+    out = chat(server, content, max_tokens=8)
+    text = reference.chat_text(template_content(content))
+    prompt, tokens, logprobs = reference.greedy(text, [image for image, _ in picked], 8)
+    usage = out["usage"]
+    assert usage["prompt_tokens"] == len(prompt) and usage["completion_tokens"] == 8
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0, "image_tokens": prompt.count(IMAGE_PAD)}
+    served_tokens, served_logprobs = chat_tokens_and_logprobs(out)
+    assert served_tokens == [reference.tokenizer.decode([t]) for t in tokens]
+    assert max_abs_diff(served_logprobs, logprobs) < TO_TRANSFORMERS
+
+
+def test_prompt_logprobs_equal_one_transformers_forward_and_depend_on_the_images(server, reference, images):
+    (a, _), (b, _), (c, _) = images[:3]
+    text = reference.chat_text([{"type": "text", "text": "bob has"}, {"type": "image"}, {"type": "text", "text": " cups"},
+                                {"type": "image"}, {"type": "text", "text": " how many"}])  # fmt: skip
+
+    def prompt_logprobs(text, pictures):
+        out = generate(server, text=text, image_data=[data_url(p) for p in pictures], return_logprob=True,
+                       logprob_start_len=0, sampling_params={"max_new_tokens": 1, **GREEDY})  # fmt: skip
+        return [entry[0] for entry in out["meta_info"]["input_token_logprobs"][1:]]
+
+    served = prompt_logprobs(text, [a, b])
+    assert max_abs_diff(served, reference.prompt_logprobs(text, [a, b])) < TO_TRANSFORMERS
+    swapped = prompt_logprobs(text, [b, a])  # same token count (both 4 tokens), other pixels
+    assert len(swapped) == len(served) and max_abs_diff(swapped, served) > 1e-2
+    replaced = prompt_logprobs(text, [a, c])
+    assert max_abs_diff(replaced[:5], served[:5]) < HIT_TO_COLD  # before the images nothing changes
+    dropped_text = text.replace(PLACEHOLDER, "", 1)
+    dropped = prompt_logprobs(dropped_text, [b])
+    assert max_abs_diff(dropped, reference.prompt_logprobs(dropped_text, [b])) < TO_TRANSFORMERS
+    assert max_abs_diff(dropped[-4:], served[-4:]) > 1e-2
+    no_images = prompt_logprobs(text.replace(PLACEHOLDER, ""), [])  # a text-only prompt on the VLM
+    assert max_abs_diff(no_images, reference.prompt_logprobs(text.replace(PLACEHOLDER, ""), [])) < TO_TRANSFORMERS
+
+
+def test_streamed_chat_with_an_image_reports_image_tokens(server, images):
+    content = [image_part(data_url(images[0][0])), {"type": "text", "text": "what is it"}]
+    plain = chat(server, content)
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 6, **GREEDY, "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+    events = stream(server.base_url + "/v1/chat/completions", body)
+    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2]) == plain["choices"][0]["message"]["content"]
+    assert events[-2]["usage"]["prompt_tokens_details"]["image_tokens"] == 4
+
+
+# -- the prefix cache -------------------------------------------------------------------------------------------
+
+
+def ids_with_images(*pieces) -> list[int]:
+    """Token ids from pieces: a list of ids as is, an int image index as its placeholder."""
+    out = []
+    for piece in pieces:
+        out += PLACEHOLDER_IDS if isinstance(piece, int) else piece
+    return out
+
+
+def run_ids(server, ids: list[int], pictures, max_new_tokens: int = 4):
+    return generate(server, input_ids=ids, image_data=[data_url(p) for p in pictures], return_logprob=True,
+                    sampling_params={"max_new_tokens": max_new_tokens, **GREEDY})  # fmt: skip
+
+
+def cold(server, ids, pictures):
+    flush(server)
+    out = run_ids(server, ids, pictures)
+    assert out["meta_info"]["cached_tokens"] == 0
+    return out
+
+
+def assert_same_answer(hit, cold_out):
+    assert hit["output_ids"] == cold_out["output_ids"]
+    assert max_abs_diff(output_logprobs(hit), output_logprobs(cold_out)) < HIT_TO_COLD
+
+
+def test_same_image_and_text_hits_all_but_the_last_token(paged, images):
+    page, server = paged
+    a = images[0][0]
+    ids = ids_with_images(random_ids(40, seed=1), 0, random_ids(30, seed=2))
+    first = cold(server, ids, [a])
+    n = first["meta_info"]["prompt_tokens"]
+    assert n == len(ids) - 1 + 4 and first["meta_info"]["image_tokens"] == 4
+    again = run_ids(server, ids, [a])
+    assert again["meta_info"]["cached_tokens"] == (n - 1) // page * page
+    assert_same_answer(again, first)
+
+
+def test_different_images_share_nothing_past_the_first_placeholder(paged, images):
+    page, server = paged
+    (a, _), (b, _), (c, _) = images[0], images[1], images[4]
+    prefix = random_ids(37, seed=3)
+    ids = ids_with_images(prefix, 0, random_ids(20, seed=4), 1, random_ids(20, seed=5))
+    flush(server)
+    run_ids(server, ids, [a, b])
+    first_pad = len(prefix) + 1  # the <|vision_start|> before it is text, shared
+    for pictures in ([c, b], [b, a]):  # the first image differs / the two are swapped
+        out = run_ids(server, ids, pictures)
+        assert out["meta_info"]["cached_tokens"] == first_pad // page * page
+        assert_same_answer(out, cold(server, ids, pictures))
+        run_ids(server, ids, [a, b])  # back to the warm state for the next case
+
+
+def test_second_image_differs_hit_stops_at_it(paged, images):
+    page, server = paged
+    (a, _), (b, _), (c, _) = images[0], images[1], images[4]
+    head = random_ids(30, seed=6)
+    middle = random_ids(25, seed=7)
+    ids = ids_with_images(head, 0, middle, 1, random_ids(10, seed=8))
+    flush(server)
+    run_ids(server, ids, [a, b])
+    out = run_ids(server, ids, [a, c])
+    second_pad = len(head) + 3 - 1 + 4 + len(middle) + 1  # head, image a (4 tokens), middle, <|vision_start|>
+    assert out["meta_info"]["cached_tokens"] == second_pad // page * page
+    assert_same_answer(out, cold(server, ids, [a, c]))
+
+
+def test_same_image_at_another_position_gives_no_false_hit(paged, images):
+    page, server = paged
+    a = images[0][0]
+    head, middle, tail = random_ids(33, seed=9), random_ids(20, seed=10, first=200), random_ids(20, seed=11)
+    flush(server)
+    run_ids(server, ids_with_images(head, 0, middle, tail), [a])
+    moved = ids_with_images(head, middle, 0, tail)
+    out = run_ids(server, moved, [a])
+    assert out["meta_info"]["cached_tokens"] == len(head) // page * page  # up to where the two differ
+    assert_same_answer(out, cold(server, moved, [a]))
+
+
+def test_a_hit_ending_inside_an_image_equals_the_cold_request(paged, reference, images):
+    """The cached prefix ends inside image a's 4 tokens at page 16 (they sit at positions 30-33)."""
+    page, server = paged
+    a = images[0][0]
+    words = reference.tokenizer.encode("alice gives away 3 apples and bob buys 12 pens, how many cups does carol have now? "
+                                       "dave sells each box and eve gets more")  # fmt: skip
+    head = words[:29]
+    warm_ids = ids_with_images(head, 0, random_ids(20, seed=13, first=301))
+    asked = ids_with_images(head, 0, words[29:45])
+    flush(server)
+    run_ids(server, warm_ids, [a])
+    out = generate(server, input_ids=asked, image_data=[data_url(a)], return_logprob=True, return_prompt_token_ids=True,
+                   sampling_params={"max_new_tokens": 4, **GREEDY})  # fmt: skip
+    pads = (len(head) + 1, len(head) + 1 + 4)
+    assert out["meta_info"]["cached_tokens"] == {1: pads[1] + 1, 16: 32}[page]  # page 1: through <|vision_end|>
+    assert pads[0] < 32 < pads[1]  # page 16 really cuts the image
+    assert_same_answer(out, cold(server, asked, [a]))
+    text = reference.tokenizer.decode(asked, skip_special_tokens=False)
+    prompt, tokens, logprobs = reference.greedy(text, [a], 4)
+    assert prompt == out["prompt_token_ids"]  # the processor saw the very same prompt
+    assert out["output_ids"] == tokens and max_abs_diff(output_logprobs(out), logprobs) < TO_TRANSFORMERS
+
+
+def test_generated_tokens_after_an_image_are_reused_next_turn(paged, images):
+    page, server = paged
+    a = images[2][0]
+    ids = ids_with_images(random_ids(30, seed=15), 0, random_ids(20, seed=16))
+    flush(server)
+    turn1 = run_ids(server, ids, [a], max_new_tokens=8)
+    follow_up = ids + turn1["output_ids"] + random_ids(5, seed=17)
+    turn2 = run_ids(server, follow_up, [a])
+    expanded = turn1["meta_info"]["prompt_tokens"] + 8
+    assert turn2["meta_info"]["cached_tokens"] == expanded // page * page
+    assert_same_answer(turn2, cold(server, follow_up, [a]))
+
+
+# -- native /generate ------------------------------------------------------------------------------------------
+
+
+def test_native_image_data_single_and_batched_equals_chat(server, reference, images):
+    (a, path_a), (b, _), (c, _) = images[0], images[1], images[2]
+    one = [{"type": "text", "text": "the cat has"}, image_part(data_url(a)), {"type": "text", "text": " how many"}]
+    two = [image_part(data_url(b)), {"type": "text", "text": "and"}, image_part(data_url(c)), {"type": "text", "text": "?"}]
+    texts = [reference.chat_text(template_content(content)) for content in (one, two)]
+    params = {"max_new_tokens": 6, **GREEDY}
+
+    def by_chat(content):
+        flush(server)
+        out = chat(server, content)
+        return out["usage"]["prompt_tokens"], chat_tokens_and_logprobs(out)
+
+    def matches(native, expected):
+        prompt_tokens, (tokens, logprobs) = expected
+        assert native["meta_info"]["prompt_tokens"] == prompt_tokens
+        assert [reference.tokenizer.decode([t]) for t in native["output_ids"]] == tokens
+        assert max_abs_diff(output_logprobs(native), logprobs) < HIT_TO_COLD
+
+    expected = [by_chat(one), by_chat(two)]
+    for image_data in (str(path_a), data_url(a), [data_url(a)], {"url": path_a.as_uri()}):
+        flush(server)
+        matches(generate(server, text=texts[0], image_data=image_data, return_logprob=True, sampling_params=params), expected[0])
+    flush(server)
+    batch = generate(server, text=texts, image_data=[[data_url(a)], [data_url(b), data_url(c)]], return_logprob=True,
+                     sampling_params=params)  # fmt: skip
+    for out, want in zip(batch, expected):
+        matches(out, want)
+    assert [out["meta_info"]["image_tokens"] for out in batch] == [4, 4 + 2]
+    flush(server)
+    flat = generate(server, text=[texts[0], texts[0].replace(PLACEHOLDER, "")], image_data=[data_url(a), None],
+                    return_logprob=True, sampling_params=params)  # fmt: skip
+    matches(flat[0], expected[0])
+    assert "image_tokens" not in flat[1]["meta_info"]
+
+
+# -- bad input ---------------------------------------------------------------------------------------------------
+
+
+def _error(status, body) -> str:
+    assert status == 400, body
+    return body["error"]["message"] if "error" in body else body["message"]
+
+
+@pytest.mark.parametrize(
+    "content, needle",
+    [
+        ([image_part("https://example.com/cat.png")], "messages[0].content[0].image_url.url: 'https://example.com/cat.png': the HF reference engine has no network"),
+        ([image_part("data:image/png;base64,bm90IGFuIGltYWdl")], "messages[0].content[0].image_url.url: cannot read the image"),
+        ([image_part("/no/such/image.png")], "messages[0].content[0].image_url.url: cannot open image file '/no/such/image.png'"),
+        ([image_part("data:image/png,raw")], "data:<mime>;base64"),
+        ([{"type": "text", "text": "a"}, {"type": "video_url", "video_url": {"url": "v.mp4"}}], "messages[0].content[1].type: 'video_url' parts are not supported"),
+        ([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}], "messages[0].content[0].type: 'input_audio'"),
+        ([{"type": "image_url", "image_url": {}}], "messages[0].content[0].image_url.url: an image part needs a URL"),
+    ],
+)  # fmt: skip
+def test_bad_chat_images_get_400_naming_the_part(server, content, needle):
+    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
+    assert needle in _error(*post(server.base_url + "/v1/chat/completions", body))
+    assert get(server.base_url + "/health_generate")[0] == 200
+
+
+@pytest.mark.parametrize(
+    "body, needle",
+    [
+        ({"text": PLACEHOLDER, "image_data": "not base64!"}, "image_data: neither a data URL"),
+        ({"text": PLACEHOLDER, "image_data": []}, "text: the prompt has 1 image placeholder(s)"),
+        ({"text": "no placeholder", "image_data": ["x.png"]}, "but the request has 1 image(s)"),
+        ({"text": "<|vision_start|><|image_pad|><|image_pad|><|vision_end|>", "image_data": ["x.png"]}, "a run of <|image_pad|>"),
+        ({"text": "<|vision_start|><|video_pad|><|vision_end|>"}, "videos are not supported"),
+        ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["x.png"]]}, "should be equal to the batch size (2), got 1"),
+        ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["/nope.png"], "/nope.png"]}, "image_data[1]: a batch's image_data is a list of lists"),
+        ({"input_ids": PLACEHOLDER_IDS, "image_data": [{"path": "x.png"}]}, "image_data[0].url: an image object needs a string url"),
+        ({"input_ids": PLACEHOLDER_IDS, "image_data": ["/nope.png"]}, "image_data[0]: cannot open image file '/nope.png'"),
+        ({"text": PLACEHOLDER, "image_data": "x.png", "video_data": "v.mp4"}, "video_data: not supported"),
+        ({"text": PLACEHOLDER, "image_data": "x.png", "mm_hashes": ["ab"]}, "mm_hashes: not supported"),
+    ],
+)  # fmt: skip
+def test_bad_image_data_gets_400_naming_the_key(server, body, needle):
+    assert needle in _error(*post(server.base_url + "/generate", body))
+
+
+def test_more_images_than_the_limit_is_a_400(servers, images):
+    server = servers("--limit-mm-data-per-request", '{"image": 2}')
+    assert json.loads(get(server.base_url + "/server_info")[1])["limit_mm_data_per_request"] == {"image": 2}
+    urls = [data_url(image) for image, _ in images[:3]]
+    message = _error(*post(server.base_url + "/generate", {"text": PLACEHOLDER * 3, "image_data": urls}))
+    assert "image_data: Image count 3 exceeds limit 2 per request" in message
+    content = [image_part(url) for url in urls]
+    message = _error(*post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]}))
+    assert "messages: Image count 3 exceeds limit 2" in message
+    assert generate(server, text=PLACEHOLDER * 2, image_data=urls[:2], sampling_params={"max_new_tokens": 1})["meta_info"]["image_tokens"] == 8
+
+
+# -- a text model is unchanged ----------------------------------------------------------------------------------------
+
+
+def test_a_text_model_still_refuses_images_and_serves_text(tmp_path_factory, images):
+    from harness.canary.tiny import build_tiny_model
+
+    text_dir = build_tiny_model(tmp_path_factory.mktemp("tiny_text"))
+    server = support.engine_server(text_dir, tmp_path_factory.mktemp("text_logs"))
+    server.start()
+    try:
+        assert json.loads(get(server.base_url + "/model_info")[1])["has_image_understanding"] is False
+        assert "image_data: not supported" in _error(*post(server.base_url + "/generate", {"text": "a", "image_data": "x.png"}))
+        content = [{"type": "text", "text": "hi"}, image_part(data_url(images[0][0]))]
+        message = _error(*post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]}))
+        assert "messages[0].content[1].image_url.url: image parts need a vision-language model" in message
+        out = chat(server, [{"type": "text", "text": "how many apples"}])
+        assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 0} and out["usage"]["completion_tokens"] == 6
+        assert "image_tokens" not in generate(server, text="the cat", sampling_params={"max_new_tokens": 2})["meta_info"]
+    finally:
+        server.stop()
