@@ -106,8 +106,11 @@ def main() -> None:
     parser.add_argument("--set-size", type=int, default=16)
     parser.add_argument("--thresholds", default=str(REPO / "thresholds.yaml"))
     parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES))
-    parser.add_argument("--max-concurrency", type=int, default=ClientOptions.max_concurrency,
+    parser.add_argument("--max-concurrency", type=int, default=ClientOptions().max_concurrency,
                         help="requests in flight; fewer keeps a small pool from evicting turn 1 before turn 2")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="instead of one run of --samples prompts, R runs of --set-size prompts (each flushes the "
+                             "cache first: for servers whose cache cannot hold --samples conversations at once)")
     parser.add_argument("--engine", default=None, help="override every config's engine (hf for a CPU dry run)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -117,12 +120,13 @@ def main() -> None:
         spec = specs[config_id]
         engine = get_engine(args.engine or spec.engine)
         record = {"config": config_id, "samples": args.samples, "set_size": args.set_size,
-                  "max_concurrency": args.max_concurrency, "suites": {}}
+                  "max_concurrency": args.max_concurrency, "repeats": args.repeats, "suites": {}}
         started = time.monotonic()
         with Server(spec, engine, log_dir=args.out / "logs", gpu_ids=None) as server:
             record["server_startup_s"] = round(time.monotonic() - started, 1)
             for suite in args.suites:
-                options = {**thresholds.suite_options(spec.model, spec.config, suite), "num_samples": args.samples}
+                per_run = args.set_size if args.repeats else args.samples
+                options = {**thresholds.suite_options(spec.model, spec.config, suite), "num_samples": per_run}
                 kl = thresholds.find_reference(suite, spec.model, spec.config, "kl_div")
                 kl_max = kl.entry.max if kl is not None else None
                 entry = thresholds.find_reference(suite, spec.model, spec.config, "hit_shift")
@@ -130,7 +134,9 @@ def main() -> None:
                 rows = record["suites"][suite] = {"test": {"alpha": test.alpha, "min_effect": test.min_effect}}
                 for shift in args.shifts:
                     with shifting_proxy(server.base_url, shift) as url:
-                        samples = run_suite(suite, url, spec, server.info, options, args.max_concurrency)
+                        samples = []
+                        for _ in range(args.repeats or 1):
+                            samples += run_suite(suite, url, spec, server.info, options, args.max_concurrency)
                     rows[str(shift)] = judge_sets(samples, args.set_size, kl_max, test, f"{suite}[{config_id}]")
                     if shift == 0.0:
                         rows["detectable_at_alpha_0.05_power_0.8"] = detectable_shift(
