@@ -23,6 +23,8 @@ SUITE_EVALS: dict[str, str] = {
     "spec_accept_length": "harness.evals.spec_accept_length",
     "hf_parity": "harness.evals.hf_parity",
     "mmmu": "harness.evals.mmmu",
+    "mmmu_parity": "harness.evals.mmmu_parity",
+    "mm_prefix_cache": "harness.evals.mm_prefix_cache",
     "video_mme": "harness.evals.video_mme",
     "perf": "harness.evals.perf",
 }

@@ -83,6 +83,7 @@ def judge(session, case, result: EvalResult) -> Outcome:
             outcome.failures.append(verdict.report())
         elif verdict.warnings:
             outcome.notes.extend(f"{match.test_id}: warning: {w}" for w in verdict.warnings)
+    outcome.notes.extend(result.notes)
     if not any("reference" in check for check in outcome.checks) and not opt.harness_no_reference:
         try:
             thresholds.reference_for(case.suite, model, config)

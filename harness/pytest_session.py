@@ -291,7 +291,7 @@ class HarnessRun:
         if opt.harness_smoke or opt.harness_no_reference:
             return
         if outcome.failures:
-            pytest.fail("\n".join(outcome.failures), pytrace=False)
+            pytest.fail("\n".join([*outcome.failures, *result.notes]), pytrace=False)
 
 
 __all__ = ["HarnessSession", "HarnessRun", "ConfigError"]

@@ -64,6 +64,13 @@ METRICS: dict[str, Metric] = {
         Metric("branch_mismatches", False, False, ".0f"),
         Metric("greedy_agreement", True, True, ".3f"),
         Metric("gsm8k_agreement", True, True, ".3f"),
+        Metric("unparsed_rate", False, True, ".3f"),
+        Metric("answer_agreement", True, True, ".3f"),
+        # per question: correct under test − correct on the reference (−1, 0, 1); the sign-flip test on such
+        # units is the exact two-sided McNemar test
+        Metric("accuracy_gap", False, False, "+.3f", shift=True),
+        Metric("reference_accuracy", True, True, ".3f"),
+        Metric("false_hits", False, False, ".0f"),
         Metric("output_throughput", True, False, ".1f"),
         Metric("ttft_ms", False, False, ".1f"),
         Metric("itl_ms", False, False, ".2f"),
@@ -167,6 +174,16 @@ def mcnemar_one_sided(
     improvements = sum(1 for before, now in pairs if now and not before)
     p_value = binomial_upper_tail(regressions, regressions + improvements)
     return McNemar(regressions, improvements, len(pairs), p_value)
+
+
+def mcnemar_two_sided(wins: int, losses: int) -> float:
+    """Exact two-sided McNemar p-value from the discordant pairs: 2·P(X ≤ min(wins, losses)), X ~ Bin(wins +
+    losses, 1/2), capped at 1. The sign-flip distribution of a sum of ±1 values is this binomial, so
+    `sign_flip_p_value` answers with it for units in {−1, 0, 1}."""
+    discordant = wins + losses
+    if discordant == 0:
+        return 1.0
+    return min(1.0, 2 * (1 - binomial_upper_tail(min(wins, losses) + 1, discordant)))
 
 
 def _paired(baseline, candidate) -> list[tuple[bool, bool]]:
@@ -405,6 +422,8 @@ def sign_flip_p_value(values: Sequence[float], seed: int = 0) -> float:
     (SIGN_FLIP_DRAWS draws, seeded, add-one so it is never 0)."""
     n = len(values)
     _require_positive_n(n, "n")
+    if all(v in (-1, 0, 1) for v in values):  # paired right/wrong outcomes: exact at any n
+        return mcnemar_two_sided(sum(v == 1 for v in values), sum(v == -1 for v in values))
     observed = abs(math.fsum(values)) * (1 - 1e-12)  # ties with the observed pattern count as extreme
     if n <= EXACT_SIGN_FLIPS_UP_TO:
         sums = [0.0]

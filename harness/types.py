@@ -46,6 +46,8 @@ class EvalResult:
     skipped: str | None = None
     # Per-unit values of metrics judged by a test over units (a shift: one value per prompt), by metric name.
     units: dict[str, list[float]] = field(default_factory=dict)
+    # Lines for a human beside the verdicts (e.g. the first disagreeing samples); reported, never judged.
+    notes: list[str] = field(default_factory=list)
 
 
 def check_options(suite: str, options: Mapping[str, Any], known: Mapping[str, Any]) -> None:

@@ -18,8 +18,8 @@ from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_CHOICES = (
-    "gsm8k, hf_parity, logprob_decode_cache_hit, logprob_prefill_cache_hit, mmmu, perf, prefix_branching,"
-    " spec_accept_length, video_mme"
+    "gsm8k, hf_parity, logprob_decode_cache_hit, logprob_prefill_cache_hit, mm_prefix_cache, mmmu, mmmu_parity,"
+    " perf, prefix_branching, spec_accept_length, video_mme"
 )
 
 BASE = """\
@@ -206,14 +206,14 @@ def test_malformed_file_message(in_tmp, gsm8k_knobs, old, new, message):
 
 
 def test_knobs_of_a_suite_without_an_eval_yet_pass_through(in_tmp):
-    text = edit("suites: [gsm8k]", "suites: [gsm8k, mmmu]\n        options: {mmmu: {anything: 1}}")
-    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "mmmu") == {"anything": 1}
+    text = edit("suites: [gsm8k]", "suites: [gsm8k, video_mme]\n        options: {video_mme: {anything: 1}}")
+    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "video_mme") == {"anything": 1}
 
 
 def test_unknown_metric(in_tmp):
     assert error_of(in_tmp, edit("metric: accuracy", "metric: acuracy")).startswith(
         "thresholds.yaml: references.gsm8k.canary[0].metric: unknown metric 'acuracy' (did you mean 'accuracy'?);"
-        " valid choices: accept_length, accuracy, accuracy_strict,"
+        " valid choices: accept_length, accuracy, accuracy_gap, accuracy_strict,"
     )
 
 

@@ -41,6 +41,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".
 IMAGE_PART_TYPES = ("image_url", "input_image")
 REFUSED_PART_TYPES = ("video_url", "video", "audio_url", "input_audio", "audio")
 KEY_SPACE = 1 << 62
+# Fault injection for the harness's own tests (tests/test_mm_suites.py): HARNESS_HF_FAULT=text-keyed-mm-cache makes
+# the prefix cache key image tokens by the placeholder id alone, the bug mm_prefix_cache exists to catch.
+FAULT_ENV = "HARNESS_HF_FAULT"
+TEXT_KEYED_CACHE = "text-keyed-mm-cache"
 
 
 @dataclass(frozen=True)
@@ -233,6 +237,8 @@ class ImagePreparer:
         patch_counts = [int(n) for n in grid.prod(-1).tolist()]
         pixels = processed["pixel_values"]
         keys = _content_keys(pixels, grid, patch_counts)
+        if os.environ.get(FAULT_ENV) == TEXT_KEYED_CACHE:  # injected bug: every image keys alike, as plain pad ids
+            keys = [self.tokens.image_pad] * len(keys)
         expanded, cache_key, spans, previous = [], [], [], 0
         for pad, count, key in zip(pads, patch_counts, keys):
             expanded += ids[previous:pad]
