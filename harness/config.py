@@ -45,6 +45,10 @@ Engine = Literal["sglang", "hf", "vllm"]
 KNOWN_SUITES = SUITES  # the registry lives in harness.config_options; this name is what the plugin imports
 
 
+# The most images a request of each multimodal suite carries (MMMU questions have up to 7).
+IMAGES_PER_PROMPT = {"mmmu": 7, "mmmu_parity": 7, "mm_prefix_cache": 1}
+
+
 class NoReferenceError(ConfigError):
     """No usable reference for a (suite, model, config): none matches, or the match is not measured yet."""
 
@@ -227,6 +231,7 @@ class Thresholds:
             engine=c.engine or m.engine, args=tuple(c.args), env=dict(c.env), gpus=c.gpus,
             tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
             startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
+            images_per_prompt=max((IMAGES_PER_PROMPT.get(s, 0) for s in c.suites), default=0),
         )  # fmt: skip
 
     def server_specs(self) -> list[ServerSpec]:

@@ -23,6 +23,9 @@ class ServerSpec:
     gpus: int = 0
     tokenizer_path: str | None = None
     startup_timeout: float | None = None
+    # The most images one request of its suites sends (MMMU: 7); engines that cap images per prompt (vLLM) are
+    # launched with this limit. 0 for a text-only config.
+    images_per_prompt: int = 0
 
     @property
     def id(self) -> str:

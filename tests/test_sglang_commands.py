@@ -45,6 +45,13 @@ def test_vllm_command():
     assert get_engine("vllm").health_path == "/health"
 
 
+def test_vllm_command_for_a_vlm_raises_the_image_limit_to_what_its_suites_send():
+    spec = ServerSpec("tiny-vl", "vllm", "/models/tiny-vl", engine="vllm", images_per_prompt=7)
+    assert get_engine("vllm").command(spec, "127.0.0.1", 31002)[-2:] == ["--limit-mm-per-prompt", '{"image": 7}']
+    own = ServerSpec("tiny-vl", "vllm", "/m", engine="vllm", images_per_prompt=7, args=("--limit-mm-per-prompt", "{}"))
+    assert get_engine("vllm").command(own, "127.0.0.1", 1)[-2:] == ["--limit-mm-per-prompt", "{}"]
+
+
 def test_attach_launches_nothing():
     engine = get_engine("attach")
     assert not engine.launches and engine.health_path == "/health"

@@ -32,5 +32,14 @@ class VLLMEngine(Engine):
             "--port", str(port),
             "--enable-prefix-caching",
             "--enable-prompt-tokens-details",
+            *self.image_limit(spec),
             *spec.args,
         ]  # fmt: skip
+
+    @staticmethod
+    def image_limit(spec: ServerSpec) -> list[str]:
+        """vLLM refuses more images per prompt than `--limit-mm-per-prompt` allows: raise it to what the config's
+        suites send, unless the config's args set it."""
+        if not spec.images_per_prompt or any(a.startswith("--limit-mm-per-prompt") for a in spec.args):
+            return []
+        return ["--limit-mm-per-prompt", '{"image": %d}' % spec.images_per_prompt]

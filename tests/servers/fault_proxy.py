@@ -13,6 +13,9 @@ of them went through untouched:
 - no-cached-tokens: meta_info loses `cached_tokens` (an SGLang that does not report it there).
 - shift-hits: every output-token logprob of an answer that reports `cached_tokens` > 0 is lowered by `--shift`
   nats (a cache that serves a slightly wrong state); cold answers pass untouched.
+Request faults, on `/v1/chat/completions` (an engine that mishandles images):
+- drop-image: the last `image_url` part of every message is removed (a one-image question loses its image).
+- reorder-images: the `image_url` parts of every message are reversed in place; text parts stay where they are.
 """
 
 from __future__ import annotations
@@ -24,7 +27,25 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits")
+FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits",
+          "drop-image", "reorder-images")  # fmt: skip
+IMAGE_FAULTS = ("drop-image", "reorder-images")
+
+
+def rewrite_images(fault: str, body: bytes) -> bytes:
+    request = orjson.loads(body)
+    for message in request.get("messages", []):
+        content = message.get("content")
+        if not isinstance(content, list):
+            continue
+        at = [i for i, part in enumerate(content) if part.get("type") == "image_url"]
+        if fault == "drop-image" and at:
+            del content[at[-1]]
+        elif fault == "reorder-images":
+            images = [content[i] for i in at][::-1]
+            for i, part in zip(at, images):
+                content[i] = part
+    return orjson.dumps(request)
 
 
 def nan_logprobs(meta: dict) -> None:
@@ -71,6 +92,8 @@ class Proxy:
                 return web.Response(status=503, text="Service Unavailable (injected)")
             if faulty and fault == "5xx-always":
                 return web.Response(status=500, text="Internal Server Error (injected)")
+        if request.path == "/v1/chat/completions" and fault in IMAGE_FAULTS and body:
+            body = rewrite_images(fault, body)
         headers = {"Content-Type": "application/json"} if body else None
         url = self.args.upstream + request.path_qs
         async with self.session.request(request.method, url, data=body or None, headers=headers) as upstream:
