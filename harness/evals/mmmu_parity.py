@@ -5,7 +5,8 @@ both in one run and compares them question by question instead of only the two t
 Dataset: the MMMU eval's (`source`, `split`, `subjects`, `prompt_variant`, `max_new_tokens`, `limit`; mmmu.py),
 asked through both engines' `/v1/chat/completions`, greedy.
 Metrics:
-- `answer_agreement` (higher is better): share of questions whose parsed answers are the same;
+- `answer_agreement` (higher is better): share of questions whose parsed answers are the same (two unreadable
+  answers count as the same only when their texts are);
 - `accuracy_gap` (0 expected): accuracy under test − accuracy on the reference, judged per question (−1, 0, 1)
   by the sign-flip test, which for such units is the exact two-sided McNemar test (harness.thresholds); the
   verdict prints the discordant counts through its interval and p-value;
@@ -21,6 +22,14 @@ from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu_parity"
 SHOWN_DISAGREEMENTS = 5
+
+
+def same_answer(test: dict, ref: dict) -> bool:
+    """Parsed answers equal; two unreadable answers agree only when their texts do (else None == None would hide
+    any difference in what the model said)."""
+    if test["parsed"] is None and ref["parsed"] is None:
+        return test["output"].strip() == ref["output"].strip()
+    return test["parsed"] == ref["parsed"]
 
 
 def disagreement_line(test: dict, ref: dict) -> str:
@@ -46,13 +55,13 @@ class MMMUParity:
             ctx.on_sample({"id": doc["id"], "answer": doc["answer"], "test_output": test["output"],
                            "test_parsed": test["parsed"], "test_correct": test["correct"], "ref_output": ref["output"],
                            "ref_parsed": ref["parsed"], "ref_correct": ref["correct"],
-                           "agree": test["parsed"] == ref["parsed"]})  # fmt: skip
+                           "agree": same_answer(test, ref)})  # fmt: skip
             return test, ref
 
         pairs = await ctx.client.map(both, docs, progress=f"{SUITE}[{ctx.case_id}]")
         n = len(pairs)
         gaps = [float(t["correct"]) - float(r["correct"]) for t, r in pairs]
-        disagreements = [(t, r) for t, r in pairs if t["parsed"] != r["parsed"]]
+        disagreements = [(t, r) for t, r in pairs if not same_answer(t, r)]
         notes = [f"{SUITE}[{ctx.case_id}]: {len(disagreements)} of {n} answers differ"
                  + (f"; the first {min(SHOWN_DISAGREEMENTS, len(disagreements))}:" if disagreements else "")]
         notes += ["  " + disagreement_line(t, r) for t, r in disagreements[:SHOWN_DISAGREEMENTS]]
