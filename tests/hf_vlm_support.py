@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-import shutil
 from pathlib import Path
 
 import pytest
+
+from harness.canary import tiny_vl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -26,41 +26,8 @@ PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def build_tiny_qwen3_vl(out_dir: str | Path, seed: int = 0, init_std: float = 0.2) -> Path:
-    """Write the tiny VLM into `out_dir`. `init_std` is larger than HF's 0.02 so images move the logits visibly."""
-    from transformers import GenerationConfig, Qwen3VLConfig, Qwen3VLForConditionalGeneration
-    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for name in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        shutil.copy(CANARY_MODEL / name, out / name)
-    vocab = json.loads((CANARY_MODEL / "config.json").read_text())["vocab_size"]
-    text = dict(
-        vocab_size=vocab, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
-        num_key_value_heads=1, head_dim=32, max_position_embeddings=4096, rms_norm_eps=1e-6,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [6, 5, 5], "mrope_interleaved": True},
-        eos_token_id=2, pad_token_id=3, bos_token_id=None, initializer_range=init_std,
-    )  # fmt: skip
-    vision = dict(
-        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=16, spatial_merge_size=2,
-        temporal_patch_size=2, out_hidden_size=64, num_position_embeddings=64, deepstack_visual_indexes=[0],
-        initializer_range=init_std,
-    )  # fmt: skip
-    config = Qwen3VLConfig(
-        text_config=text, vision_config=vision, image_token_id=IMAGE_PAD, video_token_id=VIDEO_PAD,
-        vision_start_token_id=VISION_START, vision_end_token_id=VISION_END, tie_word_embeddings=True,
-        initializer_range=init_std,
-    )  # fmt: skip
-    torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(config)
-    model.generation_config = GenerationConfig(eos_token_id=2, pad_token_id=3, do_sample=False)
-    model.save_pretrained(out)
-    processor = Qwen2VLImageProcessorPil(
-        patch_size=16, merge_size=2, temporal_patch_size=2, min_pixels=32 * 32, max_pixels=64 * 64
-    )
-    processor.save_pretrained(out)  # writes image_processor_type: Qwen2VLImageProcessor
-    (out / "processor_config.json").write_text(json.dumps({"processor_class": "Qwen3VLProcessor"}) + "\n")
-    return out
+    """The tiny VLM (harness/canary/tiny_vl.py), tied embeddings as these tests were measured with."""
+    return tiny_vl.build_tiny_qwen3_vl(out_dir, seed=seed, init_std=init_std, tie_word_embeddings=True)
 
 
 # -- images ---------------------------------------------------------------------------------------------------

@@ -13,11 +13,13 @@ Tolerances: fp32 on CPU, the hit and the cold run agree to summation order, so k
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import hf_engine_support as support
 import pytest
 from hf_vlm_support import build_tiny_qwen3_vl, random_image
 
+from harness.canary import tiny_vl
 from harness.client import Client
 from harness.errors import ConfigError
 from harness.evals.mm_prefix_cache import MMPrefixCache
@@ -32,35 +34,8 @@ SUBJECTS = ("Art", "Math")
 
 
 def write_mmmu(root, subjects=SUBJECTS, per_subject: int = 6):
-    """A small MMMU validation set in the hub's schema: multiple choice with one or two images, and open."""
-    features = datasets.Features({
-        "id": datasets.Value("string"), "question": datasets.Value("string"), "options": datasets.Value("string"),
-        "explanation": datasets.Value("string"),
-        **{f"image_{k}": datasets.Image() for k in range(1, 8)},
-        "img_type": datasets.Value("string"), "answer": datasets.Value("string"),
-        "topic_difficulty": datasets.Value("string"), "question_type": datasets.Value("string"),
-        "subfield": datasets.Value("string"),
-    })  # fmt: skip
-    for s_index, subject in enumerate(subjects):
-        rows = []
-        for i in range(1, per_subject + 1):
-            seed = 100 * s_index + i
-            two = i % 3 == 0
-            open_question = i % 4 == 0
-            rows.append({
-                "id": f"validation_{subject}_{i}",
-                "question": ("Which of <image 1> and <image 2> is brighter?" if two else "What colour is <image 1>?"),
-                "options": "[]" if open_question else "['red', 'green', 'blue']",
-                "explanation": "", "img_type": "['Diagrams']", "topic_difficulty": "Easy",
-                "answer": "red" if open_question else "ABC"[i % 3],
-                "question_type": "open" if open_question else "multiple-choice", "subfield": subject,
-                "image_1": random_image(seed, (64, 64)), "image_2": random_image(seed + 50, (64, 64)) if two else None,
-                **{f"image_{k}": None for k in range(3, 8)},
-            })  # fmt: skip
-        folder = root / subject
-        folder.mkdir(parents=True)
-        datasets.Dataset.from_list(rows, features=features).to_parquet(str(folder / "validation-00000-of-00001.parquet"))
-    return root
+    """A small MMMU validation set in the hub's schema (noise images): multiple choice with one or two images, and open."""
+    return tiny_vl.write_mmmu(root, subjects, per_subject, image=random_image)
 
 
 @pytest.fixture(scope="module")
@@ -145,3 +120,17 @@ def test_mmmu_parity_of_two_engines_on_the_same_weights(servers, model_dir, mmmu
     assert result.metrics["accuracy_gap"] == 0.0 and result.units["accuracy_gap"] == [0.0] * 12
     assert result.notes == ["mmmu_parity[tiny-vl/test]: 0 of 12 answers differ"]
     assert all(s["agree"] for s in samples)
+
+
+@pytest.mark.slow
+def test_the_committed_tiny_vlm_rebuilds_byte_identical(tmp_path):
+    import filecmp
+    import subprocess
+    import sys
+
+    committed = Path(__file__).resolve().parents[1] / "assets" / "qwen3-vl-tiny"
+    subprocess.run([sys.executable, "-m", "harness.canary.tiny_vl", "--out", str(tmp_path), "--seed", "0"], check=True,
+                   cwd=committed.parents[1], capture_output=True)  # fmt: skip
+    files = sorted(str(p.relative_to(committed)) for p in committed.rglob("*") if p.is_file())
+    match, mismatch, errors = filecmp.cmpfiles(committed, tmp_path, files, shallow=False)
+    assert (mismatch, errors) == ([], []) and len(match) == len(files) == 39
