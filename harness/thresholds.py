@@ -303,7 +303,8 @@ class Verdict:
     def _shift_message(self) -> str:
         r, f = self.shift, self._fmt
         verdict = "no shift" if self.passed else "shifted"
-        test = f"sign-flip p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} α={self.alpha:g}, n={r.n}"
+        name = f"McNemar exact two-sided ({r.discordant[0]} up, {r.discordant[1]} down)" if r.discordant else "sign-flip"
+        test = f"{name} p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} α={self.alpha:g}, n={r.n}"
         return (
             f"{self.test}: {self.metric} {f(r.mean)} ({SHIFT_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
             f"({test}; detects |shift| ≥ {f(r.detectable)} with power {1 - self.beta:.0%})"
@@ -410,6 +411,7 @@ class ShiftResult:
     p_value: float
     n: int
     detectable: float  # |shift| found with probability 1 − β: max(min_effect, (z_{1−α/2} + z_{1−β})·sd/√n)
+    discordant: tuple[int, int] | None = None  # (+1s, −1s) when every unit is −1, 0 or 1: the test is McNemar's
 
 
 EXACT_SIGN_FLIPS_UP_TO = 16  # 2^16 sign patterns; beyond, a fixed-seed Monte Carlo
@@ -443,8 +445,9 @@ def shift_statistics(values: Sequence[float], test: ShiftTest) -> ShiftResult:
     se = sd / math.sqrt(n)
     z_ci = z_quantile(1 - (1 - SHIFT_CONFIDENCE) / 2)
     z_sum = z_quantile(1 - _probability(test.alpha, "alpha") / 2) + z_quantile(1 - _probability(test.beta, "beta"))
+    paired = (sum(v == 1 for v in values), sum(v == -1 for v in values)) if all(v in (-1, 0, 1) for v in values) else None
     return ShiftResult(mean, mean - z_ci * se, mean + z_ci * se, sign_flip_p_value(values), n,
-                       max(test.min_effect, z_sum * se))  # fmt: skip
+                       max(test.min_effect, z_sum * se), paired)  # fmt: skip
 
 
 def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest, source: str = "") -> Verdict:
