@@ -1,0 +1,147 @@
+"""Build the VLM canary end to end: held-out set, processor files, training, saved model, evaluation, manifest.
+
+Layout of the output directory (the same as the committed `assets/canary-vlm/`):
+    model/           Qwen3-VL config, bf16 safetensors, tokenizer + chat template, image/video processor configs
+    mmmu/<Subject>/validation-00000-of-00001.parquet   the held-out questions in MMMU's schema (30 x 30)
+    manifest.json    sha256 of every other file, shapes, training parameters, accuracies, command, seed,
+                     library versions, timings
+The evaluation reads the model and the parquet files back from disk, as an engine and the MMMU eval would.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from harness.canary.build import MANIFEST, hash_tree, library_versions
+from harness.canary.vlm.evaluate import MAX_NEW_TOKENS, evaluate
+from harness.canary.vlm.mmmu_set import SUBJECTS, held_out_questions, load_subject, write_mmmu_set
+from harness.canary.vlm.model import VlmShape, save_model, shape_record, write_processor_files
+from harness.canary.vlm.train import VlmTrainConfig, train
+
+VARIANTS = ("interleaved", "images_first")
+
+
+@dataclass(frozen=True)
+class VlmBuildOptions:
+    out: str | Path
+    seed: int = 0
+    evaluate: bool = True
+    command: str = ""
+    shape: VlmShape = field(default_factory=VlmShape)
+    train: VlmTrainConfig | None = None  # None: VlmTrainConfig(seed=seed)
+
+
+def vlm_library_versions() -> dict[str, str]:
+    """The text canary's list plus what draws, stores and reads the images."""
+    from importlib import metadata
+
+    versions = library_versions()
+    for name in ("pillow", "datasets", "pyarrow", "numpy"):
+        versions[name] = metadata.version(name)
+    return versions
+
+
+def held_out_summary(held_out: dict) -> dict:
+    questions = [q for qs in held_out.values() for q in qs]
+    keys = [q.key() for q in questions]
+    if len(set(keys)) != len(keys):
+        raise AssertionError("the held-out set repeats a question (same text, options and drawings)")
+    return {
+        "schema": "MMMU/MMMU validation: one config per subject, 30 subjects x 30 questions",
+        "subjects": len(held_out),
+        "questions": len(questions),
+        "open": sum(not q.options for q in questions),
+        "multi_image": sum(len(q.scenes) > 1 for q in questions),
+        "held_out_by": "question text, options and drawing parameters: the training stream skips every held-out key",
+    }
+
+
+def load_docs(mmmu_root: Path) -> list[dict]:
+    return [dict(row) for subject in SUBJECTS for row in load_subject(mmmu_root, subject)]
+
+
+def evaluate_saved(model_dir: Path, mmmu_root: Path) -> dict:
+    """Accuracy of the files as written: the bf16 weights (computed in fp32), the processor the HF engine loads,
+    the parquet rows the MMMU eval reads; both prompt variants, and the interleaved one with grey images."""
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from harness.engines.hf.processor import load_processor
+
+    model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    processor = load_processor(model_dir)
+    docs = load_docs(mmmu_root)
+    results = {variant: evaluate(model, processor, docs, variant)[0].record() for variant in VARIANTS}
+    results["blank_images"] = evaluate(model, processor, docs, "interleaved", blank=True)[0].record()
+    return results
+
+
+def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
+    """Build everything into `opts.out` and return the manifest (also written as manifest.json)."""
+    from harness.engines.hf.processor import load_processor
+
+    t_start, load_start = time.perf_counter(), os.getloadavg()
+    out = Path(opts.out)
+    model_dir, mmmu_root = out / "model", out / "mmmu"
+    config = opts.train or VlmTrainConfig(seed=opts.seed)
+    if config.seed != opts.seed:
+        raise ValueError(f"VlmBuildOptions.seed {opts.seed} != VlmTrainConfig.seed {config.seed}")
+    timings = {}
+
+    t = time.perf_counter()
+    held_out = held_out_questions(opts.seed)
+    data = held_out_summary(held_out)
+    write_processor_files(model_dir)
+    processor = load_processor(model_dir)
+    timings["setup_s"] = round(time.perf_counter() - t, 2)
+
+    print(f"training {opts.shape} for {config.steps} steps", file=log, flush=True)
+    held_keys = {q.key() for qs in held_out.values() for q in qs}
+    model, train_stats = train(processor, opts.shape, config, held_keys, log=log)
+    timings["train_s"] = train_stats.pop("train_seconds")
+    n_params = sum(p.numel() for p in model.parameters())
+    save_model(model, model_dir)
+
+    t = time.perf_counter()
+    write_mmmu_set(mmmu_root, held_out)
+    data["parquet_bytes"] = sum(p.stat().st_size for p in mmmu_root.rglob("*.parquet"))
+    timings["dataset_s"] = round(time.perf_counter() - t, 2)
+
+    manifest = {
+        "name": "canary-vlm-qwen3vl",
+        "command": opts.command or f"python -m harness.canary vlm --out {out} --seed {opts.seed}",
+        "seed": opts.seed,
+        "files": hash_tree(out),
+        "parameters": n_params,
+        "model": shape_record(opts.shape),
+        "train": {**asdict(config), **train_stats},
+        "data": data,
+        "versions": {**vlm_library_versions(), "platform": platform.platform()},
+    }
+    if opts.evaluate:
+        t = time.perf_counter()
+        manifest["accuracy"] = evaluate_saved(model_dir, mmmu_root)
+        manifest["eval"] = {
+            "decoding": f"greedy, transformers generate (max {MAX_NEW_TOKENS} new tokens), batched with left "
+                        "padding, bf16 weights computed in fp32 on CPU",  # fmt: skip
+            "prompt": "harness.evals.mmmu.content_parts (lmms-eval construct_prompt) through the chat template",
+            "scoring": "multiple choice: the stripped reply is the answer letter; open: case, spaces and a final "
+                       "full stop ignored, numbers compared as numbers",  # fmt: skip
+            "blank_images": "every image replaced by a uniform grey (128) image of the same size",
+            "chance": "mean over questions of 1 / options (open: 1 / the family's possible answers)",
+        }
+        timings["eval_s"] = round(time.perf_counter() - t, 1)
+    timings["total_s"] = round(time.perf_counter() - t_start, 1)
+    manifest["timings"] = {
+        **timings,
+        "threads": config.threads,
+        "loadavg_1m_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest

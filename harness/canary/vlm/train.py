@@ -1,0 +1,138 @@
+"""Train the VLM canary on CPU, deterministically, with the loss on the answer tokens only.
+
+Each step takes a batch of rows from `curriculum.batches` (a retrieval drill phase, then every task family; see
+there why), puts them through the real processor, and trains only the answer and its `<|im_end|>`: with the loss
+on every token a tiny VLM stayed at chance (feasibility.md, "A tiny VLM on this CPU"), the prompt tokens
+drowning the answer. Determinism: fixed threads, `torch.use_deterministic_algorithms`, a seeded init and seeded
+streams, so one seed gives the same bytes on the same libraries and CPU kind.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass
+
+from harness.canary.vlm.curriculum import batches
+from harness.canary.vlm.hints import hint_loss
+from harness.canary.vlm.model import PAD, VlmShape, make_model
+from harness.canary.vlm.prompts import encode_prompt, question_prompt, target_text
+from harness.canary.vlm.tasks import FAMILIES, Question
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class VlmTrainConfig:
+    seed: int = 0
+    steps: int = 3000
+    batch_size: int = 16
+    lr: float = 3e-3
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.05
+    open_fraction: float = 0.15  # of the questions of families with an open form (about 9 % of all)
+    images_first_fraction: float = 0.2
+    text_match_fraction: float = 0.25
+    drill_steps: int = 2500
+    drill_vision_fraction: float = 0.25
+    attention_hint_weight: float = 1.0
+    threads: int = 2
+    log_every: int = 50
+    families: tuple[str, ...] = tuple(FAMILIES)
+
+
+def encode_example(processor, question: Question, variant: str) -> tuple[dict, list[int]]:
+    encoded = encode_prompt(processor, question_prompt(processor, question, variant))
+    target = processor.tokenizer(target_text(question), add_special_tokens=False)["input_ids"]
+    return encoded, target
+
+
+def collate(rows: list[tuple[dict, list[int]]]):
+    """Right-padded batch (the attention mask keeps pads out of attention and of the M-RoPE positions) and
+    labels that are IGNORE everywhere but on the targets."""
+    import torch
+
+    width = max(len(encoded["input_ids"]) + len(target) for encoded, target in rows)
+    ids, mask, types, labels, pixels, grids = [], [], [], [], [], []
+    for encoded, target in rows:
+        n, pad = len(encoded["input_ids"]), width - len(encoded["input_ids"]) - len(target)
+        ids.append(encoded["input_ids"] + target + [PAD] * pad)
+        mask.append([1] * (n + len(target)) + [0] * pad)
+        types.append(encoded["mm_token_type_ids"] + [0] * (len(target) + pad))
+        labels.append([IGNORE] * n + target + [IGNORE] * pad)
+        if "pixel_values" in encoded:
+            pixels.append(encoded["pixel_values"])
+            grids.append(encoded["image_grid_thw"])
+    inputs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
+              "mm_token_type_ids": torch.tensor(types)}  # fmt: skip
+    if pixels:
+        inputs.update(pixel_values=torch.cat(pixels), image_grid_thw=torch.cat(grids))
+    return inputs, torch.tensor(labels)
+
+
+def training_loss(model, inputs, labels, rows, hint_weight: float):
+    """Cross-entropy of the next token at target positions only (the LM head runs on those positions alone), plus
+    `hint_weight` times the attention hints (harness.canary.vlm.hints) on the multiple-choice rows."""
+    import torch.nn.functional as F
+
+    out = model.model(**inputs, use_cache=False, output_attentions=hint_weight > 0)
+    targets = labels[:, 1:]
+    keep = targets != IGNORE
+    loss = F.cross_entropy(model.lm_head(out.last_hidden_state[:, :-1][keep]), targets[keep])
+    if hint_weight > 0:
+        hints = hint_loss(out.attentions, [e["input_ids"] for e, _ in rows], [t for _, t in rows])
+        if hints is not None:
+            loss = loss + hint_weight * hints
+    return loss
+
+
+def lr_at(step: int, config: VlmTrainConfig) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    return config.lr * (config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log=sys.stderr, on_log=None):
+    """Train from scratch; returns (model, stats). `on_log(step, model)` runs at each log line (experiments)."""
+    import torch
+
+    torch.set_num_threads(config.threads)
+    torch.use_deterministic_algorithms(True)
+    model = make_model(shape, config.seed)
+    if config.attention_hint_weight > 0:
+        model.set_attn_implementation("eager")  # the hints need the attention weights, which sdpa does not return
+    model.train()
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr, betas=(0.9, 0.98))  # fmt: skip
+    start, recent, last_loss, examples = time.perf_counter(), [], float("nan"), 0
+    for step, batch in enumerate(batches(config, held_out)):
+        rows = [encode_example(processor, question, variant) for question, variant in batch]
+        inputs, labels = collate(rows)
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, config)
+        loss = training_loss(model, inputs, labels, rows, config.attention_hint_weight)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        examples += len(rows)
+        recent.append(loss.item())
+        if (step + 1) % config.log_every == 0 or step + 1 == config.steps:
+            elapsed, last_loss = time.perf_counter() - start, sum(recent) / len(recent)
+            print(f"step {step + 1}/{config.steps} loss {last_loss:.4f} lr {lr_at(step, config):.2e} "
+                  f"{elapsed:.0f}s {(step + 1) / elapsed:.1f} steps/s", file=log, flush=True)  # fmt: skip
+            recent = []
+            if on_log is not None:
+                on_log(step + 1, model)
+                model.train()
+    model.set_attn_implementation("sdpa")
+    model.eval()
+    stats = {"train_seconds": round(time.perf_counter() - start, 1), "train_examples": examples,
+             "final_loss": round(last_loss, 5)}  # fmt: skip
+    return model, stats
