@@ -2,6 +2,9 @@
 
 Writes DIR/model (Qwen2 weights + tokenizer, loadable offline with transformers), DIR/data/train.jsonl and
 DIR/data/test.jsonl (GSM8K schema), and DIR/manifest.json (hashes, accuracies, versions, timings).
+
+`python -m harness.canary vlm --out DIR [--seed 0]` builds the VLM canary the same way (harness.canary.vlm):
+DIR/model (a tiny Qwen3-VL with its processor files), DIR/mmmu (its held-out set in MMMU's schema), manifest.json.
 """
 
 from __future__ import annotations
@@ -23,9 +26,18 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="train and write files but do not measure accuracy (for the hash-only rebuild check)",
     )
+    v = sub.add_parser("vlm", help="build the VLM canary: tiny Qwen3-VL, MMMU-schema held-out set, manifest.json")
+    v.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
+    v.add_argument("--seed", type=int, default=0, help="one seed for held-out set, init and training stream")
+    v.add_argument("--skip-eval", action="store_true", help="train and write files but do not measure accuracy")
     args = parser.parse_args(argv)
     command = "python -m harness.canary " + " ".join(argv if argv is not None else sys.argv[1:])
-    manifest = build(BuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
+    if args.command == "vlm":
+        from harness.canary.vlm.build import VlmBuildOptions, build as build_vlm
+
+        manifest = build_vlm(VlmBuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
+    else:
+        manifest = build(BuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
     for mode, result in manifest.get("accuracy", {}).items():
         print(f"{mode}: {result['accuracy']:.4f} ({result['correct']}/{result['n']})")
     print(f"wrote {args.out}/manifest.json")

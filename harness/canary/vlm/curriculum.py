@@ -1,18 +1,24 @@
-"""What the VLM canary trains on, step by step: a retrieval drill first, then every task family.
+"""What the VLM canary trains on, step by step: a retrieval drill first, then the task families.
 
 Choosing the option that matches what an image shows needs a two-hop circuit (find the matching option, copy the
-letter in front of it). The tiny model finds it only after a long plateau, measured here on text-only drills in
-the MMMU format ("Which option is blue?\\nA. red\\nB. blue\\n\\nAnswer with the option's letter ..."), batch 16:
-letter accuracy sat at the prior (about 0.35) for 2000 steps, then rose to 0.73 at 2600 and 0.90 at 3800. Image
-questions alone never got there in the budget (colour-only multiple choice: chance after 1500 steps, while its open
-form, naming the colour, was right 24/24 after 200). Drill steps have no image, so they are about twice as fast.
+letter in front of it). With the answer loss alone the tiny model found it only after a long plateau, measured on
+text-only drills in the MMMU format ("Which option is blue?\nA. red\nB. blue\n\nAnswer with the option's letter
+..."), batch 16: letter accuracy sat at the prior (about 0.35) for 2000 steps, then rose to 0.73 at 2600 and 0.90 at
+3800; image questions alone never got there in the budget (colour-only multiple choice: chance after 1500 steps,
+while its open form, naming the colour, was right 24/24 after 200). The attention hints (`hints`) cut that plateau:
+with them the drill was at 0.5-0.8 after 500 steps and colour multiple choice at 24/24 after 800.
 
 So the run has two phases:
     drill   (the first `drill_steps`): text-only drills, plus `drill_vision_fraction` open image questions so
-            the vision tower learns colours, shapes, counts and sides meanwhile;
-    tasks   every family, open at `open_fraction` where it has an open form, the images-first prompt at
-            `images_first_fraction`, and drills at `text_match_fraction` so the lookup is kept.
-Drills never enter the held-out set (they have no image); image questions whose key is held out are skipped.
+            the vision tower learns colours meanwhile;
+    tasks   every canary family, open at `open_fraction` where it has an open form, the images-first prompt at
+            `images_first_fraction` (per family: `images_first_by_family`), and drills at `text_match_fraction`
+            so the lookup is kept.
+Measured with these phases (3000 steps, 24 held-out questions per family): every family 1.0 from step 2500 on, in
+two runs with different streams. The outcome is sensitive to the run, though: on the 900 held-out questions the
+committed 2600-step schedule scores 0.98, the same seed with 3000 steps (a slower cosine) 0.94, and a run that also
+trained the position family stayed near chance everywhere. Drills never enter the held-out set (they have no
+image); image questions whose key is held out are skipped.
 """
 
 from __future__ import annotations
@@ -58,7 +64,8 @@ def task_stream(config, held_out: set) -> Iterator[Row]:
             if rng.random() < config.text_match_fraction:
                 yield text_match_question(rng), "interleaved"
             question = draw_question(rng, family, rng.random() < config.open_fraction)
-            variant = "images_first" if rng.random() < config.images_first_fraction else "interleaved"
+            share = dict(config.images_first_by_family).get(family, config.images_first_fraction)
+            variant = "images_first" if rng.random() < share else "interleaved"
             if question.key() not in held_out:
                 yield question, variant
 

@@ -7,8 +7,9 @@ with `datasets` so the Image feature metadata is in each parquet file:
 `<root>/<Subject>/validation-00000-of-00001.parquet`, loadable with
 `load_dataset("parquet", data_files={"validation": ".../Art/validation-*.parquet"}, split="validation")`.
 
-Subjects are only labels: each draws 27 multiple-choice questions from two task families and 3 open ones from a
-third (10 % open overall); `subfield` names the task family, so scores can be split by family.
+Subjects are only labels: each draws 27 multiple-choice questions from two of the canary's task families and 3 open
+ones from a family with an open form (10 % open overall); `subfield` names the task family, so scores can be split
+by family.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import random
 from pathlib import Path
 
 from harness.canary.vlm.draw import png_bytes
-from harness.canary.vlm.tasks import FAMILIES, OPEN_FAMILIES, Question, generate_questions
+from harness.canary.vlm.tasks import CANARY_FAMILIES, OPEN_FAMILIES, Question, generate_questions
 
 SUBJECTS = (
     "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
@@ -48,8 +49,11 @@ COLUMNS = ("id", "question", "options", "explanation", *(f"image_{i}" for i in r
 
 def subject_families(index: int) -> tuple[str, str, str]:
     """(first MC family, second MC family, open family) of the subject at `index`; every family is used."""
-    families = list(FAMILIES)
-    return families[index % 7], families[(index + 3) % 7], OPEN_FAMILIES[index % len(OPEN_FAMILIES)]
+    families = CANARY_FAMILIES
+    open_families = [f for f in OPEN_FAMILIES if f in families]
+    offset = max(1, len(families) // 2)
+    return (families[index % len(families)], families[(index + offset) % len(families)],
+            open_families[index % len(open_families)])  # fmt: skip
 
 
 def subject_questions(subject: str, seed: int) -> list[Question]:

@@ -1,0 +1,201 @@
+"""The VLM canary: its generated questions, the committed MMMU-schema set, model and processor, and its skill."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from harness.canary.vlm.curriculum import batches
+from harness.canary.vlm.draw import BACKGROUND, COLOURS, IMAGE_SIZE, png_bytes
+from harness.canary.vlm.mmmu_set import (
+    COLUMNS,
+    FAMILY_OF_SUBFIELD,
+    MAX_IMAGES,
+    QUESTIONS_PER_SUBJECT,
+    SUBJECTS,
+    held_out_questions,
+)
+from harness.canary.vlm.tasks import CANARY_FAMILIES, FAMILIES, generate_questions
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets" / "canary-vlm"
+MANIFEST = ASSETS / "manifest.json"
+MMMU_ROOT = ASSETS / "mmmu"
+# Blank-image bound for multiple choice: the recorded chance level (mean of 1/options, about 0.36) plus 0.15, over
+# 4 sampled questions per subject (105 or so multiple choice): a blind guesser exceeds it with probability < 0.1 %,
+# while a model that reads anything from grey pixels would sit near its 0.95+ with real images.
+BLANK_MARGIN = 0.15
+
+
+@pytest.fixture(scope="module")
+def held_out():
+    return held_out_questions(0)
+
+
+def test_generated_questions_are_deterministic_and_well_formed():
+    for family in FAMILIES:
+        first = generate_questions(family, 40, seed=3, open_fraction=0.3)
+        assert [q.key() for q in first] == [q.key() for q in generate_questions(family, 40, 3, 0.3)]
+        assert [q.key() for q in first] != [q.key() for q in generate_questions(family, 40, 4, 0.3)]
+        for q in first:
+            tags = {int(n) for n in re.findall(r"<image (\d+)>", q.question + " ".join(q.options))}
+            assert tags == set(range(1, len(q.scenes) + 1))
+            if q.options:
+                assert 2 <= len(q.options) <= 5 and len(set(q.options)) == len(q.options)
+                assert q.answer in "ABCDE"[: len(q.options)]
+
+
+def test_colour_answers_are_in_the_pixels():
+    """The colour named by the answer is the colour of the drawn shape's pixels, and the only one besides white."""
+    for q in generate_questions("colour", 30, seed=5, open_fraction=0.5):
+        colour = q.answer if not q.options else q.options["ABCDE".index(q.answer)]
+        pixels = {pixel for row in range(IMAGE_SIZE) for pixel in (q.images()[0].getpixel((col, row)) for col in range(IMAGE_SIZE))}
+        assert pixels == {BACKGROUND, COLOURS[colour]}
+
+
+def test_training_stream_never_meets_the_held_out_set(held_out):
+    from harness.canary.vlm.train import VlmTrainConfig
+
+    keys = {q.key() for qs in held_out.values() for q in qs}
+    config = VlmTrainConfig(steps=300, drill_steps=100)
+    seen = {question.key() for batch in batches(config, keys) for question, _ in batch}
+    assert len(seen) > 3000 and not seen & keys
+
+
+def _load(subject):
+    from harness.canary.vlm.mmmu_set import load_subject
+
+    return load_subject(MMMU_ROOT, subject)
+
+
+def test_mmmu_set_has_the_hub_schema():
+    from PIL.Image import Image
+
+    rows = []
+    for subject in SUBJECTS:
+        ds = _load(subject)
+        assert list(ds.features) == list(COLUMNS)
+        assert [type(ds.features[f"image_{i}"]).__name__ for i in range(1, MAX_IMAGES + 1)] == ["Image"] * MAX_IMAGES
+        assert [r["id"] for r in ds] == [f"validation_{subject}_{n}" for n in range(1, QUESTIONS_PER_SUBJECT + 1)]
+        rows += list(ds)
+    assert len(rows) == 30 * 30 == 900
+    types = Counter(r["question_type"] for r in rows)
+    assert types["open"] == 90 and types["multiple-choice"] == 810
+    multi = 0
+    for r in rows:
+        options = ast.literal_eval(r["options"])
+        assert isinstance(options, list) and isinstance(r["options"], str)
+        if r["question_type"] == "multiple-choice":
+            assert 2 <= len(options) <= 5 and r["answer"] in "ABCDE"[: len(options)]
+        else:
+            assert options == [] and r["answer"] and r["answer"] not in "ABCDE"
+        tags = {int(n) for n in re.findall(r"<image (\d+)>", r["question"] + r["options"])}
+        used = [i for i in range(1, MAX_IMAGES + 1) if r[f"image_{i}"] is not None]
+        assert used == sorted(tags) == list(range(1, len(used) + 1))
+        assert all(isinstance(r[f"image_{i}"], Image) and r[f"image_{i}"].size == (IMAGE_SIZE,) * 2 for i in used)
+        multi += len(used) > 1
+        assert isinstance(ast.literal_eval(r["img_type"]), list)
+        assert r["topic_difficulty"] in {"Easy", "Medium", "Hard"} and r["explanation"] == ""
+        assert r["subfield"] in FAMILY_OF_SUBFIELD
+    assert 100 <= multi <= 500
+    assert {FAMILY_OF_SUBFIELD[r["subfield"]] for r in rows} == set(CANARY_FAMILIES)
+
+
+def test_committed_set_matches_the_generator(held_out):
+    """Every committed row is the generator's question with byte-identical images, and no pair repeats."""
+    seen = set()
+    for subject in ("Art", "Math", "Sociology"):
+        for row, question in zip(_load(subject), held_out[subject]):
+            assert (row["question"], row["options"], row["answer"]) == (
+                question.question, str(list(question.options)), question.answer)  # fmt: skip
+            images = [png_bytes(row[f"image_{i}"]) for i in range(1, len(question.scenes) + 1)]
+            assert images == [png_bytes(im) for im in question.images()]
+            seen.add((tuple(images), row["question"], row["options"]))
+    assert len(seen) == 90
+
+
+def test_manifest_hashes_match_committed_files():
+    from harness.canary.build import hash_tree
+
+    manifest = json.loads(MANIFEST.read_text())
+    assert hash_tree(ASSETS) == manifest["files"]
+    assert {"model/model.safetensors", "model/preprocessor_config.json", "mmmu/Art/validation-00000-of-00001.parquet"} <= set(manifest["files"])  # fmt: skip
+    assert sum((ASSETS / f).stat().st_size for f in manifest["files"]) < 6_000_000
+
+
+def test_manifest_records_the_required_accuracy():
+    accuracy = json.loads(MANIFEST.read_text())["accuracy"]
+    assert accuracy["interleaved"]["n"] == accuracy["images_first"]["n"] == 900
+    assert accuracy["interleaved"]["accuracy"] >= 0.95
+    # images first: every family but which_image, whose options name images by tag (train.VlmTrainConfig says why)
+    others = [r for f, r in accuracy["images_first"]["by_family"].items() if f != "which_image"]
+    assert sum(r["correct"] for r in others) / sum(r["n"] for r in others) >= 0.95
+    blank = accuracy["blank_images"]
+    assert blank["accuracy"] <= blank["chance"] + BLANK_MARGIN
+    assert set(accuracy["interleaved"]["by_family"]) == set(CANARY_FAMILIES)
+
+
+@pytest.fixture(scope="module")
+def canary_vlm():
+    pytest.importorskip("torch")
+    import torch
+    from transformers import Qwen3VLForConditionalGeneration
+
+    from harness.engines.hf.processor import load_processor
+
+    model_dir = ASSETS / "model"
+    model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
+    return model, load_processor(model_dir)
+
+
+def test_committed_model_and_processor_load(canary_vlm):
+    from harness.canary.vlm.model import TOKENS_PER_IMAGE
+    from harness.canary.vlm.tasks import generate_questions as questions
+
+    model, processor = canary_vlm
+    cfg = model.config
+    assert cfg.model_type == "qwen3_vl" and (cfg.image_token_id, cfg.video_token_id) == (6, 7)
+    assert (cfg.vision_start_token_id, cfg.vision_end_token_id) == (4, 5)
+    assert model.generation_config.eos_token_id == processor.tokenizer.eos_token_id == 2
+    assert cfg.text_config.head_dim >= 32 and cfg.text_config.num_key_value_heads % 2 == 0
+    image = questions("colour", 1, seed=0)[0].images()[0]
+    out = processor(text=["<|vision_start|><|image_pad|><|vision_end|>"], images=[image], return_tensors="pt")
+    assert out["image_grid_thw"].tolist() == [[1, 6, 6]]
+    assert (out["input_ids"] == 6).sum().item() == TOKENS_PER_IMAGE == 9
+
+
+def _sample_docs():
+    return [dict(row) for subject in SUBJECTS for row in list(_load(subject))[:4]]
+
+
+def test_committed_model_sees_the_images(canary_vlm):
+    from harness.canary.vlm.evaluate import evaluate
+    from harness.canary.versions import installed_versions, warn_unless_recorded
+
+    warn_unless_recorded(installed_versions(), MANIFEST)
+    model, processor = canary_vlm
+    docs = _sample_docs()
+    score, replies = evaluate(model, processor, docs, "interleaved")
+    assert score.accuracy >= 0.95, list(zip([d["id"] for d in docs], replies))
+    mc = [d for d in docs if d["question_type"] == "multiple-choice"]
+    blank, _ = evaluate(model, processor, mc, "interleaved", blank=True)
+    assert blank.accuracy <= blank.chance_sum / blank.n + BLANK_MARGIN
+
+
+@pytest.mark.slow
+def test_rebuild_is_byte_identical(tmp_path):
+    """Same seed, same library versions and CPU kind -> the same bytes as the committed manifest."""
+    from harness.canary.versions import version_differences
+    from harness.canary.vlm.build import VlmBuildOptions, build, vlm_library_versions
+
+    manifest = json.loads(MANIFEST.read_text())
+    recorded = {k: v for k, v in manifest["versions"].items() if k != "platform"}
+    differ = version_differences(recorded, vlm_library_versions())
+    if differ:
+        pytest.skip(f"float results depend on library versions and CPU kind; these differ from the manifest: {differ}")
+    rebuilt = build(VlmBuildOptions(out=tmp_path, seed=manifest["seed"], evaluate=False))
+    assert rebuilt["files"] == manifest["files"]
