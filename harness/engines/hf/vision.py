@@ -131,5 +131,14 @@ class VisionLanguageForward:
         pixels = torch.cat([mm.pixel_values[offsets[k] : offsets[k + 1]] for k in needed]).to(self.device)
         grid = mm.image_grid_thw[needed].to(self.device)
         out = self.inner.get_image_features(pixels, grid, return_dict=True)
+        sizes = [len(rows) for rows in out.pooler_output]
         deepstack = getattr(out, "deepstack_features", None) or []
-        return list(out.pooler_output), [list(layer) for layer in deepstack]
+        return list(out.pooler_output), [per_image(layer, sizes) for layer in deepstack]
+
+
+def per_image(layer, sizes: list[int]) -> list[torch.Tensor]:
+    """One DeepStack layer's rows split per image. transformers 5.23 splits them already (a tuple per image);
+    5.17, which the GPU image has, returns one tensor of every image's rows (seen on the H200, 2026-12-02)."""
+    if isinstance(layer, torch.Tensor):
+        return list(torch.split(layer, sizes))
+    return list(layer)
