@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from harness.config_checks import BOUND_KEYS, Numerics, config_numerics, matches, model_problems, reference_problems
 from harness.config_errors import Loc, Span, describe_validation_error, key_path, read_yaml
-from harness.config_options import SUITES
+from harness.config_options import SUITES, suite_option_defaults
 from harness.errors import ConfigError, unknown_choice
 from harness.spec import ServerSpec
 from harness.thresholds import (
@@ -231,8 +231,18 @@ class Thresholds:
             engine=c.engine or m.engine, args=tuple(c.args), env=dict(c.env), gpus=c.gpus,
             tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
             startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
-            images_per_prompt=max((IMAGES_PER_PROMPT.get(s, 0) for s in c.suites), default=0),
+            images_per_prompt=self.images_per_prompt(model, config),
         )  # fmt: skip
+
+    def images_per_prompt(self, model: str, config: str) -> int:
+        """The most images one request of the config's suites sends: fixed per suite, or for video_mme in frames
+        mode its `num_frames` (so an engine's per-request image limit can be raised to it)."""
+        counts = [IMAGES_PER_PROMPT.get(s, 0) for s in self.config(model, config).suites]
+        for suite in ("video_mme", "video_mme_modes", "video_mme_parity"):
+            if suite in self.config(model, config).suites:
+                opts = {**(suite_option_defaults(suite) or {}), **self.suite_options(model, config, suite)}
+                counts.append(opts["num_frames"] if opts.get("mode", "frames") == "frames" else 0)
+        return max(counts, default=0)
 
     def server_specs(self) -> list[ServerSpec]:
         return [self.server_spec(m, c) for m, spec in self.doc.models.items() for c in spec.configs]

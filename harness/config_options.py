@@ -26,6 +26,8 @@ SUITE_EVALS: dict[str, str] = {
     "mmmu_parity": "harness.evals.mmmu_parity",
     "mm_prefix_cache": "harness.evals.mm_prefix_cache",
     "video_mme": "harness.evals.video_mme",
+    "video_mme_modes": "harness.evals.video_mme_modes",
+    "video_mme_parity": "harness.evals.video_mme_parity",
     "perf": "harness.evals.perf",
 }
 SUITES: tuple[str, ...] = tuple(SUITE_EVALS)

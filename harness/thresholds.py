@@ -23,6 +23,7 @@ import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from statistics import NormalDist
+from typing import Any
 
 from harness.errors import unknown_choice
 
@@ -139,6 +140,25 @@ def wilson_interval(p_hat: float, n: int, confidence: float = WILSON_CONFIDENCE)
     low = 0.0 if p_hat == 0.0 else max(0.0, centre - half)
     high = 1.0 if p_hat == 1.0 else min(1.0, centre + half)
     return low, high
+
+
+def clustered_standard_error(scores: Sequence[float], clusters: Sequence[Any]) -> float:
+    """Standard error of the mean of `scores` when units sharing a cluster (Video-MME's three questions per video)
+    are correlated: the cluster-robust (sandwich) estimate sqrt(G/(G-1) * sum_g (sum_i (x_i - mean))^2) / n over
+    G clusters, as lmms-eval's clustered stderr. With one unit per cluster it is the usual sample SE; 0 for one
+    cluster (no spread is observable)."""
+    if len(scores) != len(clusters):
+        raise ValueError(f"{len(scores)} scores but {len(clusters)} cluster labels")
+    n = len(scores)
+    _require_positive_n(n, "n")
+    mean = sum(scores) / n
+    sums: dict[Any, float] = {}
+    for score, cluster in zip(scores, clusters):
+        sums[cluster] = sums.get(cluster, 0.0) + (score - mean)
+    g = len(sums)
+    if g < 2:
+        return 0.0
+    return math.sqrt(g / (g - 1) * sum(s * s for s in sums.values())) / n
 
 
 def binomial_upper_tail(k: int, trials: int) -> float:

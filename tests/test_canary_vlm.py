@@ -199,3 +199,16 @@ def test_rebuild_is_byte_identical(tmp_path):
         pytest.skip(f"float results depend on library versions and CPU kind; these differ from the manifest: {differ}")
     rebuilt = build(VlmBuildOptions(out=tmp_path, seed=manifest["seed"], evaluate=False))
     assert rebuilt["files"] == manifest["files"]
+
+
+def test_manifest_records_the_video_set_and_its_controls():
+    """The build writes and scores the Video-MME-schema set (30 videos, 90 questions). The committed canary is not
+    trained on video (harness.canary.vlm.train says what was tried), so its video accuracy is recorded, not held
+    to a bar; with the first frame repeated (a blank one) it must not beat chance by more than the blank margin."""
+    manifest = json.loads(MANIFEST.read_text())
+    assert manifest["data"]["videomme"]["questions"] == 90 and manifest["data"]["videomme"]["videos"] == 30
+    assert sum(f.startswith("videomme/data/") and f.endswith(".mp4") for f in manifest["files"]) == 30
+    accuracy = manifest["accuracy"]
+    assert accuracy["video_frames"]["n"] == accuracy["video_first_frame_repeated"]["n"] == 90
+    repeated = accuracy["video_first_frame_repeated"]
+    assert repeated["accuracy"] <= repeated["chance"] + BLANK_MARGIN

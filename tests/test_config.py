@@ -19,7 +19,7 @@ from harness.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 SUITE_CHOICES = (
     "gsm8k, hf_parity, logprob_decode_cache_hit, logprob_prefill_cache_hit, mm_prefix_cache, mmmu, mmmu_parity,"
-    " perf, prefix_branching, spec_accept_length, video_mme"
+    " perf, prefix_branching, spec_accept_length, video_mme, video_mme_modes, video_mme_parity"
 )
 
 BASE = """\
@@ -206,8 +206,8 @@ def test_malformed_file_message(in_tmp, gsm8k_knobs, old, new, message):
 
 
 def test_knobs_of_a_suite_without_an_eval_yet_pass_through(in_tmp):
-    text = edit("suites: [gsm8k]", "suites: [gsm8k, video_mme]\n        options: {video_mme: {anything: 1}}")
-    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "video_mme") == {"anything": 1}
+    text = edit("suites: [gsm8k]", "suites: [gsm8k, perf]\n        options: {perf: {anything: 1}}")
+    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "perf") == {"anything": 1}
 
 
 def test_unknown_metric(in_tmp):

@@ -18,10 +18,10 @@ Assumes: the reference engine serves the same checkpoint and chat template; gree
 from __future__ import annotations
 
 from harness.evals.mmmu import OPTIONS, ask, select_questions
+from harness.evals.paired import paired_result
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu_parity"
-SHOWN_DISAGREEMENTS = 5
 
 
 def same_answer(test: dict, ref: dict) -> bool:
@@ -59,20 +59,5 @@ class MMMUParity:
             return test, ref
 
         pairs = await ctx.client.map(both, docs, progress=f"{SUITE}[{ctx.case_id}]")
-        n = len(pairs)
-        gaps = [float(t["correct"]) - float(r["correct"]) for t, r in pairs]
-        disagreements = [(t, r) for t, r in pairs if not same_answer(t, r)]
-        notes = [f"{SUITE}[{ctx.case_id}]: {len(disagreements)} of {n} answers differ"
-                 + (f"; the first {min(SHOWN_DISAGREEMENTS, len(disagreements))}:" if disagreements else "")]
-        notes += ["  " + disagreement_line(t, r) for t, r in disagreements[:SHOWN_DISAGREEMENTS]]
-        return EvalResult(
-            suite=SUITE, n=n,
-            metrics={"answer_agreement": 1 - len(disagreements) / n, "accuracy_gap": sum(gaps) / n,
-                     "accuracy": sum(t["correct"] for t, _ in pairs) / n,
-                     "reference_accuracy": sum(r["correct"] for _, r in pairs) / n},
-            details={"better_under_test": sum(g > 0 for g in gaps), "better_on_reference": sum(g < 0 for g in gaps),
-                     "prompt_variant": opts["prompt_variant"],
-                     "disagreements": [disagreement_line(t, r) for t, r in disagreements[:20]]},
-            units={"accuracy_gap": gaps},
-            notes=notes,
-        )  # fmt: skip
+        return paired_result(SUITE, ctx.case_id, pairs, same_answer, disagreement_line,
+                             {"prompt_variant": opts["prompt_variant"]})

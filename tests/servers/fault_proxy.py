@@ -16,6 +16,8 @@ of them went through untouched:
 Request faults, on `/v1/chat/completions` (an engine that mishandles images):
 - drop-image: the last `image_url` part of every message is removed (a one-image question loses its image).
 - reorder-images: the `image_url` parts of every message are reversed in place; text parts stay where they are.
+- drop-late-images: the second half of the `image_url` parts is removed (a video whose later frames are lost).
+- repeat-first-image: every `image_url` part becomes a copy of the first (one frame sent for all of a video).
 """
 
 from __future__ import annotations
@@ -28,8 +30,8 @@ import orjson
 from aiohttp import web
 
 FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits",
-          "drop-image", "reorder-images")  # fmt: skip
-IMAGE_FAULTS = ("drop-image", "reorder-images")
+          "drop-image", "reorder-images", "drop-late-images", "repeat-first-image")  # fmt: skip
+IMAGE_FAULTS = ("drop-image", "reorder-images", "drop-late-images", "repeat-first-image")
 
 
 def rewrite_images(fault: str, body: bytes) -> bytes:
@@ -45,6 +47,12 @@ def rewrite_images(fault: str, body: bytes) -> bytes:
             images = [content[i] for i in at][::-1]
             for i, part in zip(at, images):
                 content[i] = part
+        elif fault == "drop-late-images" and len(at) > 1:
+            for i in reversed(at[(len(at) + 1) // 2 :]):
+                del content[i]
+        elif fault == "repeat-first-image" and at:
+            for i in at[1:]:
+                content[i] = dict(content[at[0]])
     return orjson.dumps(request)
 
 

@@ -3,6 +3,7 @@
 Layout of the output directory (the same as the committed `assets/canary-vlm/`):
     model/           Qwen3-VL config, bf16 safetensors, tokenizer + chat template, image/video processor configs
     mmmu/<Subject>/validation-00000-of-00001.parquet   the held-out questions in MMMU's schema (30 x 30)
+    videomme/videomme/test-00000-of-00001.parquet, videomme/data/<videoID>.mp4   held-out videos, Video-MME's schema
     manifest.json    sha256 of every other file, shapes, training parameters, accuracies, command, seed,
                      library versions, timings
 The evaluation reads the model and the parquet files back from disk, as an engine and the MMMU eval would.
@@ -19,10 +20,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from harness.canary.build import MANIFEST, hash_tree, library_versions
-from harness.canary.vlm.evaluate import MAX_NEW_TOKENS, evaluate
+from harness.canary.vlm.evaluate import MAX_NEW_TOKENS, evaluate, evaluate_video
 from harness.canary.vlm.mmmu_set import SUBJECTS, held_out_questions, load_subject, write_mmmu_set
 from harness.canary.vlm.model import VlmShape, save_model, shape_record, write_processor_files
 from harness.canary.vlm.train import VlmTrainConfig, train
+from harness.canary.vlm.videomme_set import held_out_examples, write_set
 
 VARIANTS = ("interleaved", "images_first")
 
@@ -79,6 +81,10 @@ def evaluate_saved(model_dir: Path, mmmu_root: Path) -> dict:
     docs = load_docs(mmmu_root)
     results = {variant: evaluate(model, processor, docs, variant)[0].record() for variant in VARIANTS}
     results["blank_images"] = evaluate(model, processor, docs, "interleaved", blank=True)[0].record()
+    video_root = mmmu_root.parent / "videomme"
+    results["video_frames"] = evaluate_video(model, processor, video_root)
+    results["video_first_frame_repeated"] = evaluate_video(model, processor, video_root, "first_frame_repeated")
+    results["video_reversed"] = evaluate_video(model, processor, video_root, "reversed")
     return results
 
 
@@ -102,7 +108,7 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
     timings["setup_s"] = round(time.perf_counter() - t, 2)
 
     print(f"training {opts.shape} for {config.steps} steps", file=log, flush=True)
-    held_keys = {q.key() for qs in held_out.values() for q in qs}
+    held_keys = {q.key() for qs in held_out.values() for q in qs} | {e.key() for e in held_out_examples(opts.seed)}
     model, train_stats = train(processor, opts.shape, config, held_keys, log=log)
     timings["train_s"] = train_stats.pop("train_seconds")
     n_params = sum(p.numel() for p in model.parameters())
@@ -110,6 +116,7 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
 
     t = time.perf_counter()
     write_mmmu_set(mmmu_root, held_out)
+    data["videomme"] = write_set(out / "videomme", opts.seed)
     data["parquet_bytes"] = sum(p.stat().st_size for p in mmmu_root.rglob("*.parquet"))
     timings["dataset_s"] = round(time.perf_counter() - t, 2)
 

@@ -28,6 +28,7 @@ from collections.abc import Iterator
 
 from harness.canary.vlm.draw import COLOURS, SHAPE_KINDS
 from harness.canary.vlm.tasks import COUNT_OPTIONS, OPEN_FAMILIES, POSITIONS, Question, ask, draw_question
+from harness.canary.vlm.videomme_set import training_example
 
 # Every word an option of the task families can be, grouped so a drill's options are of one kind.
 OPTION_WORDS = (tuple(COLOURS), SHAPE_KINDS, COUNT_OPTIONS, POSITIONS, ("yes", "no"))
@@ -70,9 +71,23 @@ def task_stream(config, held_out: set) -> Iterator[Row]:
                 yield question, variant
 
 
+def video_stream(config, held_out: set) -> Iterator[Row]:
+    """Video-MME rows on 8 frames (harness.canary.vlm.videomme_set), none of the held-out ones."""
+    rng = random.Random(f"vlm-video-train/{config.seed}")
+    while True:
+        example = training_example(rng)
+        if example.key() not in held_out:
+            yield example, "frames"
+
+
 def batches(config, held_out: set) -> Iterator[list[Row]]:
-    """`config.steps` batches of `config.batch_size` rows: drill-phase batches, then task-phase batches."""
-    drill, tasks = drill_stream(config, held_out), task_stream(config, held_out)
+    """`config.steps` batches of `config.batch_size` rows: drill-phase batches, then task-phase batches, of which
+    a share `video_fraction` are all video rows. (Video rows are about 3x as long: mixed into image batches they
+    padded every row to their length, and the task phase ran at 1.5 instead of 5 steps/s.)"""
+    drill, tasks, videos = drill_stream(config, held_out), task_stream(config, held_out), video_stream(config, held_out)
+    choose = random.Random(f"vlm-batches/{config.seed}")
     for step in range(config.steps):
-        stream = drill if step < config.drill_steps else tasks
-        yield [next(stream) for _ in range(config.batch_size)]
+        if step >= config.drill_steps and choose.random() < config.video_fraction:
+            yield [next(videos) for _ in range(config.video_batch_size)]
+        else:
+            yield [next(drill if step < config.drill_steps else tasks) for _ in range(config.batch_size)]

@@ -105,3 +105,36 @@ def evaluate(model, processor, docs: Sequence[Mapping], variant: str = "interlea
     for doc, reply in zip(docs, replies):
         score.add(doc, is_correct(reply, doc))
     return score, replies
+
+
+def evaluate_video(model, processor, root, control: str = "", batch_size: int = 16) -> dict:
+    """Accuracy on the Video-MME-schema set under `root` as the eval sends it in frames mode (8 frames, uniform,
+    decoded from the mp4 files with harness.video), scored with its letter extraction. `control`:
+    "first_frame_repeated" sends the first sampled frame 8 times, "reversed" the frames in reverse order."""
+    from pathlib import Path
+
+    from harness.canary.vlm.prompts import video_prompt
+    from harness.canary.vlm.videomme_set import NUM_FRAMES
+    from harness.evals.video_mme import extract_answer, load_questions, video_path
+    from harness.video import Sampling, read_frames
+
+    docs = load_questions(str(root), "test")
+    prompts = []
+    for doc in docs:
+        frames = read_frames(video_path(Path(root) / "data", doc["videoID"]), Sampling("uniform", NUM_FRAMES)).images
+        if control == "first_frame_repeated":
+            frames = [frames[0]] * len(frames)
+        elif control == "reversed":
+            frames = frames[::-1]
+        prompts.append(video_prompt(processor, doc, frames))
+    replies = generate(model, processor, prompts, batch_size)
+    by_task: dict = defaultdict(lambda: [0, 0])
+    correct = 0
+    for doc, reply in zip(docs, replies):
+        right = extract_answer(reply) == doc["answer"]
+        correct += right
+        by_task[doc["task_type"]][0] += right
+        by_task[doc["task_type"]][1] += 1
+    chance = sum(1 / len(doc["options"]) for doc in docs) / len(docs)
+    return {"accuracy": round(correct / len(docs), 4), "correct": correct, "n": len(docs), "chance": round(chance, 4),
+            "by_task_type": {t: {"accuracy": round(c / n, 4), "correct": c, "n": n} for t, (c, n) in sorted(by_task.items())}}

@@ -15,14 +15,16 @@ from __future__ import annotations
 
 LETTER_IDS = tuple(range(40, 45))  # "A" ... "E" in the canary vocabulary
 PERIOD_ID = 21  # "."
-ANSWER_ID = 318  # "Answer", which starts the instruction after the options
+ANSWER_ID = 318  # "Answer", which starts the MMMU instruction after the options
+BEST_ANSWER_IDS = (206, 59, 330)  # "\n", "T", "he": Video-MME's "The best answer is:" after the options
 
 
 def option_spans(ids: list[int]) -> list[tuple[int, int]]:
     """[(letter position, end)] of each option line "L. text" in a prompt's ids; [] when there are none.
 
     An option starts at a letter token followed by "." (A, B, ... in order); it ends where the next begins, the last
-    one at the "Answer with the option's letter" instruction."""
+    one at the "Answer with the option's letter" instruction
+    (MMMU) or at the "The best answer is:" line (Video-MME)."""
     starts, expected = [], 0
     for i in range(len(ids) - 1):
         if expected < len(LETTER_IDS) and ids[i] == LETTER_IDS[expected] and ids[i + 1] == PERIOD_ID:
@@ -30,7 +32,9 @@ def option_spans(ids: list[int]) -> list[tuple[int, int]]:
             expected += 1
     if not starts:
         return []
-    after = [i for i in range(starts[-1], len(ids)) if ids[i] == ANSWER_ID]
+    n = len(BEST_ANSWER_IDS)
+    after = [i for i in range(starts[-1], len(ids))
+             if ids[i] == ANSWER_ID or tuple(ids[i : i + n]) == BEST_ANSWER_IDS]  # fmt: skip
     if not after:
         return []
     ends = starts[1:] + [after[0]]

@@ -45,7 +45,18 @@ def question_prompt(processor, question: Question, variant: str = "interleaved")
     return doc_prompt(processor, question_doc(question, "train"), variant)
 
 
-def target_text(question: Question) -> str:
+def video_prompt(processor, doc: Mapping, frames: list) -> Prompt:
+    """What the Video-MME eval sends in frames mode: every frame as an image part, then its text (lmms-eval's
+    prompt, harness.evals.video_mme.question_text)."""
+    from harness.evals.video_mme import question_text
+
+    content = [{"type": "image"} for _ in frames] + [{"type": "text", "text": question_text(doc)}]
+    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
+                                         tokenize=False)  # fmt: skip
+    return Prompt(text, list(frames))
+
+
+def target_text(question) -> str:
     return question.answer + EOS_TEXT
 
 
