@@ -212,3 +212,25 @@ def test_manifest_records_the_video_set_and_its_controls():
     assert accuracy["video_frames"]["n"] == accuracy["video_first_frame_repeated"]["n"] == 90
     repeated = accuracy["video_first_frame_repeated"]
     assert repeated["accuracy"] <= repeated["chance"] + BLANK_MARGIN
+
+
+def test_video_rows_are_whole_batches_of_held_out_free_8_frame_prompts(canary_vlm, held_out):
+    """With `video_fraction` the task phase mixes in batches of Video-MME rows (never a held-out video question),
+    each the eval's frames prompt: 8 frames of 9 tokens, then lmms-eval's text ending "The best answer is:"."""
+    from harness.canary.vlm.train import VlmTrainConfig, encode_example
+    from harness.canary.vlm.videomme_set import VideoExample, held_out_examples
+
+    keys = {q.key() for qs in held_out.values() for q in qs} | {e.key() for e in held_out_examples(0)}
+    config = VlmTrainConfig(steps=60, drill_steps=10, video_fraction=0.5)
+    rows = list(batches(config, keys))
+    video = [b for b in rows if isinstance(b[0][0], VideoExample)]
+    assert 10 <= len(video) <= 40 and all(len(b) == config.video_batch_size for b in video)
+    assert all(isinstance(q, VideoExample) == isinstance(b[0][0], VideoExample) for b in rows for q, _ in b)
+    assert not {q.key() for b in video for q, _ in b} & keys
+    _, processor = canary_vlm
+    example = video[0][0][0]
+    encoded, target = encode_example(processor, example, "frames")
+    assert encoded["input_ids"].count(6) == 8 * 9 and encoded["image_grid_thw"].shape[0] == 8
+    text = processor.tokenizer.decode(encoded["input_ids"])
+    assert text.rstrip().endswith("The best answer is:<|im_end|>\n<|im_start|>assistant")
+    assert processor.tokenizer.decode(target) == example.answer + "<|im_end|>"

@@ -1,7 +1,9 @@
-"""The VLM canary: a tiny trained Qwen3-VL that answers questions about synthetic drawings, and its MMMU-schema set.
+"""The VLM canary: a tiny trained Qwen3-VL that answers questions about synthetic drawings, and its MMMU- and
+Video-MME-schema sets.
 
 Build: `python -m harness.canary vlm --out assets/canary-vlm --seed 0` (harness.canary.vlm.build). Modules:
 draw (Pillow scenes), tasks (task families, `generate_questions`), mmmu_set (the held-out set as MMMU validation
-parquet), prompts (MMMU prompt through the chat template and processor), curriculum (what each step trains on),
+parquet), videomme_set (synthetic mp4 videos and questions in Video-MME's schema; not trained on yet),
+prompts (MMMU and Video-MME prompts through the chat template and processor), curriculum (what each step trains on),
 hints (training-only attention supervision), model (config and processor files), train, evaluate.
 """
