@@ -58,6 +58,10 @@ class ClientStats:
     def as_dict(self) -> dict[str, int]:
         return {"requests": self.requests, "retries": self.retries, "failures": self.failures}
 
+    def since(self, before: dict[str, int]) -> dict[str, int]:
+        """The counts added since `before` (an earlier `as_dict()`): one suite's share of a shared client."""
+        return {key: value - before.get(key, 0) for key, value in self.as_dict().items()}
+
 
 @dataclass(slots=True)
 class MapProgress:

@@ -232,7 +232,7 @@ class HarnessRun:
         )
 
     def run(self, eval_obj) -> EvalResult:
-        started = time.perf_counter()
+        started, counted = time.perf_counter(), self.live.client.stats.as_dict()  # the client is the server's, shared
         self.live.client.progress = None  # a verdict on a lost server quotes this eval's progress, not the last one's
         try:
             result = self.live.run(eval_obj(self.context()))
@@ -247,10 +247,10 @@ class HarnessRun:
         except HarnessError as exc:  # a request that failed for good, a malformed answer, a field the server lacks
             message = f"{self.case.suite}[{self.case.key}]: {exc}"
             self.session.record_error(self.node.nodeid, self.case, message, samples_kept=self.samples_kept,
-                                      client=self.live.client.stats.as_dict())  # fmt: skip
+                                      client=self.live.client.stats.since(counted))  # fmt: skip
             pytest.fail(message, pytrace=False)
         result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
-        result.details.setdefault("client", self.live.client.stats.as_dict())
+        result.details.setdefault("client", self.live.client.stats.since(counted))
         return result
 
     def _fail_lost(self, exc: ServerLost) -> None:

@@ -93,3 +93,13 @@ def test_map_keeps_input_order_under_concurrency():
 
     answers, _ = run(Flaky(), body)
     assert [a["text"] for a in answers] == [f"q{i}"[::-1] for i in range(20)]
+
+
+def test_stats_since_an_earlier_snapshot_are_one_suites_share():
+    from harness.client import ClientStats
+
+    stats = ClientStats(requests=10, retries=2, failures=0)
+    before = stats.as_dict()
+    stats.requests, stats.retries, stats.failures = 25, 3, 1
+    assert stats.since(before) == {"requests": 15, "retries": 1, "failures": 1}
+    assert stats.since({}) == stats.as_dict()
