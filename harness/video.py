@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,12 +130,6 @@ def limit_pixels(image, max_pixels: int | None):
         return image
     scale = (max_pixels / (width * height)) ** 0.5
     return image.resize((max(1, int(width * scale)), max(1, int(height * scale))), resample=3)
-
-
-def png_data_url(image) -> str:
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
 
 
 def video_data_url(path: str | Path) -> str:

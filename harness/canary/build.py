@@ -173,12 +173,17 @@ def build(opts: BuildOptions, log=sys.stderr) -> dict:
             },
         }
         timings["eval_s"] = round(time.perf_counter() - t, 1)
+    return write_manifest(out, manifest, timings, config.threads, t_start, load_start)
+
+
+def write_manifest(out: Path, manifest: dict, timings: dict, threads: int, t_start: float, load_start) -> dict:
+    """Add the timings (total since `t_start`, threads, load averages) and write `out`/manifest.json."""
     timings["total_s"] = round(time.perf_counter() - t_start, 1)
     manifest["timings"] = {
         **timings,
-        "threads": config.threads,
+        "threads": threads,
         # Timings depend on what else runs: the load averages show whether the machine was shared.
         "loadavg_1m_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    (Path(out) / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

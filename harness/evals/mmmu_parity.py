@@ -18,18 +18,10 @@ Assumes: the reference engine serves the same checkpoint and chat template; gree
 from __future__ import annotations
 
 from harness.evals.mmmu import OPTIONS, ask, select_questions
-from harness.evals.paired import paired_result
+from harness.evals.paired import paired_result, same_answer
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu_parity"
-
-
-def same_answer(test: dict, ref: dict) -> bool:
-    """Parsed answers equal; two unreadable answers agree only when their texts do (else None == None would hide
-    any difference in what the model said)."""
-    if test["parsed"] is None and ref["parsed"] is None:
-        return test["output"].strip() == ref["output"].strip()
-    return test["parsed"] == ref["parsed"]
 
 
 def disagreement_line(test: dict, ref: dict) -> str:

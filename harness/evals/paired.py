@@ -1,8 +1,9 @@
 """Two answers to every question, compared one by one: the result of the parity and mode-agreement suites.
 
 `pairs` are (under test, reference) sample dicts with a boolean `correct`; `same(a, b)` says whether two answers
-agree. Metrics: `answer_agreement`, `accuracy_gap` (per question −1, 0, 1: judged by the exact two-sided McNemar
-test through its units), `accuracy` and `reference_accuracy`. The first disagreements go into the notes.
+agree (`same_answer`: the parsed answers, or the texts when neither parsed). Metrics: `answer_agreement`,
+`accuracy_gap` (per question −1, 0, 1: judged by the exact two-sided McNemar test through its units), `accuracy`
+and `reference_accuracy`. The first disagreements go into the notes.
 """
 
 from __future__ import annotations
@@ -14,6 +15,14 @@ from harness.types import EvalResult
 
 SHOWN_DISAGREEMENTS = 5
 KEPT_DISAGREEMENTS = 20  # in details, for the report
+
+
+def same_answer(test: dict, ref: dict) -> bool:
+    """Parsed answers equal; two unreadable answers agree only when their texts do (else None == None would hide
+    any difference in what the model said)."""
+    if test["parsed"] is None and ref["parsed"] is None:
+        return test["output"].strip() == ref["output"].strip()
+    return test["parsed"] == ref["parsed"]
 
 
 def paired_result(suite: str, case_id: str, pairs: Sequence[tuple[dict, dict]], same: Callable[[dict, dict], bool],

@@ -35,9 +35,10 @@ from typing import Any
 
 from harness.data import sha256_text, stable_subsample
 from harness.errors import ConfigError, unknown_choice
+from harness.evals.mmmu import image_url
 from harness.thresholds import clustered_standard_error
 from harness.types import EvalContext, EvalResult, check_options
-from harness.video import Sampling, png_data_url, read_frames, video_data_url
+from harness.video import Sampling, read_frames, video_data_url
 
 SUITE = "video_mme"
 MODES = ("frames", "video_url")
@@ -196,7 +197,7 @@ class VideoAsker:
         subtitle_lines, sent = None, {}
         if self.opts["mode"] == "frames":
             frames = read_frames(path, self.sampling)
-            parts = [{"type": "image_url", "image_url": {"url": png_data_url(im)}} for im in frames.images]
+            parts = [{"type": "image_url", "image_url": {"url": image_url(im)}} for im in frames.images]
             sent = {"frame_indices": frames.indices, "total_frames": frames.total, "frames_sha256": frames.digest()[:16]}
             indices, fps = frames.indices, frames.fps
         else:

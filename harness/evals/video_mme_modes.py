@@ -18,19 +18,13 @@ need not sample the same frames, so agreement below 1 can be legitimate: the thr
 
 from __future__ import annotations
 
-from harness.evals.paired import paired_result
+from harness.evals.paired import paired_result, same_answer
 from harness.evals.video_mme import OPTIONS as VIDEO_OPTIONS
 from harness.evals.video_mme import VideoAsker, delivery, select_questions
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "video_mme_modes"
 OPTIONS = {key: value for key, value in VIDEO_OPTIONS.items() if key != "mode"}
-
-
-def same_answer(frames: dict, video: dict) -> bool:
-    if frames["unparsed"] and video["unparsed"]:
-        return frames["output"].strip() == video["output"].strip()
-    return frames["parsed"] == video["parsed"]
 
 
 def disagreement_line(frames: dict, video: dict) -> str:

@@ -11,7 +11,6 @@ The evaluation reads the model and the parquet files back from disk, as an engin
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -19,7 +18,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.canary.build import MANIFEST, hash_tree, library_versions
+from harness.canary.build import hash_tree, library_versions, write_manifest
 from harness.canary.vlm.evaluate import MAX_NEW_TOKENS, evaluate, evaluate_video
 from harness.canary.vlm.mmmu_set import SUBJECTS, held_out_questions, load_subject, write_mmmu_set
 from harness.canary.vlm.model import VlmShape, save_model, shape_record, write_processor_files
@@ -144,11 +143,4 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
             "chance": "mean over questions of 1 / options (open: 1 / the family's possible answers)",
         }
         timings["eval_s"] = round(time.perf_counter() - t, 1)
-    timings["total_s"] = round(time.perf_counter() - t_start, 1)
-    manifest["timings"] = {
-        **timings,
-        "threads": config.threads,
-        "loadavg_1m_start_end": [round(load_start[0], 2), round(os.getloadavg()[0], 2)],
-    }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    return manifest
+    return write_manifest(out, manifest, timings, config.threads, t_start, load_start)

@@ -104,9 +104,8 @@ def training_loss(model, inputs, labels, rows, hint_weight: float):
     return loss
 
 
-def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log=sys.stderr, on_log=None, model=None):
-    """Train from scratch, or go on training `model`; returns (model, stats). `on_log(step, model)` runs at each
-    log line (experiments).
+def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log=sys.stderr, on_log=None):
+    """Train from scratch; returns (model, stats). `on_log(step, model)` runs at each log line (experiments).
 
     Video (measured 2026-12-02, 90 held-out Video-MME questions on 8 frames, chance 0.40): video batches in 30 % of
     the task phase from scratch reached 0.71 and cost the image families up to 0.35 (same_colour 0.64); 1000 more
@@ -116,7 +115,7 @@ def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log
 
     torch.set_num_threads(config.threads)
     torch.use_deterministic_algorithms(True)
-    model = model if model is not None else make_model(shape, config.seed)
+    model = make_model(shape, config.seed)
     if config.attention_hint_weight > 0:
         model.set_attn_implementation("eager")  # the hints need the attention weights, which sdpa does not return
     model.train()

@@ -93,10 +93,13 @@ class VideoExample:
 
     video: Video
     index: int  # which of the video's three questions
-    family: str = ""
 
     def key(self) -> tuple:
         return ("video", self.video.frames, self.video.questions[self.index])
+
+    @property
+    def family(self) -> str:
+        return self.video.questions[self.index][0]
 
     @property
     def answer(self) -> str:
@@ -118,11 +121,11 @@ def training_example(rng: random.Random) -> VideoExample:
     """A fresh video of a random duration and one of its questions (the training stream's video rows)."""
     video = make_video(rng, DURATIONS[rng.choice(list(DURATIONS))])
     index = rng.randrange(len(video.questions))
-    return VideoExample(video, index, video.questions[index][0])
+    return VideoExample(video, index)
 
 
 def held_out_examples(seed: int, videos_per_duration: int = 10) -> list[VideoExample]:
-    return [VideoExample(video, k, video.questions[k][0]) for _, _, video in video_set(seed, videos_per_duration)
+    return [VideoExample(video, k) for _, _, video in video_set(seed, videos_per_duration)
             for k in range(len(video.questions))]  # fmt: skip
 
 
