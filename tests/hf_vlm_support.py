@@ -100,3 +100,18 @@ class Reference:
         ids = inputs["input_ids"][0]
         rows = torch.log_softmax(logits[:-1], dim=-1)
         return rows.gather(1, ids[1:, None])[:, 0].tolist()
+
+
+# -- fixtures the VLM test modules share (imported by name: `from hf_vlm_support import model_dir, reference`) --
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """The tiny VLM, built once per test module."""
+    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny_qwen3_vl"))
+
+
+@pytest.fixture(scope="module")
+def reference(model_dir):
+    return Reference(model_dir)
+

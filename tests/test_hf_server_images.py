@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 
 import hf_engine_support as support
+import hf_vlm_support as vlm
 import pytest
 from hf_engine_support import flush, generate, get, max_abs_diff, output_logprobs, post, random_ids, stream
 from hf_vlm_support import (
@@ -21,8 +22,6 @@ from hf_vlm_support import (
     PLACEHOLDER,
     VISION_END,
     VISION_START,
-    Reference,
-    build_tiny_qwen3_vl,
     data_url,
     image_part,
     png_bytes,
@@ -30,21 +29,12 @@ from hf_vlm_support import (
 )
 
 servers = support.servers  # started on first use from this module's `model_dir` (the VLM), stopped at the end
+model_dir, reference = vlm.model_dir, vlm.reference  # the tiny VLM and its transformers twin
 
 TO_TRANSFORMERS = 1e-4
 HIT_TO_COLD = 1e-5
 GREEDY = {"temperature": 0, "ignore_eos": True}
 PLACEHOLDER_IDS = [VISION_START, IMAGE_PAD, VISION_END]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    return build_tiny_qwen3_vl(tmp_path_factory.mktemp("tiny_qwen3_vl"))
-
-
-@pytest.fixture(scope="module")
-def reference(model_dir):
-    return Reference(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -322,7 +312,7 @@ def _error(status, body) -> str:
         ([image_part("data:image/png;base64,bm90IGFuIGltYWdl")], "messages[0].content[0].image_url.url: cannot read the image"),
         ([image_part("/no/such/image.png")], "messages[0].content[0].image_url.url: cannot open image file '/no/such/image.png'"),
         ([image_part("data:image/png,raw")], "data:<mime>;base64"),
-        ([{"type": "text", "text": "a"}, {"type": "video_url", "video_url": {"url": "v.mp4"}}], "messages[0].content[1].type: 'video_url' parts are not supported"),
+        ([{"type": "text", "text": "a"}, {"type": "video_url", "video_url": {"url": "v.mp4"}}], "messages[0].content[1].video_url.url: no such video file 'v.mp4'"),
         ([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}], "messages[0].content[0].type: 'input_audio'"),
         ([{"type": "image_url", "image_url": {}}], "messages[0].content[0].image_url.url: an image part needs a URL"),
     ],
@@ -340,12 +330,12 @@ def test_bad_chat_images_get_400_naming_the_part(server, content, needle):
         ({"text": PLACEHOLDER, "image_data": []}, "text: the prompt has 1 image placeholder(s)"),
         ({"text": "no placeholder", "image_data": ["x.png"]}, "but the request has 1 image(s)"),
         ({"text": "<|vision_start|><|image_pad|><|image_pad|><|vision_end|>", "image_data": ["x.png"]}, "a run of <|image_pad|>"),
-        ({"text": "<|vision_start|><|video_pad|><|vision_end|>"}, "videos are not supported"),
+        ({"text": "<|vision_start|><|video_pad|><|vision_end|>"}, "text: the prompt has 1 video placeholder(s)"),
         ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["x.png"]]}, "should be equal to the batch size (2), got 1"),
         ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["/nope.png"], "/nope.png"]}, "image_data[1]: a batch's image_data is a list of lists"),
         ({"input_ids": PLACEHOLDER_IDS, "image_data": [{"path": "x.png"}]}, "image_data[0].url: an image object needs a string url"),
         ({"input_ids": PLACEHOLDER_IDS, "image_data": ["/nope.png"]}, "image_data[0]: cannot open image file '/nope.png'"),
-        ({"text": PLACEHOLDER, "image_data": "x.png", "video_data": "v.mp4"}, "video_data: not supported"),
+        ({"text": PLACEHOLDER, "image_data": "x.png", "video_data": "v.mp4"}, "the prompt has 0 video placeholder(s)"),
         ({"text": PLACEHOLDER, "image_data": "x.png", "mm_hashes": ["ab"]}, "mm_hashes: not supported"),
     ],
 )  # fmt: skip

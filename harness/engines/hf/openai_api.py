@@ -10,9 +10,10 @@ its results are reshaped:
   `choices[].logprobs.content[]` with `token`, `bytes`, `logprob`, `top_logprobs`; the sampling defaults
   come from the model's generation_config when the request leaves them out; `image_url` parts (a data URL,
   file:// URL or local path) go to the template as `{"type": "image"}` and their images to the native request's
-  `image_data`, in order, as SGLang's serving_chat does (VLMs only; video/audio parts are a 400);
+  `image_data`, in order, as SGLang's serving_chat does; `video_url` parts likewise as `{"type": "video"}` and
+  `video_data` (VLMs only; audio parts are a 400);
 - `usage` = prompt/completion/total tokens, `reasoning_tokens: 0` and `prompt_tokens_details.cached_tokens`
-  (always present here; see the deviation list in `server`), plus `image_tokens` when the prompt has images;
+  (always present here; see the deviation list in `server`), plus `image_tokens` / `video_tokens` when the prompt has them;
 - streams: `data: {...}` chunks with text deltas, a finish chunk, a usage chunk when
   `stream_options.include_usage`, then `data: [DONE]`.
 Only `n: 1` is supported; errors use SGLang's OpenAI `ErrorResponse` body.
@@ -112,10 +113,14 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
             raise RequestError("messages: expected a non-empty list of {role, content} objects")
         template_kwargs = req.get("chat_template_kwargs") or {}
-        messages, images = split_chat_images(messages)
-        if images and runner.images is None:
-            raise RequestError(f"{images[0].where}: image parts need a vision-language model; "
+        messages, images, videos = split_chat_images(messages)
+        if (images or videos) and runner.images is None:
+            first = (images or videos)[0]
+            raise RequestError(f"{first.where}: {'image' if images else 'video'} parts need a vision-language model; "
                                f"{engine.options.model_path} has no image processor")  # fmt: skip
+        if videos and runner.images.video_processor is None:
+            raise RequestError(f"{videos[0].where}: video parts need a video processor; {engine.options.model_path} "
+                               "has none this engine can run")  # fmt: skip
         try:
             prompt_ids = runner.encode_chat(messages, template_kwargs)
         except (TemplateError, ValueError, TypeError, KeyError) as exc:  # the template rejects these messages
@@ -125,6 +130,8 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         body["input_ids"] = prompt_ids
         if images:
             body["image_data"] = images
+        if videos:
+            body["video_data"] = videos
         if as_bool(req.get("logprobs", False), "logprobs"):
             top = req.get("top_logprobs")
             body.update(return_logprob=True, return_text_in_logprobs=True, logprob_start_len=-1)
@@ -175,9 +182,10 @@ def _usage(seqs) -> dict[str, Any]:
     prompt = sum(len(s.item.input_ids) for s in seqs)
     completion = sum(len(s.output_ids) for s in seqs)
     details = {"cached_tokens": sum(s.cached_tokens for s in seqs)}
-    image_tokens = sum(s.item.image_tokens for s in seqs)
-    if image_tokens:  # SGLang's PromptTokensDetails drops image_tokens when there are none
-        details["image_tokens"] = image_tokens
+    for kind in ("image_tokens", "video_tokens"):  # SGLang's PromptTokensDetails drops a count of 0
+        count = sum(getattr(s.item, kind) for s in seqs)
+        if count:
+            details[kind] = count
     return {
         "prompt_tokens": prompt,
         "total_tokens": prompt + completion,

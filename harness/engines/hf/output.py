@@ -40,8 +40,9 @@ def build_output(seq, n_tokens: int, final: bool, runner) -> dict[str, Any]:
     meta["reasoning_tokens"] = 0
     meta["completion_tokens"] = len(output_ids)
     meta["cached_tokens"] = seq.cached_tokens
-    if item.image_tokens:  # SGLang adds it only for prompts with images
-        meta["image_tokens"] = item.image_tokens
+    for kind in ("image_tokens", "video_tokens"):  # SGLang adds them only for prompts that have them
+        if getattr(item, kind):
+            meta[kind] = getattr(item, kind)
     if final:
         meta["e2e_latency"] = seq.e2e_latency
     out = {"text": output_text(output_ids, finish_reason, item.params, runner), "output_ids": output_ids, "meta_info": meta}

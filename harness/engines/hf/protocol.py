@@ -6,13 +6,14 @@ shared `sampling_params` / `return_logprob` / `logprob_start_len` / `top_logprob
 raises `RequestError` naming its key path; the HTTP layer turns that into a 400.
 
 Deliberate differences from SGLang (SGLang ignores unknown top-level keys and accepts features this engine does
-not implement): an unknown key, or an SGLang feature this engine does not implement (video and audio data,
+not implement): an unknown key, or an SGLang feature this engine does not implement (audio data,
 `mm_hashes`, LoRA, grammars, penalties, `n` > 1, `token_ids_logprob`, hidden states, ...) set to a non-default
 value, is a 400 with the reason, so a suite can never believe a feature was exercised when it was not.
 
 Images (`image_data`, vision-language models only; see `hf_multimodal` for the full rules): SGLang's shapes and
 sources, except that http(s) URLs are a 400 (no network here), and so are a placeholder/image count mismatch
-(SGLang falls back to a legacy path), an already-expanded run of `<|image_pad|>` and a `<|video_pad|>`.
+(SGLang falls back to a legacy path) and an already-expanded run of `<|image_pad|>`. Videos (`video_data`) take
+the same shapes and sources, one `<|vision_start|><|video_pad|><|vision_end|>` per video.
 `input_ids` + `image_data` means what SGLang makes of it (it decodes the ids to text for its processor): the
 ids hold one `<|vision_start|><|image_pad|><|vision_end|>` per image, expanded like text's. On a text model
 `image_data` stays a 400.
@@ -82,6 +83,10 @@ class GenerateItem:
     def image_tokens(self) -> int:
         return 0 if self.multimodal is None else self.multimodal.image_tokens
 
+    @property
+    def video_tokens(self) -> int:
+        return 0 if self.multimodal is None else self.multimodal.video_tokens
+
 
 # Sampling params the engine implements, and SGLang's others with the value that means "off".
 _SAMPLING_SUPPORTED = {
@@ -131,10 +136,12 @@ def parse_generate(body: Any, tokenize, limits: Limits, images=None) -> tuple[li
     """
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    _check_keys(body, _TOP_LEVEL_SUPPORTED | ({"image_data"} if images else set()), _TOP_LEVEL_UNSUPPORTED, "field", "")
+    media_keys = ({"image_data"} | ({"video_data"} if images.video_processor is not None else set())) if images else set()
+    _check_keys(body, _TOP_LEVEL_SUPPORTED | media_keys, _TOP_LEVEL_UNSUPPORTED, "field", "")
     prompts, batched = _prompts(body, tokenize)
     n = len(prompts)
     image_refs = images.refs_per_prompt(body.get("image_data"), n, batched) if images else None
+    video_refs = images.video_refs_per_prompt(body.get("video_data"), n, batched) if images else None
     sampling = _per_item(body.get("sampling_params"), n, batched, "sampling_params")
     return_logprob = _per_item(body.get("return_logprob"), n, batched, "return_logprob")
     start_len = _per_item(body.get("logprob_start_len"), n, batched, "logprob_start_len")
@@ -147,7 +154,7 @@ def parse_generate(body: Any, tokenize, limits: Limits, images=None) -> tuple[li
     for i, ids in enumerate(prompts):
         where = f"[{i}]" if batched else ""
         prompt_where = f"input_ids{where}" if "input_ids" in body else f"text{where}"
-        multimodal = images.prepare(ids, image_refs[i], prompt_where) if images else None
+        multimodal = images.prepare(ids, image_refs[i], prompt_where, video_refs[i]) if images else None
         if multimodal is not None:
             ids = multimodal.input_ids
         _check_ids(ids, limits, prompt_where)

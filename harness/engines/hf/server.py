@@ -31,8 +31,9 @@ Deviations from SGLang, on purpose:
 - Parse errors, unknown fields and SGLang features this engine does not implement are HTTP 400 (see
   `hf_protocol`); SGLang ignores unknown top-level fields.
 - Vision-language models (a checkpoint with preprocessor_config.json; first target Qwen3-VL) take images in
-  `/generate` (`image_data`) and in chat `image_url` parts; `/model_info` says `has_image_understanding: true`.
-  http(s) image URLs are a 400 (no network), and so are video and audio (see `hf_multimodal`).
+  `/generate` (`image_data`) and in chat `image_url` parts, and videos in `video_data` and `video_url` parts
+  (decoded here with OpenCV, sampled by the checkpoint's video processor: `hf_video_input`); `/model_info` says
+  `has_image_understanding: true`. http(s) URLs are a 400 (no network), and so is audio (see `hf_multimodal`).
 - Prefix caching is switched off (reported in `/server_info` as `disable_radix_cache: true` with
   `radix_cache_disabled_reason`) for models whose transformers cache is not plain full attention
   (sliding-window or linear-attention layers), since their KV cannot be cut at an arbitrary prefix.

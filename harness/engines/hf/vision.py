@@ -96,10 +96,14 @@ class VisionLanguageForward:
     def _rope_index(self, mm) -> tuple[torch.Tensor, int]:
         input_ids = torch.tensor([mm.input_ids], dtype=torch.long, device=self.device)
         token_types = torch.zeros_like(input_ids, dtype=torch.int)
-        for span_start, span_end in mm.spans:
-            token_types[0, span_start:span_end] = 1  # 1: image (0: text, 2: video)
+        kinds = mm.item_kinds()
+        for (span_start, span_end), kind in zip(mm.spans, kinds):
+            token_types[0, span_start:span_end] = kind  # 1: image, 2: video (0: text)
+        grids = {kind: [k for k, item_kind in enumerate(kinds) if item_kind == kind] for kind in (1, 2)}
+        # a video's temporal patches are items of grid (1, h, w): what get_rope_index splits a video's grid into
+        image_grid, video_grid = (mm.image_grid_thw[grids[kind]].to(self.device) if grids[kind] else None for kind in (1, 2))
         positions, delta = self.inner.get_rope_index(
-            input_ids=input_ids, mm_token_type_ids=token_types, image_grid_thw=mm.image_grid_thw.to(self.device)
+            input_ids=input_ids, mm_token_type_ids=token_types, image_grid_thw=image_grid, video_grid_thw=video_grid
         )
         return positions, int(delta.reshape(-1)[0])
 
@@ -124,7 +128,9 @@ class VisionLanguageForward:
         return {"visual_pos_masks": mask, "deepstack_visual_embeds": [torch.cat(layer) for layer in deep_rows]}
 
     def _image_features(self, mm, needed: list[int]) -> tuple[list[torch.Tensor], list[list[torch.Tensor]]]:
-        """Vision features of images `needed` (per image), and their DeepStack features (per layer, per image)."""
+        """Vision features of items `needed` (per item), and their DeepStack features (per layer, per item). A
+        video's temporal patch runs as an image of grid (1, h, w): Qwen3-VL's `get_video_features` is
+        `get_image_features`, and its vision tower attends within one temporal patch."""
         offsets = [0]
         for count in mm.patch_counts:
             offsets.append(offsets[-1] + count)
