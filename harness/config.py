@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationError, field_validator
 
 from harness.config_checks import BOUND_KEYS, Numerics, config_numerics, matches, model_problems, reference_problems
 from harness.config_errors import Loc, Span, describe_validation_error, key_path, read_yaml
@@ -67,6 +67,23 @@ def _stringify(value: Any) -> Any:
     return value
 
 
+class MemberConfig(_Strict):
+    """One process of a deployment: its role, the args it adds to the config's, its GPUs (indices into the
+    config's), its environment."""
+
+    role: str
+    args: list[str] = []
+    gpus: list[NonNegativeInt] = []
+    env: dict[str, str] = {}
+
+    _coerce = field_validator("args", "env", mode="before")(_stringify)
+
+
+class DeploymentConfig(_Strict):
+    kind: str
+    members: list[MemberConfig] = Field(min_length=1)
+
+
 class ConfigSpec(_Strict):
     args: list[str] = []
     gpus: int = Field(0, ge=0)
@@ -76,6 +93,7 @@ class ConfigSpec(_Strict):
     options: dict[str, dict[str, Any]] = {}
     startup_timeout: float | None = Field(None, gt=0)
     description: str = ""
+    deployment: DeploymentConfig | None = None
 
     _coerce = field_validator("args", "env", mode="before")(_stringify)
 
@@ -231,7 +249,7 @@ class Thresholds:
             engine=c.engine or m.engine, args=tuple(c.args), env=dict(c.env), gpus=c.gpus,
             tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
             startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
-            images_per_prompt=self.images_per_prompt(model, config),
+            images_per_prompt=self.images_per_prompt(model, config), deployment=_deployment_spec(c.deployment),
         )  # fmt: skip
 
     def images_per_prompt(self, model: str, config: str) -> int:
@@ -284,6 +302,15 @@ class Thresholds:
             f"{self.source}: no reference for {what} ({self.numerics(model, config).describe()}); {have};"
             " add a matching entry (first match wins), or run with --harness-no-reference to record values"
         )
+
+
+def _deployment_spec(declared: DeploymentConfig | None):
+    from harness.deployment import DeploymentSpec, MemberSpec
+
+    if declared is None:
+        return None
+    members = tuple(MemberSpec(m.role, tuple(m.args), tuple(m.gpus), dict(m.env)) for m in declared.members)
+    return DeploymentSpec(declared.kind, members)
 
 
 def resolve_model_path(path: str, base_dir: Path) -> str:

@@ -118,6 +118,11 @@ def model_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> li
                 listed.add(suite)
             run_by_some_config |= listed
             problems += option_problems(config.options, f"{config_where}.options")
+            if config.deployment is not None:
+                from harness.deployment import problems as deployment_problems
+
+                declared = config.deployment
+                problems += deployment_problems(declared.kind, [m.role for m in declared.members], f"{config_where}.deployment")
             for suite in sorted(set(config.options) & set(suites) - listed):
                 problems.append(
                     f"{config_where}.options.{suite}: options for suite {suite!r}, which this config does not run"

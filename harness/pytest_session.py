@@ -107,6 +107,8 @@ class HarnessSession:
                 "startup_s": getattr(server, "startup_s", None),
                 "server_info": _summarize_info(live.info),
                 "preflight_warnings": self.pool.preflight_warnings.get(spec.id, []),
+                # a deployment's members in start order: role, URL, command, log (harness.deployment)
+                **({"deployment": server.describe()} if hasattr(server, "describe") else {}),
             },
         )
 

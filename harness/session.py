@@ -120,6 +120,64 @@ class LiveServer:
         return self._reference
 
 
+@dataclass(frozen=True)
+class Plan:
+    """How one spec is served here, resolved once: the engine (or attach), the GPUs it takes, and for a
+    deployment its members (harness.deployment)."""
+
+    spec: ServerSpec
+    engine_name: str
+    gpus: int
+
+    @property
+    def attached(self) -> bool:
+        return self.engine_name == "attach"
+
+    @property
+    def deployment(self):
+        return None if self.attached else self.spec.deployment
+
+    def engine(self, name: str | None = None):
+        """The plan's engine, or a member's (the pd router is no config's engine, so not in the registry)."""
+        from harness.engines import get_engine
+        from harness.engines.sglang import SGLangRouterEngine
+
+        return SGLangRouterEngine() if name == "sglang-router" else get_engine(name or self.engine_name)
+
+    def preflight(self) -> list[str]:
+        """Reject the spec (every member's launch line, for a deployment); the warnings to report."""
+        if self.deployment is not None:
+            from harness.deployment import preflight
+
+            results = preflight(self.spec, self.engine)
+        else:
+            results = [self.engine().preflight(self.spec)]
+        return [w for result in results for w in (getattr(result, "warnings", None) or [])]
+
+    def skip_reason(self, have_gpus: int) -> str | None:
+        if self.gpus > have_gpus:
+            return f"{self.spec.id} needs {self.gpus} GPU(s), {have_gpus} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
+        if self.deployment is not None:
+            from harness.deployment import skip_reason
+
+            return skip_reason(self.spec)
+        return None
+
+    def launch(self, settings: PoolSettings):
+        """The server (or deployment) for this spec, not started yet."""
+        from harness.server import Server
+
+        if self.attached:
+            return Server.attach(settings.base_url, spec=self.spec)
+        spec = _replace(self.spec, startup_timeout=settings.startup_timeout) if settings.startup_timeout else self.spec
+        gpu_ids = settings.gpu_ids[: self.gpus]
+        if self.deployment is not None:
+            from harness.deployment import Deployment
+
+            return Deployment(spec, self.engine, log_dir=settings.log_dir, gpu_ids=gpu_ids)
+        return Server(spec, self.engine(), log_dir=settings.log_dir, gpu_ids=gpu_ids)
+
+
 class ServerPool:
     def __init__(self, settings: PoolSettings, on_started=None):
         self.settings = settings
@@ -128,24 +186,34 @@ class ServerPool:
         self._stack: contextlib.ExitStack | None = None
         self.failures: dict[str, BaseException] = {}
         self.preflight_warnings: dict[str, list[str]] = {}
+        self._plans: dict[str, Plan] = {}
+
+    def plan(self, spec: ServerSpec) -> Plan:
+        """The spec's plan, resolved on first use (engine override or attach applied once, here)."""
+        if spec.id not in self._plans:
+            from harness.engines import get_engine
+
+            name = "attach" if self.settings.base_url else self.settings.engine_override or spec.engine
+            if name not in ("attach", spec.engine):
+                spec = _replace(spec, engine=name)  # members of a deployment take the override too
+            if name == "attach":
+                gpus = 0
+            elif spec.deployment is not None:
+                gpus = max(spec.gpus, spec.deployment.gpus)
+            else:
+                gpus = get_engine(name).gpus_needed(spec)
+            self._plans[spec.id] = Plan(spec, name, gpus)
+        return self._plans[spec.id]
 
     def engine_for(self, spec: ServerSpec) -> str:
-        if self.settings.base_url:
-            return "attach"
-        return self.settings.engine_override or spec.engine
+        return self.plan(spec).engine_name
 
     def gpus_needed(self, spec: ServerSpec) -> int:
-        from harness.engines import get_engine
-
-        engine = self.engine_for(spec)
-        return 0 if engine == "attach" else get_engine(engine).gpus_needed(spec)
+        return self.plan(spec).gpus
 
     def skip_reason(self, spec: ServerSpec) -> str | None:
-        """Why this spec cannot run here (too few GPUs), or None."""
-        needed, have = self.gpus_needed(spec), len(self.settings.gpu_ids)
-        if needed <= have:
-            return None
-        return f"{spec.id} needs {needed} GPU(s), {have} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
+        """Why this spec cannot run here (too few GPUs, a missing deployment dependency), or None."""
+        return self.plan(spec).skip_reason(len(self.settings.gpu_ids))
 
     def preflight(self, spec: ServerSpec) -> None:
         """Reject a bad config before anything launches, also where it could not run (too few GPUs), once."""
@@ -153,14 +221,12 @@ class ServerPool:
             return
         if spec.id in self.failures:
             raise self.failures[spec.id]
-        from harness.engines import get_engine
-
         try:
-            result = get_engine(self.engine_for(spec)).preflight(spec)
+            warnings = self.plan(spec).preflight()
         except Exception as exc:
             self.failures[spec.id] = exc
             raise
-        self.preflight_warnings[spec.id] = list(getattr(result, "warnings", None) or [])
+        self.preflight_warnings[spec.id] = warnings
 
     def acquire(self, spec: ServerSpec) -> LiveServer:
         if self.current is not None and self.current.spec.id == spec.id:
@@ -179,23 +245,10 @@ class ServerPool:
         return self.current
 
     def _start(self, spec: ServerSpec) -> LiveServer:
-        from harness.engines import get_engine
-        from harness.server import Server
-
         self.preflight(spec)
-        engine_name = self.engine_for(spec)
-        engine = get_engine(engine_name)
         stack = contextlib.ExitStack()
         try:
-            if engine_name == "attach":
-                server = stack.enter_context(Server.attach(self.settings.base_url, spec=spec))
-            else:
-                if self.settings.startup_timeout:
-                    spec = _replace(spec, startup_timeout=self.settings.startup_timeout)
-                gpu_ids = self.settings.gpu_ids[: engine.gpus_needed(spec)]
-                server = stack.enter_context(
-                    Server(spec, engine, log_dir=self.settings.log_dir, gpu_ids=gpu_ids)
-                )
+            server = stack.enter_context(self.plan(spec).launch(self.settings))
             loop = asyncio.new_event_loop()
             client = Client(server.base_url, self.settings.client_options)
             stack.callback(loop.close)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,8 @@ class ServerSpec:
     # The most images one request of its suites sends (MMMU: 7); engines that cap images per prompt (vLLM) are
     # launched with this limit. 0 for a text-only config.
     images_per_prompt: int = 0
+    # Several processes instead of one (harness.deployment.DeploymentSpec: EPD, PD, an ordered group); None: one.
+    deployment: Any = None
 
     @property
     def id(self) -> str:

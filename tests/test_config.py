@@ -107,7 +107,7 @@ MALFORMED = [
     ("unknown key",
      "        gpus: 1\n", "        gpuss: 1\n",
      "thresholds.yaml: models.canary.configs.tp1: unknown key 'gpuss' (did you mean 'gpus'?);"
-     " valid choices: args, description, engine, env, gpus, options, startup_timeout, suites"),
+     " valid choices: args, deployment, description, engine, env, gpus, options, startup_timeout, suites"),
     ("wrong type",
      "gpus: 1", "gpus: two",
      "thresholds.yaml: models.canary.configs.tp1.gpus: expected an integer, got 'two'"),
@@ -428,7 +428,7 @@ def test_every_sglang_config_of_a_committed_tiny_model_bounds_its_kv_pool_in_tok
     monkeypatch.chdir(REPO)
     thresholds = load_thresholds("thresholds.yaml")
     tiny = [s for s in thresholds.server_specs() if s.engine == "sglang" and "/assets/" in f"/{s.model_path}"]
-    assert len(tiny) == 9  # canary x4, canary-qwen3-next x3, canary-vlm x1, qwen3-vl-tiny x1
+    assert len(tiny) == 13  # canary x6 (pd a deployment), canary-qwen3-next x3, canary-vlm x3 (epd one), qwen3-vl-tiny x1
     for spec in tiny:
         assert "--max-total-tokens" in spec.args, spec.id
 

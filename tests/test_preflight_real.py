@@ -126,9 +126,14 @@ def test_every_kind_parses(batch_results, version, kind):
 
 
 def thresholds_sglang_specs():
+    """Every sglang launch line of thresholds.yaml: a config's, or each SGLang member's of a deployment."""
     from harness.config import load_thresholds
+    from harness.deployment import launch_lines
 
-    return [spec for spec in load_thresholds(THRESHOLDS).server_specs() if spec.engine == "sglang"]
+    lines = []
+    for spec in load_thresholds(THRESHOLDS).server_specs():
+        lines += launch_lines(spec) if spec.deployment is not None else [spec]
+    return [line for line in lines if line.engine == "sglang"]
 
 
 @pytest.mark.parametrize("version", PINNED)
@@ -139,6 +144,12 @@ def test_every_sglang_config_in_thresholds_yaml_parses(batch_results, version):
     assert specs, "thresholds.yaml declares no sglang config"
     rejected = [results[spec.id]["error"] for spec in specs if not results[spec.id]["ok"]]
     assert rejected == []
+    members = {spec.id: results[spec.id]["parsed"] for spec in specs if "." in spec.config}  # deployment members
+    assert members["canary-vlm/epd.encoder"]["encoder_only"] is True
+    assert members["canary-vlm/epd.language"]["language_only"] is True
+    assert members["canary-vlm/epd.language"]["encoder_urls"] == ["http://127.0.0.1:1"]
+    assert members["canary/pd.prefill"]["disaggregation_mode"] == "prefill"
+    assert members["canary/pd.decode"]["disaggregation_mode"] == "decode"
 
 
 def test_0_5_23_flags_dp_attention_as_deprecated(batch_results):

@@ -48,6 +48,23 @@ class SGLangEngine(Engine):
         return max(spec.gpus, gpus_for_args(spec.args))
 
 
+@dataclass(frozen=True)
+class SGLangRouterEngine(Engine):
+    """`python -m sglang_router.launch_router` (pip sglang-router), the front of a pd deployment: its args come
+    from harness.deployment (`--pd-disaggregation --mini-lb --prefill URL PORT --decode URL`)."""
+
+    name: str = "sglang-router"
+    label: str = "sglang-router"
+    health_path: str = "/health"
+    requires_server_info: bool = False
+
+    def command(self, spec: ServerSpec, host: str, port: int) -> list[str]:
+        return [self.python, "-m", "sglang_router.launch_router", *spec.args, "--host", host, "--port", str(port)]
+
+    def preflight(self, spec: ServerSpec):
+        return None  # its flags are the deployment's own wiring; sglang-router is not in the parser environments
+
+
 # -- one helper per config kind; each returns the args to append ------------------------------------------
 
 
