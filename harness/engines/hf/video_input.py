@@ -9,8 +9,8 @@ at least 4 and at most 768 frames, `np.linspace` over the file's frames), run by
 project's CPU machine transformers' video processors cannot run as shipped: they resize and normalise through
 torchvision, and PyPI's torchvision does not import beside the pinned CPU torch. `torch_only_video_processor`
 subclasses the checkpoint's class and replaces only those three torchvision calls with the torch operations
-torchvision itself performs (bicubic antialiased `interpolate` rounded back to uint8, `(x - mean) / std`,
-grey → RGB); sampling, `smart_resize`, patchify and the grid stay transformers'. Where torchvision imports (the
+torchvision itself performs (bicubic antialiased `interpolate`, on uint8 frames torch's native uint8 kernel as
+torchvision uses on the CPU; `(x - mean) / std`; grey → RGB); sampling, `smart_resize`, patchify and the grid stay transformers'. Where torchvision imports (the
 GPU image) the checkpoint's class runs unchanged, and `tests/test_hf_video.py` compares the two there.
 
 Layout (Qwen3-VL, `Qwen3VLProcessor.replace_video_token`, SGLang's `build_input_ids_with_timestamps`): the
@@ -61,11 +61,15 @@ def torch_only_video_processor(video_processor_class):
             if tuple(videos.shape[-2:]) == target:
                 return videos  # torchvision's resize returns the input unchanged when the size already matches
             dtype, shape = videos.dtype, videos.shape
-            flat = videos.reshape(-1, *shape[-3:]).to(torch.float32)
-            out = F.interpolate(flat, size=target, mode="bicubic", align_corners=False, antialias=True)
-            if dtype == torch.uint8:
-                out = out.clamp_(0, 255).round_()  # torchvision's uint8 bicubic: clamp, round, cast back
-            return out.to(dtype).reshape(*shape[:-2], *target)
+            flat = videos.reshape(-1, *shape[-3:])
+            if dtype == torch.uint8 and flat.device.type == "cpu":
+                # torchvision hands uint8 bicubic on the CPU to torch's native uint8 kernel (it rounds and clamps
+                # between its two passes: 20 levels away from a float resize on noise), so this does too
+                out = F.interpolate(flat, size=target, mode="bicubic", align_corners=False, antialias=True)
+            else:
+                out = F.interpolate(flat.to(torch.float32), size=target, mode="bicubic", align_corners=False, antialias=True)
+                out = out.clamp_(0, 255).round_().to(dtype) if dtype == torch.uint8 else out.to(dtype)
+            return out.reshape(*shape[:-2], *target)
 
     TorchOnlyVideoProcessor.__name__ = f"TorchOnly{video_processor_class.__name__}"
     return TorchOnlyVideoProcessor
