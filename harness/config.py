@@ -116,6 +116,9 @@ class Match(_Strict):
     quantization: str | None = None
     kv_cache_dtype: str | None = None
     speculative_algorithm: str | None = None
+    # The GPU model the run is on (harness.gpus.gpu_model: "H200", "H100", "cpu" without one): perf references
+    # hold for one GPU model; an entry without it matches any.
+    gpu: str | None = None
 
     def describe(self) -> str:
         keys = self.model_dump(exclude_none=True)
@@ -219,6 +222,7 @@ class Thresholds:
     path: Path
     source: str
     spans: dict[Loc, Span]
+    gpu: str | None = None  # the run's GPU model, set by the session; entries with `match: {gpu}` need it
 
     def model(self, name: str) -> ModelSpec:
         if name not in self.doc.models:
@@ -282,7 +286,8 @@ class Thresholds:
             raise unknown_choice("suite", suite, SUITES, self.source)
         numerics = self.numerics(model, config)
         for index, entry in enumerate(self.doc.references.get(suite, {}).get(model, [])):
-            if (metric is None or entry.metric == metric) and matches(entry.match, numerics):
+            on_this_gpu = entry.match.gpu is None or (self.gpu or "").lower() == entry.match.gpu.lower()
+            if (metric is None or entry.metric == metric) and on_this_gpu and matches(entry.match, numerics):
                 return ReferenceMatch(suite, model, config, index, entry, self.source)
         return None
 

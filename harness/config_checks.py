@@ -77,6 +77,7 @@ def config_numerics(
 def matches(match: Any, numerics: Numerics) -> bool:
     """True when every key the entry's `match` sets equals the config's value (unset keys match any)."""
     wanted = match.model_dump(exclude_none=True)
+    wanted.pop("gpu", None)  # matched against the run's GPU by the caller (Thresholds.find_reference)
     return all(normalize(k, v) == getattr(numerics, k) for k, v in wanted.items())
 
 

@@ -28,7 +28,7 @@ SUITE_EVALS: dict[str, str] = {
     "video_mme": "harness.evals.video_mme",
     "video_mme_modes": "harness.evals.video_mme_modes",
     "video_mme_parity": "harness.evals.video_mme_parity",
-    "perf": "harness.evals.perf",
+    "serving_perf": "harness.evals.serving_perf",
 }
 SUITES: tuple[str, ...] = tuple(SUITE_EVALS)
 

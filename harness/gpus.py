@@ -179,3 +179,15 @@ def _query_torch() -> GpuInventory | None:
         return None
     names = tuple(torch.cuda.get_device_name(i) for i in range(count))
     return GpuInventory(ids=tuple(str(i) for i in range(count)), source="torch", names=names)
+
+
+def gpu_model(inventory: GpuInventory) -> str:
+    """The model of the first GPU as perf references name it: "NVIDIA H200" -> "H200", "NVIDIA A100-SXM4-80GB" ->
+    "A100"; "cpu" when there is none, "unknown" when no name was reported."""
+    if not inventory.ids:
+        return "cpu"
+    if not inventory.names:
+        return "unknown"
+    words = [w for w in inventory.names[0].replace("-", " ").split() if w.upper() not in ("NVIDIA", "GEFORCE", "TESLA")]
+    return words[0] if words else "unknown"
+

@@ -84,6 +84,12 @@ def judge(session, case, result: EvalResult) -> Outcome:
         elif verdict.warnings:
             outcome.notes.extend(f"{match.test_id}: warning: {w}" for w in verdict.warnings)
     outcome.notes.extend(result.notes)
+    other_gpus = _references_for_other_gpus(thresholds, case.suite, model) if not outcome.failures else []
+    if not any("reference" in check for check in outcome.checks) and other_gpus:
+        outcome.notes.append(f"{case.suite}[{model}/{config}]: recorded, not judged: no reference for GPU "
+                             f"{thresholds.gpu!r} (references.{case.suite}.{model} has {', '.join(other_gpus)})")  # fmt: skip
+        outcome.verdict = "recorded"
+        return outcome
     if not any("reference" in check for check in outcome.checks) and not opt.harness_no_reference:
         try:
             thresholds.reference_for(case.suite, model, config)
@@ -94,3 +100,13 @@ def judge(session, case, result: EvalResult) -> Outcome:
     elif outcome.failures:
         outcome.verdict = "fail"
     return outcome
+
+
+def _references_for_other_gpus(thresholds, suite: str, model: str) -> list[str]:
+    """The GPU models the entries of references.<suite>.<model> are for, when all are for one and none is this run's."""
+    entries = thresholds.doc.references.get(suite, {}).get(model, [])
+    gpus = sorted({e.match.gpu for e in entries if e.match.gpu})
+    if not entries or len(gpus) == 0 or any(e.match.gpu is None for e in entries):
+        return []
+    return [] if (thresholds.gpu or "").lower() in (g.lower() for g in gpus) else gpus
+

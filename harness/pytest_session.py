@@ -41,9 +41,13 @@ class HarnessSession:
     @property
     def thresholds(self):
         if self._thresholds is None:
-            from harness.config import load_thresholds
+            import dataclasses
 
-            self._thresholds = load_thresholds(self.thresholds_path)
+            from harness.config import load_thresholds
+            from harness.gpus import detect_gpus, gpu_model
+
+            # the run's GPU model picks perf references (`match: {gpu: H200}`)
+            self._thresholds = dataclasses.replace(load_thresholds(self.thresholds_path), gpu=gpu_model(detect_gpus()))
         return self._thresholds
 
     def cases_for(self, suite: str) -> list[Case]:

@@ -1,0 +1,160 @@
+"""Serving performance: throughput under saturation, latency under light load, as SGLang's bench_serving measures.
+
+Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.perf.workload), so every
+run sends the same requests. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
+(`async_request_sglang_generate`, `calculate_metrics`); harness.perf.measure says where this differs.
+Workloads are data (`workloads:` option, one mapping per shape): input/output length, range ratio, number of
+prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, and which metrics the shape gates
+(`gate:`). Defaults: `saturating` (every request at once; gates output tokens/s) and `light` (one request at a
+time; gates median TTFT and ITL). Each shape runs `repeats` times after its warm-up; the gated value is the
+median over repeats, the spread (min, max) is reported.
+Correct before fast: a request that fails, stalls or streams a different number of tokens than asked
+(`ignore_eos`) makes the suite an error before any timing is judged, and so does a client that was itself the
+bottleneck (CPU per wall second or event-loop lag over budget).
+Metrics: `output_throughput` (tokens/s, higher is better), `ttft_ms`, `itl_ms` (lower is better). References
+are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min_ratio` / `max_ratio`); on a GPU
+with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
+`python -m sglang.bench_serving` against the same server, and both tools' numbers go side by side in details.
+Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping
+from typing import Any
+
+from harness.perf.measure import RequestTiming, run_requests, summarize
+from harness.perf.workload import Workload, build_requests, payload
+from harness.types import EvalContext, EvalResult, check_options
+
+SUITE = "serving_perf"
+# gated metric -> the bench_serving summary field it is
+GATE_METRICS = {"output_throughput": "output_throughput", "ttft_ms": "median_ttft_ms", "itl_ms": "median_itl_ms"}
+DEFAULT_WORKLOADS = {
+    "saturating": {"input_len": 256, "output_len": 128, "num_prompts": 200, "request_rate": "inf", "gate": ["output_throughput"]},
+    "light": {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency": 1, "gate": ["ttft_ms", "itl_ms"]},
+}  # fmt: skip
+OPTIONS = {
+    "workloads": DEFAULT_WORKLOADS,
+    "repeats": 3,
+    "seed": 0,
+    "request_timeout_s": 120.0,
+    "client_cpu_budget": 0.9,  # CPU seconds per wall second of the one client process (one event loop)
+    "client_lag_budget_ms": 100.0,
+    "bench_serving": False,
+}
+
+
+class PerfRunInvalid(RuntimeError):
+    """The run cannot be judged: requests failed or came back wrong, or the client was the bottleneck."""
+
+
+def gated(workloads: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Workload -> the metrics it gates; each metric gated by at most one workload."""
+    out, seen = {}, {}
+    for name, raw in workloads.items():
+        gates = list(raw.get("gate", []))
+        for metric in gates:
+            if metric not in GATE_METRICS:
+                from harness.errors import unknown_choice
+
+                raise unknown_choice("gated metric", metric, GATE_METRICS, where=f"{SUITE}.workloads.{name}.gate")
+            if metric in seen:
+                from harness.errors import ConfigError
+
+                raise ConfigError(f"{SUITE}.workloads: {metric} is gated by both {seen[metric]} and {name}")
+            seen[metric] = name
+        out[name] = gates
+    return out
+
+
+def verify(timings: list[RequestTiming], where: str) -> None:
+    failed = [t for t in timings if not t.ok]
+    if failed:
+        raise PerfRunInvalid(f"{where}: {len(failed)} of {len(timings)} requests failed, so no timing is judged; "
+                             f"first: {failed[0].error}")  # fmt: skip
+
+
+class ServingPerf:
+    suite = SUITE
+
+    async def __call__(self, ctx: EvalContext) -> EvalResult:
+        import aiohttp
+
+        check_options(SUITE, ctx.options, OPTIONS)
+        opts = {**OPTIONS, **ctx.options}
+        gates = gated(opts["workloads"])
+        workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
+                     for name, raw in opts["workloads"].items()]  # fmt: skip
+        ids = _prompt_ids(ctx)
+        url = ctx.client.base_url + "/generate"
+        repeats = 1 if ctx.smoke else opts["repeats"]
+        metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
+        # A session of its own, unbounded: the shared client caps in-flight requests at --harness-concurrency,
+        # which would cap the saturating load.
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            for workload in workloads:
+                where = f"{SUITE}[{ctx.case_id}] {workload.name}"
+                requests = build_requests(workload, ids, opts["seed"])
+                if ctx.limit:
+                    requests = requests[: workload.warmup + ctx.limit]
+                warm = [RequestTiming(len(ids), n) for ids, n in requests[: workload.warmup]]
+                await run_requests(session, url, [payload(ids, n) for ids, n in requests[: workload.warmup]], warm,
+                                   request_rate=float("inf"), max_concurrency=1, seed=0, timeout_s=opts["request_timeout_s"])  # fmt: skip
+                verify(warm, where + " warm-up")
+                summaries = []
+                for repeat in range(repeats):
+                    timed = requests[workload.warmup :]
+                    timings = [RequestTiming(len(ids), n) for ids, n in timed]
+                    duration, load = await run_requests(
+                        session, url, [payload(ids, n) for ids, n in timed], timings, request_rate=workload.request_rate,
+                        max_concurrency=workload.max_concurrency, seed=opts["seed"] + repeat, timeout_s=opts["request_timeout_s"],
+                    )  # fmt: skip
+                    verify(timings, f"{where} repeat {repeat + 1}")
+                    saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
+                    if saturated:
+                        raise PerfRunInvalid(f"{where} repeat {repeat + 1}: client-saturated: {saturated}; the numbers "
+                                             "would measure the client, not the server")  # fmt: skip
+                    summary = summarize(timings, duration)
+                    summary["client_cpu_per_wall"], summary["client_max_loop_lag_ms"] = load.cpu_per_wall, load.max_loop_lag_ms
+                    summaries.append(summary)
+                    runs += len(timings)
+                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
+                for metric in gates[workload.name]:
+                    metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
+                details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
+                                                       "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
+        if opts["bench_serving"]:
+            from harness.perf.bench_serving import cross_check
+
+            details["bench_serving"] = cross_check(ctx, workloads, details["workloads"], opts["seed"])
+        return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
+
+
+def _prompt_ids(ctx: EvalContext) -> list[int]:
+    """The ordinary token ids of the model under test (its config's vocab_size bounds the tokenizer's)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from harness.perf.workload import ordinary_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_path or ctx.model_path)
+    config = AutoConfig.from_pretrained(ctx.model_path)
+    vocab = getattr(getattr(config, "text_config", config), "vocab_size", None) or len(tokenizer)
+    return ordinary_ids(tokenizer, vocab)
+
+
+def _spread(summaries: list[dict]) -> dict[str, list[float]]:
+    keys = ("output_throughput", "median_ttft_ms", "median_itl_ms", "median_tpot_ms", "median_e2e_latency_ms")
+    return {k: [min(s[k] for s in summaries), max(s[k] for s in summaries)] for k in keys if all(k in s for s in summaries)}
+
+
+def _notes(details: dict, case_id: str) -> list[str]:
+    lines = []
+    for name, block in details["workloads"].items():
+        spread = block["spread"]
+        parts = [f"{k} {lo:.4g}..{hi:.4g}" for k, (lo, hi) in spread.items()]
+        lines.append(f"{SUITE}[{case_id}] {name}: {len(block['repeats'])} repeat(s): " + ", ".join(parts))
+    for line in (details.get("bench_serving") or {}).get("lines", []):
+        lines.append(f"{SUITE}[{case_id}] {line}")
+    return lines

@@ -1,0 +1,171 @@
+"""Serving performance measured as SGLang's `bench_serving` measures it (sglang/benchmark/serving.py, 0.5.17).
+
+One request = one native streaming `/generate` (`input_ids`, `max_new_tokens`, `ignore_eos`). Per request, as
+`async_request_sglang_generate` does: a chunk counts when it carries text; the first one's arrival is TTFT;
+each later one adds `gap / new_tokens` once per token it brought (`meta_info.completion_tokens` grows by more
+than one per chunk under speculative decoding or stream_interval > 1), so ITL is pooled per token; E2E latency
+is the arrival of the last chunk. Over a run (`calculate_metrics`): TPOT per request = (E2E − TTFT) /
+(output_len − 1); request throughput = completed / duration; input and output throughput = tokens / duration;
+concurrency = Σ E2E / duration. Medians, means, p90 and p99 (numpy's linear percentiles) of TTFT, ITL, TPOT, E2E.
+
+Where this differs, on purpose: arrival is stamped when the chunk's bytes are read, before any JSON parsing
+(bench_serving stamps after its strip and decode); a request with the wrong number of output tokens, or none,
+counts as failed (bench_serving counts it as completed); and the client measures itself (`ClientLoad`): its CPU
+seconds per wall second and the event loop's worst lag, so a saturated client is an error, not a perf verdict.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import resource
+import time
+from dataclasses import dataclass, field
+
+import orjson
+
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class RequestTiming:
+    """One streamed request: when its chunks came, how many tokens each brought, and whether it succeeded."""
+
+    prompt_len: int
+    expected_output: int
+    start: float = 0.0
+    ttft: float = 0.0
+    latency: float = 0.0
+    itl: list[float] = field(default_factory=list)
+    output_len: int = 0
+    accept_length: float | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+async def stream_one(session, url: str, payload: dict, timing: RequestTiming, timeout_s: float) -> RequestTiming:
+    """POST `payload` to a native streaming `/generate` and fill `timing` (errors are recorded, not raised)."""
+    import aiohttp
+
+    timing.start = start = time.perf_counter()
+    last_time, last_len, last_chunk = start, 0, start
+    try:
+        async with session.post(url, data=orjson.dumps(payload), timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+            if resp.status != 200:
+                timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                return timing
+            async for raw in resp.content:
+                arrived = last_chunk = time.perf_counter()  # before any parsing
+                line = raw.strip()
+                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                    continue
+                data = orjson.loads(line[5:].strip())
+                meta = data.get("meta_info") or {}
+                if meta.get("spec_accept_length") is not None:
+                    timing.accept_length = float(meta["spec_accept_length"])
+                if not data.get("text"):
+                    continue
+                tokens = int(meta.get("completion_tokens", last_len + 1))
+                if last_len == 0:
+                    timing.ttft = arrived - start
+                elif tokens > last_len:
+                    timing.itl.extend([(arrived - last_time) / (tokens - last_len)] * (tokens - last_len))
+                else:
+                    continue
+                last_time, last_len = arrived, tokens
+        timing.latency = last_chunk - start  # bench_serving: the last chunk of any kind ([DONE] included)
+        timing.output_len = last_len
+        if last_len != timing.expected_output:
+            timing.error = f"{last_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
+    except (asyncio.TimeoutError, TimeoutError):
+        timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
+    except Exception as exc:  # noqa: BLE001 - any transport failure is this request's error, counted apart
+        timing.error = f"{type(exc).__name__}: {exc}"[:300]
+    return timing
+
+
+@dataclass
+class ClientLoad:
+    """The client's own load during a run: CPU seconds per wall second and the event loop's worst lag."""
+
+    cpu_per_wall: float
+    max_loop_lag_ms: float
+
+    def saturated(self, cpu_budget: float, lag_budget_ms: float) -> str | None:
+        if self.cpu_per_wall > cpu_budget:
+            return f"the client used {self.cpu_per_wall:.2f} CPU s per wall s (budget {cpu_budget:g})"
+        if self.max_loop_lag_ms > lag_budget_ms:
+            return f"the client's event loop lagged {self.max_loop_lag_ms:.1f} ms (budget {lag_budget_ms:g} ms)"
+        return None
+
+
+async def run_requests(session, url: str, payloads: list[dict], timings: list[RequestTiming], *, request_rate: float,
+                       max_concurrency: int | None, seed: int, timeout_s: float) -> tuple[float, ClientLoad]:  # fmt: skip
+    """Send every payload (Poisson arrivals at `request_rate`/s, or all at once when inf; at most `max_concurrency`
+    in flight); returns the run's duration (first send to last answer) and the client's load."""
+    rng = random.Random(seed)
+    limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+    lag, stop = [0.0], asyncio.Event()
+
+    async def watch_loop():
+        while not stop.is_set():
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            lag[0] = max(lag[0], time.perf_counter() - before - 0.005)
+
+    async def one(payload, timing):
+        if limit is None:
+            return await stream_one(session, url, payload, timing, timeout_s)
+        async with limit:
+            return await stream_one(session, url, payload, timing, timeout_s)
+
+    watcher = asyncio.ensure_future(watch_loop())
+    cpu0, wall0 = _cpu_seconds(), time.perf_counter()
+    tasks = []
+    for payload, timing in zip(payloads, timings):
+        tasks.append(asyncio.ensure_future(one(payload, timing)))
+        if not math.isinf(request_rate):
+            await asyncio.sleep(rng.expovariate(request_rate))
+    await asyncio.gather(*tasks)
+    duration = time.perf_counter() - wall0
+    stop.set()
+    await watcher
+    return duration, ClientLoad((_cpu_seconds() - cpu0) / max(duration, 1e-9), lag[0] * 1000)
+
+
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def summarize(timings: list[RequestTiming], duration: float) -> dict[str, float]:
+    """bench_serving's metrics over the requests that succeeded (ms for latencies)."""
+    import numpy as np
+
+    done = [t for t in timings if t.ok]
+    out: dict[str, float] = {"completed": len(done), "failed": len(timings) - len(done), "duration_s": duration}
+    if not done:
+        return out
+    series = {
+        "ttft_ms": [t.ttft * 1000 for t in done],
+        "itl_ms": [x * 1000 for t in done for x in t.itl],
+        "tpot_ms": [(t.latency - t.ttft) * 1000 / (t.output_len - 1) for t in done if t.output_len > 1],
+        "e2e_latency_ms": [t.latency * 1000 for t in done],
+    }
+    for name, values in series.items():
+        values = values or [0.0]
+        out[f"mean_{name}"] = float(np.mean(values))
+        for p in PERCENTILES:
+            out[f"{'median' if p == 50 else f'p{p}'}_{name}"] = float(np.percentile(values, p))
+    out["request_throughput"] = len(done) / duration
+    out["input_throughput"] = sum(t.prompt_len for t in done) / duration
+    out["output_throughput"] = sum(t.output_len for t in done) / duration
+    out["concurrency"] = sum(t.latency for t in done) / duration
+    accepts = [t.accept_length for t in done if t.accept_length is not None]
+    if accepts:
+        out["accept_length"] = float(np.mean(accepts))
+    return out

@@ -1,0 +1,81 @@
+"""A serving workload as thresholds.yaml declares it, and its prompts built deterministically.
+
+Prompts are token ids drawn with a seeded RNG from the model's ordinary tokens (every id below the model's
+vocabulary size that the tokenizer does not list as special or added: a VLM's image and video placeholders are
+added tokens, and a stray one would make the request a 400), sent as `input_ids` so every request has exactly its input length, as bench_serving's
+`random-ids` dataset does. With `range_ratio` < 1 each request's input and output lengths are drawn uniformly
+from [length * range_ratio, length] (bench_serving's `compute_random_lens`). `ignore_eos` makes every request
+produce exactly its output length, which `measure` checks.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.errors import ConfigError
+
+SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup")
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    input_len: int
+    output_len: int
+    num_prompts: int
+    request_rate: float = math.inf  # requests per second (Poisson arrivals); inf: all at once
+    max_concurrency: int | None = None
+    range_ratio: float = 1.0
+    warmup: int = 2
+
+    @classmethod
+    def from_options(cls, name: str, raw: Mapping[str, Any], where: str) -> Workload:
+        unknown = sorted(set(raw) - set(SHAPE_KEYS))
+        if unknown:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("workload key", unknown[0], SHAPE_KEYS, where=f"{where}.{name}")
+        rate = raw.get("request_rate", "inf")
+        try:
+            rate = float(rate)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{where}.{name}.request_rate: {rate!r} (a number of requests per second, or inf)") from None
+        workload = cls(name, int(raw.get("input_len", 128)), int(raw.get("output_len", 64)), int(raw.get("num_prompts", 64)),
+                       rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)))  # fmt: skip
+        if min(workload.input_len, workload.output_len, workload.num_prompts) < 1 or not 0 < workload.range_ratio <= 1:
+            raise ConfigError(f"{where}.{name}: input_len, output_len and num_prompts must be >= 1 and range_ratio in "
+                              f"(0, 1], got {dict(raw)}")  # fmt: skip
+        return workload
+
+    def record(self) -> dict:
+        return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf"
+                for k in ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup")}  # fmt: skip
+
+
+def lengths(full: int, ratio: float, count: int, rng: random.Random) -> list[int]:
+    low = max(1, int(full * ratio))
+    return [full if low == full else rng.randint(low, full) for _ in range(count)]
+
+
+def ordinary_ids(tokenizer, model_vocab_size: int) -> list[int]:
+    """Ids a prompt may hold: below the model's vocabulary size (its embedding may be smaller than the tokenizer)
+    and neither special nor added."""
+    reserved = set(tokenizer.all_special_ids) | set(getattr(tokenizer, "added_tokens_decoder", {}) or {})
+    return [i for i in range(min(model_vocab_size, len(tokenizer))) if i not in reserved]
+
+
+def build_requests(workload: Workload, ids: list[int], seed: int) -> list[tuple[list[int], int]]:
+    """(input_ids, output_len) per request: the same every run for the same workload, ids and seed."""
+    rng = random.Random(f"serving-perf/{workload.name}/{seed}")
+    count = workload.num_prompts + workload.warmup
+    inputs, outputs = lengths(workload.input_len, workload.range_ratio, count, rng), lengths(workload.output_len, workload.range_ratio, count, rng)
+    return [([rng.choice(ids) for _ in range(n_in)], n_out) for n_in, n_out in zip(inputs, outputs)]
+
+
+def payload(input_ids: list[int], output_len: int) -> dict:
+    return {"input_ids": input_ids, "stream": True,
+            "sampling_params": {"max_new_tokens": output_len, "ignore_eos": True, "temperature": 0.0}}  # fmt: skip

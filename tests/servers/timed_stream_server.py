@@ -1,0 +1,82 @@
+"""A streaming `/generate` with known timing, for the serving_perf tests and bench/: the truth the metrics must find.
+
+    python tests/servers/timed_stream_server.py --port P [--ttft-ms 50] [--itl-ms 10] [--chunk-tokens 1]
+        [--empty-first-chunk] [--usage-last] [--stall-after N] [--wrong-count]
+
+Every request gets its first token `ttft` after it arrived, then one token every `itl` (a chunk every
+`chunk_tokens` tokens, so a chunk brings several tokens as under speculative decoding), on an absolute schedule
+so jitter does not accumulate. Chunks are SGLang's native stream lines, cumulative: `data: {"text", "output_ids",
+"meta_info": {"completion_tokens", ...}}`, then `data: [DONE]`. `--empty-first-chunk` sends a chunk with empty text
+first (it must not count as the first token), `--usage-last` a textless last chunk, `--stall-after N` stops
+after N tokens and holds the connection open, `--wrong-count` streams one token fewer than asked.
+Also /health, /health_generate, /server_info and /model_info, so the harness's lifecycle can attach to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+import orjson
+from aiohttp import web
+
+
+def build_app(opts) -> web.Application:
+    async def generate(request: web.Request) -> web.StreamResponse:
+        arrived = time.perf_counter()
+        body = orjson.loads(await request.read())
+        wanted = int(body.get("sampling_params", {}).get("max_new_tokens", 16)) - (1 if opts.wrong_count else 0)
+        prompt = len(body.get("input_ids") or [])
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+
+        async def send(tokens: int, text: str) -> None:
+            meta = {"completion_tokens": tokens, "prompt_tokens": prompt, "cached_tokens": 0}
+            await resp.write(b"data: " + orjson.dumps({"text": text, "meta_info": meta}) + b"\n\n")
+
+        if opts.empty_first_chunk:
+            await send(0, "")
+        sent = 0
+        while sent < wanted:
+            step = min(opts.chunk_tokens, wanted - sent)
+            due = arrived + opts.ttft_ms / 1000 + (sent + step - 1) * opts.itl_ms / 1000
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            if opts.stall_after is not None and sent >= opts.stall_after:
+                await asyncio.sleep(3600)
+            sent += step
+            await send(sent, "x" * sent)
+        if opts.usage_last:
+            await send(sent, "")  # a textless final chunk, as OpenAI-style usage chunks
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+    async def ok(request):
+        return web.json_response({"version": "9.9.9-timed", "page_size": 1, "disable_radix_cache": False,
+                                  "model_path": "timed/model"})  # fmt: skip
+
+    app = web.Application()
+    app.router.add_post("/generate", generate)
+    for path in ("/health", "/health_generate", "/server_info", "/get_server_info", "/model_info", "/get_model_info"):
+        app.router.add_get(path, ok)
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--ttft-ms", type=float, default=50.0)
+    parser.add_argument("--itl-ms", type=float, default=10.0)
+    parser.add_argument("--chunk-tokens", type=int, default=1)
+    parser.add_argument("--empty-first-chunk", action="store_true")
+    parser.add_argument("--usage-last", action="store_true")
+    parser.add_argument("--stall-after", type=int, default=None)
+    parser.add_argument("--wrong-count", action="store_true")
+    opts = parser.parse_args()
+    web.run_app(build_app(opts), host=opts.host, port=opts.port, print=None, access_log=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,199 @@
+"""serving_perf against servers whose timing is known (tests/servers/timed_stream_server.py), and end to end.
+
+The timed server answers every request with its first token after TTFT and one token per ITL on an absolute
+schedule, so the truth is known: TTFT, ITL per token, TPOT = ITL, E2E = TTFT + (n − 1) ITL. Each metric must be
+within 2 % of it, with two allowances measured on this 2-core machine: TTFT and E2E get 4 ms more (the server
+counts from its handler's start, the client from its send; 16 requests arriving at once are taken in turn by the
+server's one event loop: +1.9 ms at 4 streams, +3.5 ms at 16), and the median of pooled ITL 5 % (all 16 streams
+share one schedule, so their chunks leave and arrive in bursts and the per-token gaps spread around 10 ms; their
+mean, 9.99 ms, and TPOT, 9.99 ms, stay within 0.2 %; SGLang's decode steps are bursts of the same kind). Multi-token chunks pool ITL per token, an empty first chunk is not the first token, a
+textless last chunk changes nothing, a stalled stream and a wrong token count are errors before any timing. In
+real pytest runs of the harness: a reference for this GPU judges the run, a slowed server fails it with a
+verdict line naming the metric, the observed value, the reference and the ratio, a run on a GPU without a
+reference is recorded, and the HF engine serves the suite end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_faults import _answers, assert_clean, matches, run_inner
+
+from harness.evals.serving_perf import PerfRunInvalid, verify
+from harness.perf.measure import RequestTiming, run_requests, summarize
+from harness.perf.workload import payload
+from harness.process_group import free_port, kill_group_now
+
+REPO = Path(__file__).resolve().parents[1]
+SERVER = Path(__file__).parent / "servers" / "timed_stream_server.py"
+CANARY = REPO / "assets" / "canary" / "model"
+REL = 0.02
+
+
+@contextlib.contextmanager
+def timed_server(*flags: str):
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), *flags], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not _answers(f"http://127.0.0.1:{port}/health"):
+            assert proc.poll() is None and time.monotonic() < deadline, "timed server did not start"
+            time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        kill_group_now(proc.pid)
+        proc.wait()
+
+
+def measure(url: str, n: int = 16, tokens: int = 64, concurrency: int | None = None, timeout_s: float = 30.0):
+    import aiohttp
+
+    async def go():
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            for _ in range(2):  # the first pass opens the keep-alive connections, the second is measured
+                timings = [RequestTiming(8, tokens) for _ in range(n)]
+                duration, load = await run_requests(session, url + "/generate", [payload([1] * 8, tokens)] * n, timings,
+                                                    request_rate=float("inf"), max_concurrency=concurrency, seed=0, timeout_s=timeout_s)  # fmt: skip
+        return timings, summarize(timings, duration), load
+
+    return asyncio.run(go())
+
+
+def near(observed: float, truth: float, slack: float = 0.0) -> bool:
+    return abs(observed - truth) <= REL * truth + slack
+
+
+def test_every_metric_is_within_2_percent_of_the_servers_truth():
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url:
+        timings, m, load = measure(url)
+    verify(timings, "timed")
+    assert m["completed"] == 16 and m["failed"] == 0
+    assert near(m["median_ttft_ms"], 50, 4.0) and near(m["mean_ttft_ms"], 50, 4.0), m
+    assert near(m["mean_itl_ms"], 10) and near(m["median_tpot_ms"], 10) and near(m["mean_tpot_ms"], 10), m
+    assert abs(m["median_itl_ms"] - 10) <= 0.05 * 10, m  # see the module docstring: bursts skew the median
+    assert near(m["median_e2e_latency_ms"], 50 + 63 * 10, 4.0), m
+    assert near(m["output_throughput"], 16 * 64 / 0.680) and near(m["input_throughput"], 16 * 8 / 0.680), m
+    duration = m["duration_s"]
+    assert near(m["concurrency"], 16 * m["mean_e2e_latency_ms"] / 1000 / duration)
+    assert 15.0 < m["concurrency"] <= 16.0  # all 16 in flight for nearly the whole run
+    assert load.cpu_per_wall < 0.9
+
+
+def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft():
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4") as url:
+        timings, m, _ = measure(url)
+    assert all(len(t.itl) == 60 for t in timings)  # 64 tokens: the first chunk brought 4, 15 more chunks of 4
+    assert near(m["median_ttft_ms"], 50 + 3 * 10, 4.0) and near(m["mean_itl_ms"], 10), m
+
+
+def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing():
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--empty-first-chunk", "--usage-last") as url:
+        timings, m, _ = measure(url, n=4)
+    verify(timings, "timed")
+    assert near(m["median_ttft_ms"], 50, 4.0) and near(m["mean_itl_ms"], 10), m
+    assert all(t.output_len == 64 for t in timings)
+
+
+@pytest.mark.parametrize(
+    "flags, error",
+    [
+        (("--stall-after", "10"), "no complete answer within 1 s (a stalled stream)"),
+        (("--wrong-count",), "63 output tokens streamed, 64 asked for (ignore_eos)"),
+    ],
+)  # fmt: skip
+def test_a_stalled_stream_or_a_wrong_token_count_is_an_error_before_any_timing(flags, error):
+    with timed_server("--ttft-ms", "5", "--itl-ms", "1", *flags) as url:
+        timings, _, _ = measure(url, n=3, timeout_s=1.0)
+    with pytest.raises(PerfRunInvalid) as caught:
+        verify(timings, "serving_perf[m/c] light")
+    assert str(caught.value) == f"serving_perf[m/c] light: 3 of 3 requests failed, so no timing is judged; first: {error}"
+
+
+# -- real pytest runs of the harness ---------------------------------------------------------------------------------
+
+PROJECT = """\
+models:
+  timed:
+    path: {model}
+    engine: hf
+    options:
+      serving_perf:
+        repeats: 2
+        workloads:
+          saturating: {{input_len: 16, output_len: 32, num_prompts: 16, warmup: 1, gate: [output_throughput]}}
+          light: {{input_len: 16, output_len: 32, num_prompts: 4, max_concurrency: 1, warmup: 1, gate: [ttft_ms, itl_ms]}}
+    configs:
+      cfg:
+        args: []
+        suites: [serving_perf]
+references:
+  serving_perf:
+    timed:
+      - {{metric: output_throughput, match: {{gpu: {gpu}}}, value: {throughput}, min_ratio: 0.8, provenance: timed server}}
+      - {{metric: ttft_ms, match: {{gpu: {gpu}}}, value: 50.0, max_ratio: 1.25, provenance: timed server}}
+      - {{metric: itl_ms, match: {{gpu: {gpu}}}, value: 10.0, max_ratio: 1.25, provenance: timed server}}
+"""
+# 16 requests at once, each 50 + 31 * 10 ms: 512 tokens in 0.36 s
+THROUGHPUT = 16 * 32 / 0.36
+
+
+def project(root: Path, gpu: str = "cpu") -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "thresholds.yaml").write_text(PROJECT.format(model=CANARY, gpu=gpu, throughput=round(THROUGHPUT, 1)))
+    (root / "suites").mkdir(exist_ok=True)
+    (root / "suites" / "test_serving_perf.py").write_text((REPO / "suites" / "test_serving_perf.py").read_text())
+    return root
+
+
+def test_a_reference_for_this_gpu_judges_the_run(tmp_path):
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url:
+        run = run_inner(project(tmp_path), "--harness-base-url", url, "--harness-gpus", "")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "pass", run.output[-3000:]
+    assert set(row["metrics"]) == {"output_throughput", "ttft_ms", "itl_ms"}
+    assert len(row["details"]["workloads"]["saturating"]["repeats"]) == 2
+    assert "serving_perf[timed/cfg]: itl_ms" in run.output and "≤ max 12.50" in run.output, run.output[-2000:]
+    assert_clean(run)
+
+
+def test_a_slowed_server_fails_naming_the_metric_value_reference_and_ratio(tmp_path):
+    with timed_server("--ttft-ms", "50", "--itl-ms", "20") as url:
+        run = run_inner(project(tmp_path), "--harness-base-url", url, "--harness-gpus", "")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "fail"
+    line = next(line for line in run.output.splitlines() if line.startswith("serving_perf[timed/cfg]: itl_ms"))
+    assert matches("serving_perf[timed/cfg]: itl_ms 20.* > max 12.50 (1.25 × ref 10.00) — thresholds.yaml "
+                   "references.serving_perf.timed[2]", line), line  # fmt: skip
+    assert_clean(run)
+
+
+def test_a_gpu_without_a_reference_is_recorded_and_says_so(tmp_path):
+    with timed_server("--ttft-ms", "5", "--itl-ms", "1") as url:
+        run = run_inner(project(tmp_path, gpu="H200"), "--harness-base-url", url, "--harness-gpus", "")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "recorded", run.output[-3000:]
+    assert ("serving_perf[timed/cfg]: recorded, not judged: no reference for GPU 'cpu' (references.serving_perf.timed "
+            "has H200)") in run.output
+    assert_clean(run)
+
+
+def test_the_hf_engine_serves_the_suite_end_to_end(tmp_path, tiny_model):
+    """The CPU reference engine launched by the harness: every request answered with exactly its token count."""
+    root = project(tmp_path, gpu="H200")
+    text = (root / "thresholds.yaml").read_text().replace(f"path: {CANARY}", f"path: {tiny_model}")
+    (root / "thresholds.yaml").write_text(text.replace("num_prompts: 16,", "num_prompts: 8,"))
+    run = run_inner(root)
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "recorded", run.output[-3000:]
+    saturating = row["details"]["workloads"]["saturating"]["repeats"]
+    assert [r["completed"] for r in saturating] == [8, 8] and all(r["failed"] == 0 for r in saturating)
+    assert row["metrics"]["output_throughput"] > 0 and row["metrics"]["itl_ms"] > 0
+    assert_clean(run)
