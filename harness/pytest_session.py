@@ -289,7 +289,12 @@ class HarnessRun:
         from harness.judge import judge
 
         opt = self.session.config.option
-        outcome = judge(self.session, self.case, result)
+        try:
+            outcome = judge(self.session, self.case, result)
+        except HarnessError as exc:  # e.g. --harness-update-thresholds refused: the measured numbers still go in
+            message = f"{self.case.suite}[{self.case.key}]: {exc}"
+            self._record_failure(result, message)
+            pytest.fail(message, pytrace=False)
         self.session._ensure_report().record_test(outcome.as_record(self.node.nodeid, self.case, result))
         self.session.verdict_lines.extend(outcome.lines())
         if result.skipped:

@@ -197,3 +197,20 @@ def test_the_hf_engine_serves_the_suite_end_to_end(tmp_path, tiny_model):
     assert [r["completed"] for r in saturating] == [8, 8] and all(r["failed"] == 0 for r in saturating)
     assert row["metrics"]["output_throughput"] > 0 and row["metrics"]["itl_ms"] > 0
     assert_clean(run)
+
+
+def test_a_refused_threshold_update_still_keeps_the_measured_numbers(tmp_path):
+    """--harness-update-thresholds on an entry without `n:` is refused by name; the row still holds every metric
+    and detail measured (on 2026-12-02 a GPU run lost them this way)."""
+    root = project(tmp_path)
+    text = (root / "thresholds.yaml").read_text().replace(f"value: {round(THROUGHPUT, 1)}", "value: null")
+    (root / "thresholds.yaml").write_text(text)
+    with timed_server("--ttft-ms", "5", "--itl-ms", "1") as url:
+        run = run_inner(root, "--harness-base-url", url, "--harness-gpus", "", "--harness-update-thresholds")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "fail"
+    assert ("serving_perf[timed/cfg]: thresholds.yaml: references.serving_perf.timed[0] has no 'n' key to update; "
+            "add `n:` to the entry first") in row["failures"][0]
+    assert set(row["metrics"]) == {"output_throughput", "ttft_ms", "itl_ms"}
+    assert len(row["details"]["workloads"]["light"]["repeats"]) == 2
+    assert_clean(run)

@@ -24,6 +24,7 @@ import statistics
 from collections.abc import Mapping
 from typing import Any
 
+from harness.errors import HarnessError
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.workload import Workload, build_requests, payload
 from harness.types import EvalContext, EvalResult, check_options
@@ -46,7 +47,7 @@ OPTIONS = {
 }
 
 
-class PerfRunInvalid(RuntimeError):
+class PerfRunInvalid(HarnessError):
     """The run cannot be judged: requests failed or came back wrong, or the client was the bottleneck."""
 
 
@@ -80,8 +81,6 @@ class ServingPerf:
     suite = SUITE
 
     async def __call__(self, ctx: EvalContext) -> EvalResult:
-        import aiohttp
-
         check_options(SUITE, ctx.options, OPTIONS)
         opts = {**OPTIONS, **ctx.options}
         gates = gated(opts["workloads"])
@@ -91,45 +90,51 @@ class ServingPerf:
         url = ctx.client.base_url + "/generate"
         repeats = 1 if ctx.smoke else opts["repeats"]
         metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
-        # A session of its own, unbounded: the shared client caps in-flight requests at --harness-concurrency,
-        # which would cap the saturating load.
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            for workload in workloads:
-                where = f"{SUITE}[{ctx.case_id}] {workload.name}"
-                requests = build_requests(workload, ids, opts["seed"])
-                if ctx.limit:
-                    requests = requests[: workload.warmup + ctx.limit]
-                warm = [RequestTiming(len(ids), n) for ids, n in requests[: workload.warmup]]
-                await run_requests(session, url, [payload(ids, n) for ids, n in requests[: workload.warmup]], warm,
-                                   request_rate=float("inf"), max_concurrency=1, seed=0, timeout_s=opts["request_timeout_s"])  # fmt: skip
-                verify(warm, where + " warm-up")
-                summaries = []
-                for repeat in range(repeats):
-                    timed = requests[workload.warmup :]
-                    timings = [RequestTiming(len(ids), n) for ids, n in timed]
-                    duration, load = await run_requests(
-                        session, url, [payload(ids, n) for ids, n in timed], timings, request_rate=workload.request_rate,
-                        max_concurrency=workload.max_concurrency, seed=opts["seed"] + repeat, timeout_s=opts["request_timeout_s"],
-                    )  # fmt: skip
-                    verify(timings, f"{where} repeat {repeat + 1}")
-                    saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
-                    if saturated:
-                        raise PerfRunInvalid(f"{where} repeat {repeat + 1}: client-saturated: {saturated}; the numbers "
-                                             "would measure the client, not the server")  # fmt: skip
-                    summary = summarize(timings, duration)
-                    summary["client_cpu_per_wall"], summary["client_max_loop_lag_ms"] = load.cpu_per_wall, load.max_loop_lag_ms
-                    summaries.append(summary)
-                    runs += len(timings)
-                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
-                for metric in gates[workload.name]:
-                    metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
-                details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
-                                                       "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
+        for workload in workloads:
+            where = f"{SUITE}[{ctx.case_id}] {workload.name}"
+            requests = build_requests(workload, ids, opts["seed"])
+            if ctx.limit:
+                requests = requests[: workload.warmup + ctx.limit]
+            warm, _, _ = await _send(url, requests[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
+            verify(warm, where + " warm-up")
+            summaries = []
+            for repeat in range(repeats):
+                timings, duration, load = await _send(url, requests[workload.warmup :], workload.request_rate,
+                                                      workload.max_concurrency, opts["seed"] + repeat, opts["request_timeout_s"])  # fmt: skip
+                verify(timings, f"{where} repeat {repeat + 1}")
+                saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
+                if saturated:
+                    raise PerfRunInvalid(f"{where} repeat {repeat + 1}: client-saturated: {saturated}; the numbers "
+                                         "would measure the client, not the server")  # fmt: skip
+                summary = summarize(timings, duration)
+                summary.update(client_cpu_per_wall=load.cpu_per_wall, client_p99_loop_lag_ms=load.p99_loop_lag_ms,
+                               client_max_loop_lag_ms=load.max_loop_lag_ms)  # fmt: skip
+                summaries.append(summary)
+                runs += len(timings)
+                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
+            for metric in gates[workload.name]:
+                metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
+            details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
+                                                   "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
         if opts["bench_serving"]:
             from harness.perf.bench_serving import cross_check
 
             details["bench_serving"] = cross_check(ctx, workloads, details["workloads"], opts["seed"])
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
+
+
+async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float):
+    """Stream `requests` ((input_ids, output_len) pairs) in a session of their own: unbounded, since the shared
+    client caps in-flight requests at --harness-concurrency (which would cap the saturating load), and fresh, since
+    keep-alive connections left idle between repeats are closed by the server (uvicorn after 5 s), which a reused
+    one then reports as ServerDisconnectedError (seen on the H200)."""
+    import aiohttp
+
+    timings = [RequestTiming(len(prompt), n) for prompt, n in requests]
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        duration, load = await run_requests(session, url, [payload(prompt, n) for prompt, n in requests], timings,
+                                            request_rate=rate, max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+    return timings, duration, load
 
 
 def _prompt_ids(ctx: EvalContext) -> list[int]:
