@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 
 import pytest
@@ -19,7 +21,7 @@ from harness.errors import ConfigError
 REPO = Path(__file__).resolve().parents[1]
 SUITE_CHOICES = (
     "gsm8k, hf_parity, logprob_decode_cache_hit, logprob_prefill_cache_hit, mm_prefix_cache, mmmu, mmmu_parity,"
-    " perf, prefix_branching, spec_accept_length, video_mme, video_mme_modes, video_mme_parity"
+    " prefix_branching, serving_perf, spec_accept_length, video_mme, video_mme_modes, video_mme_parity"
 )
 
 BASE = """\
@@ -205,9 +207,11 @@ def test_malformed_file_message(in_tmp, gsm8k_knobs, old, new, message):
     assert error_of(in_tmp, edit(old, new)) == message
 
 
-def test_knobs_of_a_suite_without_an_eval_yet_pass_through(in_tmp):
-    text = edit("suites: [gsm8k]", "suites: [gsm8k, perf]\n        options: {perf: {anything: 1}}")
-    assert load_thresholds(write(in_tmp, text)).suite_options("big", "tp4", "perf") == {"anything": 1}
+def test_a_misspelt_serving_perf_knob_names_the_right_one(in_tmp):
+    text = edit("suites: [gsm8k]", "suites: [gsm8k, serving_perf]\n        options: {serving_perf: {repeat: 1}}")
+    assert error_of(in_tmp, text) == ("thresholds.yaml: models.big.configs.tp4.options.serving_perf: unknown key "
+                                      "'repeat' (did you mean 'repeats'?); valid choices: bench_serving, "
+                                      "client_cpu_budget, client_lag_budget_ms, repeats, request_timeout_s, seed, workloads")
 
 
 def test_unknown_metric(in_tmp):
@@ -419,6 +423,11 @@ def test_the_repository_file_loads_and_every_metric_suite_has_references(monkeyp
     assert {"qwen3-next-80b", "intern-s2-preview", "llama-3.1-8b", "canary"} <= set(thresholds.doc.models)
     for spec in thresholds.server_specs():
         for suite in thresholds.config(spec.model, spec.config).suites:
+            entries = thresholds.doc.references.get(suite, {}).get(spec.model, [])
+            if entries and all(e.match.gpu for e in entries):  # per GPU model (serving_perf): a CPU run is recorded
+                on_h200 = dataclasses.replace(thresholds, gpu="H200")
+                assert spec.gpus == 0 or on_h200.find_reference(suite, spec.model, spec.config) is not None, spec.id
+                continue
             assert thresholds.find_reference(suite, spec.model, spec.config) is not None, (suite, spec.id)
 
 

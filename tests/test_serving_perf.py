@@ -1,12 +1,13 @@
 """serving_perf against servers whose timing is known (tests/servers/timed_stream_server.py), and end to end.
 
 The timed server answers every request with its first token after TTFT and one token per ITL on an absolute
-schedule, so the truth is known: TTFT, ITL per token, TPOT = ITL, E2E = TTFT + (n − 1) ITL. Each metric must be
-within 2 % of it, with two allowances measured on this 2-core machine: TTFT and E2E get 4 ms more (the server
-counts from its handler's start, the client from its send; 16 requests arriving at once are taken in turn by the
-server's one event loop: +1.9 ms at 4 streams, +3.5 ms at 16), and the median of pooled ITL 5 % (all 16 streams
-share one schedule, so their chunks leave and arrive in bursts and the per-token gaps spread around 10 ms; their
-mean, 9.99 ms, and TPOT, 9.99 ms, stay within 0.2 %; SGLang's decode steps are bursts of the same kind). Multi-token chunks pool ITL per token, an empty first chunk is not the first token, a
+schedule, and logs when it really wrote each chunk (on the monotonic clock the client stamps with too), so the
+truth is known per request: TTFT from the client's send to the server's first write, ITL per token from the
+server's writes, TPOT from its first to its last. Each metric the client measured must be within 2 % of that
+truth (+0.5 ms for the loopback): what is left is the client's own error, whatever else loads the machine. The
+shape must hold as well (TTFT about 50 ms, mean ITL 10 ms). Before the server logged its writes, the schedule
+served as the truth, and the server's own event loop (16 writes falling due at once, taken in turn) showed as
+3.5-7 ms of "client error" in TTFT and a median ITL 3-5 % high, depending on the machine's load. Multi-token chunks pool ITL per token, an empty first chunk is not the first token, a
 textless last chunk changes nothing, a stalled stream and a wrong token count are errors before any timing. In
 real pytest runs of the harness: a reference for this GPU judges the run, a slowed server fails it with a
 verdict line naming the metric, the observed value, the reference and the ratio, a run on a GPU without a
@@ -53,51 +54,79 @@ def timed_server(*flags: str):
 
 
 def measure(url: str, n: int = 16, tokens: int = 64, concurrency: int | None = None, timeout_s: float = 30.0):
+    """n streams at once (request i's prompt is eight times id i), measured after a pass that opens the keep-alive
+    connections; the timings, their summary and the client's load."""
     import aiohttp
 
     async def go():
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-            for _ in range(2):  # the first pass opens the keep-alive connections, the second is measured
+            for _ in range(2):
                 timings = [RequestTiming(8, tokens) for _ in range(n)]
-                duration, load = await run_requests(session, url + "/generate", [payload([1] * 8, tokens)] * n, timings,
-                                                    request_rate=float("inf"), max_concurrency=concurrency, seed=0, timeout_s=timeout_s)  # fmt: skip
+                payloads = [payload([i] * 8, tokens) for i in range(n)]
+                duration, load = await run_requests(session, url + "/generate", payloads, timings, request_rate=float("inf"),
+                                                    max_concurrency=concurrency, seed=0, timeout_s=timeout_s)  # fmt: skip
         return timings, summarize(timings, duration), load
 
     return asyncio.run(go())
+
+
+def truth(log: Path, timings: list[RequestTiming]) -> dict[str, float]:
+    """The same metrics from what the server did: its write times of each request's chunks (the last pass's lines
+    in its log), against the client's send time of that request, on the shared monotonic clock."""
+    import json
+
+    import numpy as np
+
+    lines = [json.loads(line) for line in log.read_text().splitlines()][-len(timings) :]
+    ttft, itl, tpot = [], [], []
+    for line in lines:
+        start, sends = timings[line["id"]].start, line["sends"]
+        ttft.append((sends[0][0] - start) * 1000)
+        for (t0, n0), (t1, n1) in zip(sends, sends[1:]):
+            itl += [(t1 - t0) * 1000 / (n1 - n0)] * (n1 - n0)
+        tpot.append((sends[-1][0] - sends[0][0]) * 1000 / (sends[-1][1] - 1))
+    return {"median_ttft_ms": float(np.median(ttft)), "mean_ttft_ms": float(np.mean(ttft)),
+            "median_itl_ms": float(np.median(itl)), "mean_itl_ms": float(np.mean(itl)),
+            "median_tpot_ms": float(np.median(tpot))}  # fmt: skip
 
 
 def near(observed: float, truth: float, slack: float = 0.0) -> bool:
     return abs(observed - truth) <= REL * truth + slack
 
 
-def test_every_metric_is_within_2_percent_of_the_servers_truth():
-    with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url:
+def assert_matches_truth(m: dict, true: dict) -> None:
+    for key, value in true.items():
+        assert near(m[key], value, 0.5), (key, m[key], value)  # 2 % (+0.5 ms for the loopback)
+
+
+def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log", str(tmp_path / "sends.jsonl")) as url:
         timings, m, load = measure(url)
     verify(timings, "timed")
     assert m["completed"] == 16 and m["failed"] == 0
-    assert near(m["median_ttft_ms"], 50, 4.0) and near(m["mean_ttft_ms"], 50, 4.0), m
-    assert near(m["mean_itl_ms"], 10) and near(m["median_tpot_ms"], 10) and near(m["mean_tpot_ms"], 10), m
-    assert abs(m["median_itl_ms"] - 10) <= 0.05 * 10, m  # see the module docstring: bursts skew the median
-    assert near(m["median_e2e_latency_ms"], 50 + 63 * 10, 4.0), m
-    assert near(m["output_throughput"], 16 * 64 / 0.680) and near(m["input_throughput"], 16 * 8 / 0.680), m
-    duration = m["duration_s"]
-    assert near(m["concurrency"], 16 * m["mean_e2e_latency_ms"] / 1000 / duration)
+    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
+    # and the server kept its schedule closely enough for the shape to hold: TTFT about 50 ms, ITL 10 ms
+    assert 49 < m["median_ttft_ms"] < 60 and near(m["mean_itl_ms"], 10), m
+    assert near(m["output_throughput"], 16 * 64 / m["duration_s"]) and near(m["input_throughput"], 16 * 8 / m["duration_s"])
+    assert near(m["concurrency"], 16 * m["mean_e2e_latency_ms"] / 1000 / m["duration_s"])
     assert 15.0 < m["concurrency"] <= 16.0  # all 16 in flight for nearly the whole run
     assert load.cpu_per_wall < 0.9
 
 
-def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft():
-    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4") as url:
+def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft(tmp_path):
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4", "--log", str(tmp_path / "s.jsonl")) as url:
         timings, m, _ = measure(url)
     assert all(len(t.itl) == 60 for t in timings)  # 64 tokens: the first chunk brought 4, 15 more chunks of 4
-    assert near(m["median_ttft_ms"], 50 + 3 * 10, 4.0) and near(m["mean_itl_ms"], 10), m
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
+    assert 79 < m["median_ttft_ms"] < 90 and near(m["mean_itl_ms"], 10), m  # the first chunk: TTFT + 3 ITL
 
 
-def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing():
-    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--empty-first-chunk", "--usage-last") as url:
+def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path):
+    flags = ("--ttft-ms", "50", "--itl-ms", "10", "--empty-first-chunk", "--usage-last", "--log", str(tmp_path / "s.jsonl"))
+    with timed_server(*flags) as url:
         timings, m, _ = measure(url, n=4)
     verify(timings, "timed")
-    assert near(m["median_ttft_ms"], 50, 4.0) and near(m["mean_itl_ms"], 10), m
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
     assert all(t.output_len == 64 for t in timings)
 
 
@@ -170,8 +199,9 @@ def test_a_slowed_server_fails_naming_the_metric_value_reference_and_ratio(tmp_p
     row = run.rows()["serving_perf"]
     assert row["verdict"] == "fail"
     line = next(line for line in run.output.splitlines() if line.startswith("serving_perf[timed/cfg]: itl_ms"))
-    assert matches("serving_perf[timed/cfg]: itl_ms 20.* > max 12.50 (1.25 × ref 10.00) — thresholds.yaml "
+    assert matches("serving_perf[timed/cfg]: itl_ms * > max 12.50 (1.25 × ref 10.00) — thresholds.yaml "
                    "references.serving_perf.timed[2]", line), line  # fmt: skip
+    assert 18.0 < row["metrics"]["itl_ms"] < 22.0  # twice the reference's 10 ms
     assert_clean(run)
 
 

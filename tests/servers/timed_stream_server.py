@@ -1,7 +1,7 @@
 """A streaming `/generate` with known timing, for the serving_perf tests and bench/: the truth the metrics must find.
 
     python tests/servers/timed_stream_server.py --port P [--ttft-ms 50] [--itl-ms 10] [--chunk-tokens 1]
-        [--empty-first-chunk] [--usage-last] [--stall-after N] [--wrong-count]
+        [--empty-first-chunk] [--usage-last] [--stall-after N] [--wrong-count] [--log FILE]
 
 Every request gets its first token `ttft` after it arrived, then one token every `itl` (a chunk every
 `chunk_tokens` tokens, so a chunk brings several tokens as under speculative decoding), on an absolute schedule
@@ -9,6 +9,9 @@ so jitter does not accumulate. Chunks are SGLang's native stream lines, cumulati
 "meta_info": {"completion_tokens", ...}}`, then `data: [DONE]`. `--empty-first-chunk` sends a chunk with empty text
 first (it must not count as the first token), `--usage-last` a textless last chunk, `--stall-after N` stops
 after N tokens and holds the connection open, `--wrong-count` streams one token fewer than asked.
+`--log FILE` appends one JSON line per request: its first input id (tests send one per request), and the
+`time.perf_counter()` at which each text chunk was written with its token count: on Linux that clock is
+CLOCK_MONOTONIC, shared by every process, so a test compares what the client measured with what the server did.
 Also /health, /health_generate, /server_info and /model_info, so the harness's lifecycle can attach to it.
 """
 
@@ -31,9 +34,13 @@ def build_app(opts) -> web.Application:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
 
+        sends = []
+
         async def send(tokens: int, text: str) -> None:
             meta = {"completion_tokens": tokens, "prompt_tokens": prompt, "cached_tokens": 0}
             await resp.write(b"data: " + orjson.dumps({"text": text, "meta_info": meta}) + b"\n\n")
+            if text:
+                sends.append((time.perf_counter(), tokens))
 
         if opts.empty_first_chunk:
             await send(0, "")
@@ -50,6 +57,9 @@ def build_app(opts) -> web.Application:
             await send(sent, "")  # a textless final chunk, as OpenAI-style usage chunks
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
+        if opts.log:
+            with open(opts.log, "ab") as log:
+                log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "sends": sends}) + b"\n")
         return resp
 
     async def ok(request):
@@ -74,6 +84,7 @@ def main() -> None:
     parser.add_argument("--usage-last", action="store_true")
     parser.add_argument("--stall-after", type=int, default=None)
     parser.add_argument("--wrong-count", action="store_true")
+    parser.add_argument("--log", default=None)
     opts = parser.parse_args()
     web.run_app(build_app(opts), host=opts.host, port=opts.port, print=None, access_log=None)
 
