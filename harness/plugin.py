@@ -48,6 +48,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add("--harness-request-timeout", type=float, default=600.0,
         help="Seconds one request may go unanswered before the server is probed and the test errors "
              "(a timeout is not retried). Default: %(default)r")
+    add("--harness-baseline", default=None, metavar="RUN_DIR",
+        help="Compare this run with a baseline run (reports/<run-id>/) question by question at the end; a worse "
+             "row fails the session (harness.compare). Default: %(default)r (none)")
     add("--harness-shard", default=None, metavar="I/N",
         help="Run only servers whose index in the collected matrix is I modulo N (0-based), for sharded CI; "
              "a server's suites never split across shards. Default: %(default)r (all)")
@@ -202,6 +205,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             harness.interrupted = "Ctrl-C (KeyboardInterrupt)"
         harness.close()
+        if harness.compare_with_baseline() == 1 and session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

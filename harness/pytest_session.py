@@ -183,6 +183,21 @@ class HarnessSession:
         if self._report is not None:
             self._report.close()
 
+    def compare_with_baseline(self) -> int | None:
+        """After the report is closed: this run against --harness-baseline (lines in the terminal summary,
+        comparison.json in the run dir); the release exit status, or None without a baseline or a report."""
+        baseline = self.config.option.harness_baseline
+        if not baseline or self._report is None:
+            return None
+        from harness.compare import Run, compare_runs, release_verdict, write_comparison
+
+        base, new = Run.load(baseline), Run.load(self.run_dir)
+        rows = compare_runs(base, new)
+        release, status = release_verdict(rows)
+        write_comparison(self.run_dir / "comparison.json", base, new, rows, release)
+        self.verdict_lines += [f"baseline: {base.root}", *(r.line for r in rows), release]
+        return status
+
     def close(self) -> None:
         if self.interrupted:
             self.record_interrupt(self.interrupted)

@@ -13,6 +13,8 @@ of them went through untouched:
 - no-cached-tokens: meta_info loses `cached_tokens` (an SGLang that does not report it there).
 - shift-hits: every output-token logprob of an answer that reports `cached_tokens` > 0 is lowered by `--shift`
   nats (a cache that serves a slightly wrong state); cold answers pass untouched.
+- wrong-answers: the text of `--rate` percent of /generate answers, chosen by a hash of the request body (the same
+  questions every run), becomes "#### -1" (a build that gets a few questions wrong).
 Request faults, on `/v1/chat/completions` (an engine that mishandles images):
 - drop-image: the last `image_url` part of every message is removed (a one-image question loses its image).
 - reorder-images: the `image_url` parts of every message are reversed in place; text parts stay where they are.
@@ -24,13 +26,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 
 import aiohttp
 import orjson
 from aiohttp import web
 
 FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits",
-          "drop-image", "reorder-images", "drop-late-images", "repeat-first-image")  # fmt: skip
+          "wrong-answers", "drop-image", "reorder-images", "drop-late-images", "repeat-first-image")  # fmt: skip
 IMAGE_FAULTS = ("drop-image", "reorder-images", "drop-late-images", "repeat-first-image")
 
 
@@ -111,6 +114,10 @@ class Proxy:
                 payload = payload[: len(payload) // 2]
             elif fault in ("nan-logprobs", "no-cached-tokens", "shift-hits"):
                 payload = rewrite(fault, orjson.loads(payload), self.args.shift)
+            elif fault == "wrong-answers" and int(hashlib.sha256(body).hexdigest(), 16) % 100 < self.args.rate:
+                answer = orjson.loads(payload)
+                answer["text"] = "#### -1"
+                payload = orjson.dumps(answer)
         return web.Response(body=payload, status=status, content_type=content_type)
 
 
@@ -122,6 +129,7 @@ async def main() -> None:
     parser.add_argument("--after", type=int, default=0, help="untouched /generate requests before the fault")
     parser.add_argument("--count", type=int, default=3, help="5xx-burst: how many requests answer 503")
     parser.add_argument("--shift", type=float, default=0.0, help="shift-hits: nats taken off each hit token")
+    parser.add_argument("--rate", type=float, default=5.0, help="wrong-answers: percent of answers made wrong")
     proxy = Proxy(parser.parse_args())
     proxy.session = aiohttp.ClientSession()
     app = web.Application(client_max_size=64 * 1024 * 1024)
