@@ -12,7 +12,7 @@ For every (suite, model/config) row present in both runs' results.json:
   `perf_tolerance` of the baseline median in the bad direction *and* outside the baseline's own spread.
 - the rest: each metric the baseline's row judged; `worse` when a check that passed there fails now.
 `not comparable`, with the reason, when the questions, prompts or n differ, a side has no samples or errored:
-never a silent pass. The release verdict is `worse` if any row is worse; exit status 1 then, 2 when nothing is
+never a silent pass. `cross_config` holds a run's configs of one model to its `reference_config` the same way. The release verdict is `worse` if any row is worse; exit status 1 then, 2 when nothing is
 worse but a row is not comparable, 0 otherwise.
 """
 
@@ -159,6 +159,44 @@ def _compare_checks(suite: str, case: str, old_row: dict, new_row: dict) -> RowC
 
 def _fmt(value) -> str:
     return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+ANSWER_KEYS = ("parsed", "extracted_flexible", "pred")  # a sample's answer as its eval parsed it (else its output)
+
+
+def cross_config(run: Run, reference_configs: dict[str, list[str]], alpha: float = 0.05) -> list[RowComparison]:
+    """Within one run: every config of a model against the model's reference config (`reference_config:` in
+    thresholds.yaml), suite by suite, question by question, as TensorRT-LLM holds every parallel config to one
+    reference (the first of a model's list that ran the suite). Correctness by McNemar as against a baseline,
+    plus the share of questions answered alike."""
+    out = []
+    for (suite, case) in sorted(run.rows):
+        model, config = case.split("/", 1)
+        present = [c for c in reference_configs.get(model, []) if (suite, f"{model}/{c}") in run.rows]
+        reference = present[0] if present else None
+        ref_key = (suite, f"{model}/{reference}")
+        if reference is None or config == reference:
+            continue
+        mine, theirs = run.samples(suite, case), run.samples(*ref_key)
+        label = f"{model}/{config} vs {reference}"
+        if not (_is_accuracy(mine) and _is_accuracy(theirs)):
+            continue  # agreement is defined on per-question answers only
+        row = _compare_accuracy(suite, label, theirs, mine, alpha)
+        if row.verdict != "not comparable":
+            by_id = {str(s["id"]): s for s in theirs}
+            alike = sum(_same_answer(s, by_id[str(s["id"])]) for s in mine)
+            row.details["answer_agreement"] = alike / len(mine)
+            row.line += f"; answers alike {alike}/{len(mine)}"
+        out.append(row)
+    return out
+
+
+def _same_answer(a: dict, b: dict) -> bool:
+    """Parsed answers equal; two unparsed ones only when their outputs are (as harness.evals.paired.same_answer)."""
+    key = next((k for k in ANSWER_KEYS if k in a and k in b), None)
+    if key is None or (a[key] is None and b[key] is None):
+        return str(a.get("output", "")).strip() == str(b.get("output", "")).strip()
+    return a[key] == b[key]
 
 
 def release_verdict(rows: list[RowComparison]) -> tuple[str, int]:

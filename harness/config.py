@@ -109,6 +109,10 @@ class ModelSpec(_Strict):
     startup_timeout: float | None = Field(None, gt=0)
     options: dict[str, dict[str, Any]] = {}
     configs: dict[str, ConfigSpec] = Field(min_length=1)
+    # The config every other config of this model is held to, question by question, at the end of a run
+    # (harness.compare.cross_config): parallelism and backends must not change answers. A list: the first of
+    # them that the run has (e.g. [cpu, tp1]: the CPU engine in the main job, tp1 in a GPU run).
+    reference_config: list[str] = []
 
 
 class Match(_Strict):

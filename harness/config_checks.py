@@ -130,6 +130,9 @@ def model_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> li
                     f" (its suites: {', '.join(config.suites)})"
                 )
         problems += option_problems(model.options, f"{where}.options")
+        for i, name in enumerate(model.reference_config):
+            if name not in model.configs:
+                problems.append(str(unknown_choice("config", name, model.configs, f"{where}.reference_config[{i}]")))
         for suite in sorted(set(model.options) & set(suites) - run_by_some_config):
             problems.append(f"{where}.options.{suite}: options for suite {suite!r}, which no config of this model runs")
     return problems

@@ -184,19 +184,29 @@ class HarnessSession:
             self._report.close()
 
     def compare_with_baseline(self) -> int | None:
-        """After the report is closed: this run against --harness-baseline (lines in the terminal summary,
-        comparison.json in the run dir); the release exit status, or None without a baseline or a report."""
-        baseline = self.config.option.harness_baseline
-        if not baseline or self._report is None:
+        """After the report is closed: the cross-config agreement of models with a `reference_config`
+        (agreement.json), and this run against --harness-baseline (comparison.json); lines in the terminal
+        summary. 1 when either found a worse row, else the baseline's status, or None."""
+        if self._report is None:
             return None
-        from harness.compare import Run, compare_runs, release_verdict, write_comparison
+        from harness.compare import Run, compare_runs, cross_config, release_verdict, write_comparison
 
-        base, new = Run.load(baseline), Run.load(self.run_dir)
+        new, status = Run.load(self.run_dir), None
+        references = {name: m.reference_config for name, m in self.thresholds.doc.models.items() if m.reference_config}
+        agreement = cross_config(new, references)
+        if agreement:
+            verdict, status = release_verdict(agreement)
+            write_comparison(self.run_dir / "agreement.json", new, new, agreement, verdict)
+            self.verdict_lines += ["cross-config agreement:", *(r.line for r in agreement)]
+        baseline = self.config.option.harness_baseline
+        if not baseline:
+            return 1 if status == 1 else None
+        base = Run.load(baseline)
         rows = compare_runs(base, new)
-        release, status = release_verdict(rows)
+        release, baseline_status = release_verdict(rows)
         write_comparison(self.run_dir / "comparison.json", base, new, rows, release)
         self.verdict_lines += [f"baseline: {base.root}", *(r.line for r in rows), release]
-        return status
+        return 1 if 1 in (status, baseline_status) else baseline_status
 
     def close(self) -> None:
         if self.interrupted:

@@ -166,3 +166,48 @@ def test_other_rows_compare_their_checks(tmp_path, new, verdict, line):
     rows = compare_runs(Run.load(write_run(tmp_path / "base", check_row(True))), Run.load(write_run(tmp_path / "new", new)))
     assert (rows[0].verdict, rows[0].line) == (verdict, line)
     assert release_verdict(rows)[1] == {"same": 0, "worse": 1, "not comparable": 2}[verdict]
+
+
+# -- cross-config agreement within one run ---------------------------------------------------------------------------
+
+CROSS = """\
+models:
+  tiny:
+    path: {model}
+    engine: hf
+    dtype: float32
+    reference_config: [cfg]
+    options:
+      gsm8k: {{source: data, num_shots: 1, max_new_tokens: 24}}
+    configs:
+      cfg:
+        args: []
+        suites: [gsm8k]
+      cfg16:
+        args: [--page-size, "16"]
+        suites: [gsm8k]
+      short:
+        args: []
+        suites: [gsm8k]
+        options:
+          gsm8k: {{max_new_tokens: 3}}
+references:
+  gsm8k:
+    tiny: [{{metric: accuracy, min: 0.0, provenance: random weights in a test}}]
+"""
+
+
+def test_every_config_is_held_to_the_reference_config_question_by_question(tmp_path, tiny_model):
+    from test_faults import write_project
+
+    write_project(tmp_path, tiny_model)
+    (tmp_path / "thresholds.yaml").write_text(CROSS.format(model=tiny_model))
+    run = run_inner(tmp_path, "-k", "gsm8k")
+    assert_clean(run)
+    lines = run.output[run.output.index("cross-config agreement:"):].splitlines()
+    assert lines[1] == ("gsm8k[tiny/cfg16 vs cfg]: same: 0 broken, 0 fixed of 40 (McNemar exact two-sided p=1 ≥ "
+                        "α=0.05); answers alike 40/40")  # page size 16 answers as page size 1
+    assert lines[2].startswith("gsm8k[tiny/short vs cfg]: ") and "answers alike 40/40" not in lines[2], lines[2]
+    agreement = json.loads(next((tmp_path / "reports").glob("*/agreement.json")).read_text())
+    assert [r["case"] for r in agreement["rows"]] == ["tiny/cfg16 vs cfg", "tiny/short vs cfg"]
+    assert agreement["rows"][0]["details"]["answer_agreement"] == 1.0

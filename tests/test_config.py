@@ -469,3 +469,9 @@ def test_the_repository_qwen3_next_floor_matches_sglangs_ci_floor(monkeypatch):
         "gsm8k[qwen3-next-80b/tp4]: accuracy 0.920 < floor 0.929 (ref 0.955, n=1319 (ref n=200), σ=0.207,"
         " α=0.05, θ=0.039) — thresholds.yaml references.gsm8k.qwen3-next-80b[0]"
     )
+
+
+def test_a_reference_config_that_does_not_exist_names_the_configs(in_tmp):
+    text = edit("    dtype: float32\n    configs:", "    dtype: float32\n    reference_config: [tp1, ngramm]\n    configs:")
+    assert error_of(in_tmp, text) == ("thresholds.yaml: models.canary.reference_config[1]: unknown config 'ngramm' "
+                                      "(did you mean 'ngram'?); valid choices: ngram, tp1")
