@@ -1,4 +1,5 @@
-"""`python -m harness compare BASE NEW`: a run against a baseline run (harness.compare); exit 1 when worse."""
+"""`python -m harness compare BASE NEW`: a run against a baseline run (harness.compare), exit 1 when worse;
+`python -m harness history`: every metric's trend over the runs (harness.history)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,14 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("--perf-tolerance", type=float, default=0.1,
                          help="serving_perf: relative change allowed. Default: %(default)s")
     compare.add_argument("--json", default=None, help="also write the comparison here. Default: none")
+    history = commands.add_parser("history", help="the trend of every metric over the runs in the history file")
+    history.add_argument("--db", default="reports/history.sqlite", help="the history file. Default: %(default)s")
+    history.add_argument("-k", dest="contains", default="", help="only series whose 'model/config suite metric' "
+                         "contains this. Default: all")  # fmt: skip
+    history.add_argument("--last", type=int, default=10, help="values shown per series. Default: %(default)s")
     opts = parser.parse_args(argv)
+    if opts.command == "history":
+        return _history(opts)
     from harness.compare import Run, compare_runs, release_verdict, write_comparison
 
     try:
@@ -33,6 +41,17 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         write_comparison(Path(opts.json), base, new, rows, release)
     return status
+
+
+def _history(opts) -> int:
+    from harness.history import trends
+
+    if not Path(opts.db).is_file():
+        print(f"error: {opts.db}: no history file (a run writes <report dir>/history.sqlite)", file=sys.stderr)
+        return 2
+    lines = trends(Path(opts.db), opts.contains, opts.last)
+    print("\n".join(lines) if lines else f"no series match {opts.contains!r}")
+    return 0
 
 
 if __name__ == "__main__":

@@ -205,7 +205,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus) -> None:
         if exitstatus == pytest.ExitCode.INTERRUPTED:
             harness.interrupted = "Ctrl-C (KeyboardInterrupt)"
         harness.close()
-        if harness.compare_with_baseline() == 1 and session.exitstatus == pytest.ExitCode.OK:
+        if harness.after_run() == 1 and session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

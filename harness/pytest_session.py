@@ -183,16 +183,24 @@ class HarnessSession:
         if self._report is not None:
             self._report.close()
 
-    def compare_with_baseline(self) -> int | None:
-        """After the report is closed: the cross-config agreement of models with a `reference_config`
+    def after_run(self) -> int | None:
+        """After the report is closed: the run appended to the history (`<report dir>/history.sqlite`), the
+        cross-config agreement of models with a `reference_config`
         (agreement.json), and this run against --harness-baseline (comparison.json); lines in the terminal
         summary. 1 when either found a worse row, else the baseline's status, or None."""
         if self._report is None:
             return None
         from harness.compare import Run, compare_runs, cross_config, release_verdict, write_comparison
 
+        from harness.history import append_run
+
+        append_run(self.run_dir.parent / "history.sqlite", self.run_dir)  # the nightly trend (python -m harness history)
         new, status = Run.load(self.run_dir), None
-        references = {name: m.reference_config for name, m in self.thresholds.doc.models.items() if m.reference_config}
+        try:
+            models = self.thresholds.doc.models
+        except ConfigError:  # a bad thresholds.yaml was already reported as the session's usage error
+            models = {}
+        references = {name: m.reference_config for name, m in models.items() if m.reference_config}
         agreement = cross_config(new, references)
         if agreement:
             verdict, status = release_verdict(agreement)

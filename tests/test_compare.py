@@ -60,7 +60,7 @@ def one_run(root: Path, engine, fault: str = "none", limit: int = 200, *extra: s
     with fault_proxy(engine.base_url, fault, "--rate", "5") as url:
         run = run_inner(project(root), "--harness-base-url", url, "--harness-limit", str(limit), *extra)
     assert_clean(run)
-    return run, next((root / "reports").iterdir())
+    return run, next(p for p in (root / "reports").iterdir() if p.is_dir())
 
 
 @pytest.fixture(scope="module")

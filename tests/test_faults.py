@@ -157,7 +157,7 @@ def run_inner(root: Path, *args: str, act=None, env: dict | None = None, timeout
     for p in seen.values():
         with contextlib.suppress(psutil.Error):
             p.kill()
-    reports = sorted((root / "reports").iterdir()) if (root / "reports").exists() else []
+    reports = sorted(p for p in (root / "reports").iterdir() if p.is_dir()) if (root / "reports").exists() else []
     run_dir = reports[-1] if reports else None
     results = json.loads((run_dir / "results.json").read_text())
     samples = {f.name: len(f.read_text().splitlines()) for f in (run_dir / "samples").iterdir()} if run_dir else {}

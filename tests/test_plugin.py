@@ -105,7 +105,7 @@ def project(pytester: pytest.Pytester, tiny_model: Path, monkeypatch):
 
 
 def latest_report(pytester: pytest.Pytester) -> Path:
-    runs = sorted((pytester.path / "reports").iterdir())
+    runs = sorted(p for p in (pytester.path / "reports").iterdir() if p.is_dir())
     assert runs, "no report directory written"
     return runs[-1]
 
