@@ -29,6 +29,7 @@ SUITE_EVALS: dict[str, str] = {
     "video_mme_modes": "harness.evals.video_mme_modes",
     "video_mme_parity": "harness.evals.video_mme_parity",
     "serving_perf": "harness.evals.serving_perf",
+    "lm_eval": "harness.evals.lm_eval_suite",
 }
 SUITES: tuple[str, ...] = tuple(SUITE_EVALS)
 

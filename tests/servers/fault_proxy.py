@@ -6,7 +6,7 @@ Only `/generate` answers are touched (health, server and model info pass through
 of them went through untouched:
 - none: forward everything.
 - 5xx-burst: the next `--count` /generate requests answer 503, then forwarding resumes (a server warming up).
-- 5xx-always: every /generate answers 500.
+- 5xx-always: every /generate answers 500, and so does every OpenAI completion or chat completion.
 - malformed: /generate answers HTTP 200 with a JSON body cut off mid-way.
 - hang: every request from then on (health included) is accepted and never answered (a wedged scheduler).
 - nan-logprobs: every logprob in a /generate answer becomes NaN, written as SGLang's orjson writes it (null).
@@ -103,6 +103,8 @@ class Proxy:
                 return web.Response(status=503, text="Service Unavailable (injected)")
             if faulty and fault == "5xx-always":
                 return web.Response(status=500, text="Internal Server Error (injected)")
+        if fault == "5xx-always" and request.path in ("/v1/completions", "/v1/chat/completions"):
+            return web.Response(status=500, text="Internal Server Error (injected)")
         if request.path == "/v1/chat/completions" and fault in IMAGE_FAULTS and body:
             body = rewrite_images(fault, body)
         headers = {"Content-Type": "application/json"} if body else None
