@@ -17,6 +17,7 @@ reference is recorded, and the HF engine serves the suite end to end.
 from __future__ import annotations
 
 import asyncio
+import json
 import contextlib
 import subprocess
 import sys
@@ -73,8 +74,6 @@ def measure(url: str, n: int = 16, tokens: int = 64, concurrency: int | None = N
 def truth(log: Path, timings: list[RequestTiming]) -> dict[str, float]:
     """The same metrics from what the server did: its write times of each request's chunks (the last pass's lines
     in its log), against the client's send time of that request, on the shared monotonic clock."""
-    import json
-
     import numpy as np
 
     lines = [json.loads(line) for line in log.read_text().splitlines()][-len(timings) :]
@@ -244,3 +243,36 @@ def test_a_refused_threshold_update_still_keeps_the_measured_numbers(tmp_path):
     assert set(row["metrics"]) == {"output_throughput", "ttft_ms", "itl_ms"}
     assert len(row["details"]["workloads"]["light"]["repeats"]) == 2
     assert_clean(run)
+
+
+def test_sharegpt_prompts_are_tokenized_filtered_and_picked_by_seed(tmp_path):
+    from transformers import AutoTokenizer
+
+    from harness.errors import ConfigError
+    from harness.perf.workload import Workload, sharegpt_requests
+
+    tokenizer = AutoTokenizer.from_pretrained(CANARY)
+    words = "Ann has seven red pens and buys twelve more at the shop"
+    conversations = [{"conversations": [{"from": "human", "value": words[: 20 + 3 * i]}, {"from": "gpt", "value": words}]}
+                     for i in range(10)]  # fmt: skip
+    conversations += [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": words}]},  # too short
+                      {"conversations": [{"from": "human", "value": words * 20}, {"from": "gpt", "value": words}]},  # too long
+                      {"conversations": [{"from": "human", "value": words}]}]  # one turn  # fmt: skip
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(conversations))
+    own_lengths = Workload.from_options("s", {"input_len": 64, "num_prompts": 8, "dataset": "sharegpt", "dataset_path": "x"}, "w")
+    requests = sharegpt_requests(own_lengths, tokenizer, path, seed=0)
+    assert len(requests) == 10  # 8 prompts and 2 warm-up, from the 10 usable conversations
+    reply = len(tokenizer.encode(words, add_special_tokens=False))
+    assert {n for _, n in requests} == {reply} and all(4 <= len(ids) <= 64 for ids, _ in requests)
+    assert requests == sharegpt_requests(own_lengths, tokenizer, path, seed=0) != sharegpt_requests(own_lengths, tokenizer, path, seed=1)
+    fixed = Workload.from_options("s", {"input_len": 64, "output_len": 16, "num_prompts": 8, "dataset": "sharegpt",
+                                        "dataset_path": "x"}, "w")  # fmt: skip
+    assert {n for _, n in sharegpt_requests(fixed, tokenizer, path, seed=0)} == {16}
+    too_many = Workload.from_options("s", {"input_len": 64, "num_prompts": 20, "dataset": "sharegpt", "dataset_path": "x"}, "w")
+    with pytest.raises(ConfigError) as caught:
+        sharegpt_requests(too_many, tokenizer, path, seed=0)
+    assert str(caught.value) == (f"serving_perf.workloads.s: {path} has 10 usable conversations (2+ turns, 4+ tokens "
+                                 "each, prompt <= input_len 64); 22 needed")  # fmt: skip
+    with pytest.raises(ConfigError, match=r"w\.s\.dataset: unknown workload dataset 'sharegtp' \(did you mean 'sharegpt'\?\)"):
+        Workload.from_options("s", {"dataset": "sharegtp"}, "w")

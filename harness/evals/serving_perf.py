@@ -4,8 +4,8 @@ Dataset: none; prompts are seeded random token ids of the model's vocabulary (ha
 run sends the same requests. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
 (`async_request_sglang_generate`, `calculate_metrics`); harness.perf.measure says where this differs.
 Workloads are data (`workloads:` option, one mapping per shape): input/output length, range ratio, number of
-prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, and which metrics the shape gates
-(`gate:`). Defaults: `saturating` (every request at once; gates output tokens/s) and `light` (one request at a
+prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, the prompt source (`dataset:` random
+token ids, or `sharegpt` with a local `dataset_path`), and which metrics the shape gates (`gate:`). Defaults: `saturating` (every request at once; gates output tokens/s) and `light` (one request at a
 time; gates median TTFT and ITL). Each shape runs `repeats` times after its warm-up; the gated value is the
 median over repeats, the spread (min, max) is reported.
 Correct before fast: a request that fails, stalls or streams a different number of tokens than asked
@@ -22,11 +22,12 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
 from harness.perf.measure import RequestTiming, run_requests, summarize
-from harness.perf.workload import Workload, build_requests, payload
+from harness.perf.workload import Workload, build_requests, payload, sharegpt_requests
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
@@ -86,13 +87,16 @@ class ServingPerf:
         gates = gated(opts["workloads"])
         workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
                      for name, raw in opts["workloads"].items()]  # fmt: skip
-        ids = _prompt_ids(ctx)
+        tokenizer, ids = _prompt_ids(ctx)
         url = ctx.client.base_url + "/generate"
         repeats = 1 if ctx.smoke else opts["repeats"]
         metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
-            requests = build_requests(workload, ids, opts["seed"])
+            if workload.dataset == "sharegpt":
+                requests = sharegpt_requests(workload, tokenizer, Path(ctx.base_dir, workload.dataset_path), opts["seed"])
+            else:
+                requests = build_requests(workload, ids, opts["seed"])
             if ctx.limit:
                 requests = requests[: workload.warmup + ctx.limit]
             warm, _, _ = await _send(url, requests[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
@@ -137,8 +141,9 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     return timings, duration, load
 
 
-def _prompt_ids(ctx: EvalContext) -> list[int]:
-    """The ordinary token ids of the model under test (its config's vocab_size bounds the tokenizer's)."""
+def _prompt_ids(ctx: EvalContext):
+    """The tokenizer, and the ordinary token ids of the model under test (its config's vocab_size bounds the
+    tokenizer's)."""
     from transformers import AutoConfig, AutoTokenizer
 
     from harness.perf.workload import ordinary_ids
@@ -146,7 +151,7 @@ def _prompt_ids(ctx: EvalContext) -> list[int]:
     tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_path or ctx.model_path)
     config = AutoConfig.from_pretrained(ctx.model_path)
     vocab = getattr(getattr(config, "text_config", config), "vocab_size", None) or len(tokenizer)
-    return ordinary_ids(tokenizer, vocab)
+    return tokenizer, ordinary_ids(tokenizer, vocab)
 
 
 def _spread(summaries: list[dict]) -> dict[str, list[float]]:

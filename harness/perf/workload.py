@@ -6,6 +6,12 @@ added tokens, and a stray one would make the request a 400), sent as `input_ids`
 `random-ids` dataset does. With `range_ratio` < 1 each request's input and output lengths are drawn uniformly
 from [length * range_ratio, length] (bench_serving's `compute_random_lens`). `ignore_eos` makes every request
 produce exactly its output length, which `measure` checks.
+
+`dataset: sharegpt` reads prompts from a local ShareGPT-format JSON file instead (`dataset_path`, relative to
+thresholds.yaml: a list of `{"conversations": [{"from", "value"}, ...]}`), as bench_serving's `sharegpt` dataset:
+the first turn is the prompt (tokenized without special tokens), the second's token count the output length
+unless the workload sets `output_len`; conversations with fewer than 2 turns, a prompt or reply under 4 tokens, or
+a prompt over `input_len` tokens are left out; a seeded shuffle picks the requests.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from typing import Any
 
 from harness.errors import ConfigError
 
-SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup")
+SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup",
+              "dataset", "dataset_path")
+DATASETS = ("random", "sharegpt")
 
 
 @dataclass(frozen=True)
@@ -31,6 +39,9 @@ class Workload:
     max_concurrency: int | None = None
     range_ratio: float = 1.0
     warmup: int = 2
+    dataset: str = "random"
+    dataset_path: str | None = None
+    fixed_output: bool = True  # sharegpt: False takes each reply's own length
 
     @classmethod
     def from_options(cls, name: str, raw: Mapping[str, Any], where: str) -> Workload:
@@ -45,15 +56,23 @@ class Workload:
         except (TypeError, ValueError):
             raise ConfigError(f"{where}.{name}.request_rate: {rate!r} (a number of requests per second, or inf)") from None
         workload = cls(name, int(raw.get("input_len", 128)), int(raw.get("output_len", 64)), int(raw.get("num_prompts", 64)),
-                       rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)))  # fmt: skip
+                       rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)),
+                       raw.get("dataset", "random"), raw.get("dataset_path"), "output_len" in raw)  # fmt: skip
+        if workload.dataset not in DATASETS:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("workload dataset", workload.dataset, DATASETS, where=f"{where}.{name}.dataset")
+        if workload.dataset == "sharegpt" and not workload.dataset_path:
+            raise ConfigError(f"{where}.{name}: dataset sharegpt needs dataset_path (a local ShareGPT-format JSON file)")
         if min(workload.input_len, workload.output_len, workload.num_prompts) < 1 or not 0 < workload.range_ratio <= 1:
             raise ConfigError(f"{where}.{name}: input_len, output_len and num_prompts must be >= 1 and range_ratio in "
                               f"(0, 1], got {dict(raw)}")  # fmt: skip
         return workload
 
     def record(self) -> dict:
-        return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf"
-                for k in ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup")}  # fmt: skip
+        keys = ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup",
+                "dataset", "dataset_path")  # fmt: skip
+        return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf" for k in keys}
 
 
 def lengths(full: int, ratio: float, count: int, rng: random.Random) -> list[int]:
@@ -74,6 +93,33 @@ def build_requests(workload: Workload, ids: list[int], seed: int) -> list[tuple[
     count = workload.num_prompts + workload.warmup
     inputs, outputs = lengths(workload.input_len, workload.range_ratio, count, rng), lengths(workload.output_len, workload.range_ratio, count, rng)
     return [([rng.choice(ids) for _ in range(n_in)], n_out) for n_in, n_out in zip(inputs, outputs)]
+
+
+def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tuple[list[int], int]]:
+    """(input_ids, output_len) per request from a ShareGPT-format file (see the module docstring)."""
+    import json
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        conversations = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"serving_perf.workloads.{workload.name}.dataset_path: {path}: not a readable JSON file ({exc})") from None
+    usable = []
+    for entry in conversations if isinstance(conversations, list) else []:
+        turns = (entry.get("conversations") or entry.get("conversation") or []) if isinstance(entry, dict) else []
+        if len(turns) < 2:
+            continue
+        prompt = tokenizer.encode(turns[0]["value"], add_special_tokens=False)
+        reply = len(tokenizer.encode(turns[1]["value"], add_special_tokens=False))
+        if len(prompt) >= 4 and reply >= 4 and len(prompt) <= workload.input_len:
+            usable.append((prompt, workload.output_len if workload.fixed_output else reply))
+    needed = workload.num_prompts + workload.warmup
+    if len(usable) < needed:
+        raise ConfigError(f"serving_perf.workloads.{workload.name}: {path} has {len(usable)} usable conversations "
+                          f"(2+ turns, 4+ tokens each, prompt <= input_len {workload.input_len}); {needed} needed")  # fmt: skip
+    random.Random(f"serving-perf/{workload.name}/{seed}").shuffle(usable)
+    return usable[:needed]
 
 
 def payload(input_ids: list[int], output_len: int) -> dict:
