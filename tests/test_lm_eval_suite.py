@@ -1,6 +1,6 @@
 """The lm_eval suite (harness/evals/lm_eval_suite.py) in real runs of the harness on the canary and the HF engine.
 
-The committed task (assets/canary/lm_eval/canary_gsm8k.yaml: the harness's GSM8K prompt, shots, stops and budget)
+The committed task (assets/lm_eval/canary_gsm8k.yaml: the harness's GSM8K prompt, shots, stops and budget)
 through lm-eval's local-completions answers every question as the harness's own GSM8K does on the same server
 (paired by id); a server that answers 5xx makes the suite an error naming lm-eval, never a score; a missing task
 file is a config error naming it.
@@ -43,17 +43,17 @@ def engine(tmp_path_factory):
 
 
 def project(root: Path, suites: tuple[str, ...] = ("gsm8k", "lm_eval"), task: Path | None = None) -> Path:
-    """A project whose data is the canary's first 40 test questions, in the committed task's layout (the task
-    file beside a `data/` folder it names relatively)."""
+    """A project whose data is the canary's first 40 test questions, in the committed task's layout (`lm_eval/` the
+    task file, `canary/data/` what it names relatively)."""
     root.mkdir(parents=True, exist_ok=True)
-    (root / "data").mkdir()
-    (root / "data" / "test.jsonl").write_text("".join((CANARY / "data" / "test.jsonl").read_text().splitlines(True)[:40]))
-    (root / "data" / "train.jsonl").write_text((CANARY / "data" / "train.jsonl").read_text())
+    (root / "canary" / "data").mkdir(parents=True)
+    (root / "canary" / "data" / "test.jsonl").write_text("".join((CANARY / "data" / "test.jsonl").read_text().splitlines(True)[:40]))
+    (root / "canary" / "data" / "train.jsonl").write_text((CANARY / "data" / "train.jsonl").read_text())
     (root / "lm_eval").mkdir()
-    (root / "lm_eval" / "canary_gsm8k.yaml").write_text((CANARY / "lm_eval" / "canary_gsm8k.yaml").read_text())
+    (root / "lm_eval" / "canary_gsm8k.yaml").write_text((REPO / "assets" / "lm_eval" / "canary_gsm8k.yaml").read_text())
     task = task or root / "lm_eval" / "canary_gsm8k.yaml"
     (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
-    text = thresholds(list(suites), root / "data", task)
+    text = thresholds(list(suites), root / "canary" / "data", task)
     (root / "thresholds.yaml").write_text(text)
     (root / "suites").mkdir(exist_ok=True)
     for suite in suites:
