@@ -212,19 +212,25 @@ def engine(tiny_model, tmp_path_factory):
 
 
 @contextlib.contextmanager
-def fault_proxy(upstream: str, fault: str, *extra: str):
+def serve_script(script: Path, *args: str):
+    """`python script --port P *args` in its own process group, yielded as its URL once /health answers 200;
+    killed and reaped after."""
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(PROXY), "--upstream", upstream, "--port", str(port), "--fault", fault, *extra],
+    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
     try:
         deadline = time.monotonic() + 30
         while not _answers(f"http://127.0.0.1:{port}/health"):
-            assert proc.poll() is None and time.monotonic() < deadline, "fault proxy did not start"
-            time.sleep(0.1)
+            assert proc.poll() is None and time.monotonic() < deadline, f"{script.name} did not start"
+            time.sleep(0.05)
         yield f"http://127.0.0.1:{port}"
     finally:
         kill_group_now(proc.pid)
         proc.wait()
+
+
+def fault_proxy(upstream: str, fault: str, *extra: str):
+    return serve_script(PROXY, "--upstream", upstream, "--fault", fault, *extra)
 
 
 def _answers(url: str) -> bool:

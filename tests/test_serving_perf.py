@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import contextlib
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from test_faults import _answers, assert_clean, matches, run_inner
+from test_faults import assert_clean, matches, run_inner, serve_script
 
 from harness.evals.serving_perf import PerfRunInvalid, verify
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.workload import payload
-from harness.process_group import free_port, kill_group_now
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).parent / "servers" / "timed_stream_server.py"
@@ -38,20 +33,8 @@ CANARY = REPO / "assets" / "canary" / "model"
 REL = 0.02
 
 
-@contextlib.contextmanager
 def timed_server(*flags: str):
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, str(SERVER), "--port", str(port), *flags], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
-    try:
-        deadline = time.monotonic() + 30
-        while not _answers(f"http://127.0.0.1:{port}/health"):
-            assert proc.poll() is None and time.monotonic() < deadline, "timed server did not start"
-            time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        kill_group_now(proc.pid)
-        proc.wait()
+    return serve_script(SERVER, *flags)
 
 
 def measure(url: str, n: int = 16, tokens: int = 64, concurrency: int | None = None, timeout_s: float = 30.0):
