@@ -254,7 +254,7 @@ class Thresholds:
         base = self.path.parent
         return ServerSpec(
             model=model, config=config, model_path=resolve_model_path(m.path, base),
-            engine=c.engine or m.engine, args=tuple(c.args), env=dict(c.env), gpus=c.gpus,
+            engine=c.engine or m.engine, args=resolve_path_args(c.args, base), env=dict(c.env), gpus=c.gpus,
             tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
             startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
             images_per_prompt=self.images_per_prompt(model, config), deployment=_deployment_spec(c.deployment),
@@ -320,6 +320,18 @@ def _deployment_spec(declared: DeploymentConfig | None):
         return None
     members = tuple(MemberSpec(m.role, tuple(m.args), tuple(m.gpus), dict(m.env)) for m in declared.members)
     return DeploymentSpec(declared.kind, members)
+
+
+# Server flags whose value is a model directory or hub id, resolved like a model's `path`.
+PATH_FLAGS = ("--speculative-draft-model-path",)
+
+
+def resolve_path_args(args, base_dir: Path) -> tuple[str, ...]:
+    out = list(args)
+    for i, arg in enumerate(out[:-1]):
+        if arg in PATH_FLAGS:
+            out[i + 1] = resolve_model_path(out[i + 1], base_dir)
+    return tuple(out)
 
 
 def resolve_model_path(path: str, base_dir: Path) -> str:

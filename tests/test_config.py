@@ -437,7 +437,7 @@ def test_every_sglang_config_of_a_committed_tiny_model_bounds_its_kv_pool_in_tok
     monkeypatch.chdir(REPO)
     thresholds = load_thresholds("thresholds.yaml")
     tiny = [s for s in thresholds.server_specs() if s.engine == "sglang" and "/assets/" in f"/{s.model_path}"]
-    assert len(tiny) == 13  # canary x6 (pd a deployment), canary-qwen3-next x3, canary-vlm x3 (epd one), qwen3-vl-tiny x1
+    assert len(tiny) == 15  # canary x7 (pd a deployment), canary-qwen3-next x4, canary-vlm x3 (epd one), qwen3-vl-tiny x1
     for spec in tiny:
         assert "--max-total-tokens" in spec.args, spec.id
 

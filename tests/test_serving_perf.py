@@ -259,3 +259,19 @@ def test_sharegpt_prompts_are_tokenized_filtered_and_picked_by_seed(tmp_path):
                                  "each, prompt <= input_len 64); 22 needed")  # fmt: skip
     with pytest.raises(ConfigError, match=r"w\.s\.dataset: unknown workload dataset 'sharegtp' \(did you mean 'sharegpt'\?\)"):
         Workload.from_options("s", {"dataset": "sharegtp"}, "w")
+
+
+def test_bench_serving_side_by_side_compares_medians_and_names_what_is_outside_tolerance():
+    from harness.perf.bench_serving import side_by_side
+
+    ours = [{"output_throughput": v, "median_ttft_ms": 20.0} for v in (990.0, 1010.0, 1000.0)]
+    theirs = [{"output_throughput": v, "median_ttft_ms": 25.0} for v in (1000.0, 1040.0, 960.0)]
+    block = side_by_side("light", ours, theirs + [{"command": [], "error": "exit 1: boom"}])
+    tput, ttft = block["metrics"]["output_throughput"], block["metrics"]["median_ttft_ms"]
+    assert (tput["harness"], tput["bench_serving"], tput["within_tolerance"]) == (1000.0, 1000.0, True)
+    assert tput["bench_serving_spread"] == [960.0, 1040.0]
+    assert ttft["relative_difference"] == pytest.approx(-0.2) and not ttft["within_tolerance"]
+    assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 outside 5% (median_ttft_ms); harness vs "
+                             "bench_serving: output_throughput +0.0%, median_ttft_ms -20.0%")  # fmt: skip
+    failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
+    assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]

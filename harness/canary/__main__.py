@@ -5,6 +5,9 @@ DIR/data/test.jsonl (GSM8K schema), and DIR/manifest.json (hashes, accuracies, v
 
 `python -m harness.canary vlm --out DIR [--seed 0]` builds the VLM canary the same way (harness.canary.vlm):
 DIR/model (a tiny Qwen3-VL with its processor files), DIR/mmmu (its held-out set in MMMU's schema), manifest.json.
+
+`python -m harness.canary eagle3 --out DIR [--seed 0]` trains the canary's EAGLE3 draft (harness.canary.eagle3) on
+the canary's own hidden states and answers; `eagle3-scramble --draft DIR --out DIR2` writes the never-accepted copy.
 """
 
 from __future__ import annotations
@@ -30,7 +33,29 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
     v.add_argument("--seed", type=int, default=0, help="one seed for held-out set, init and training stream")
     v.add_argument("--skip-eval", action="store_true", help="train and write files but do not measure accuracy")
+    e = sub.add_parser("eagle3", help="train the canary's EAGLE3 draft (SGLang's LlamaForCausalLMEagle3 format)")
+    e.add_argument("--out", default="assets/canary-eagle3", help="output directory (default: assets/canary-eagle3)")
+    e.add_argument("--seed", type=int, default=0, help="seed for the sequences, init and batch order (default 0)")
+    e.add_argument("--steps", type=int, default=None, help="training steps (default: Eagle3Options.steps)")
+    s = sub.add_parser("eagle3-scramble", help="a copy of a draft whose proposals are never accepted (d2t permuted)")
+    s.add_argument("--draft", default="assets/canary-eagle3", help="the trained draft (default: assets/canary-eagle3)")
+    s.add_argument("--out", required=True, help="output directory")
     args = parser.parse_args(argv)
+    if args.command == "eagle3":
+        from dataclasses import replace
+
+        from harness.canary.eagle3 import Eagle3Options, train_draft
+
+        opts = Eagle3Options(out=args.out, seed=args.seed)
+        manifest = train_draft(replace(opts, steps=args.steps) if args.steps else opts,
+                               log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+        print(f"wrote {args.out}/manifest.json ({manifest['seconds']} s)")
+        return 0
+    if args.command == "eagle3-scramble":
+        from harness.canary.eagle3 import scramble
+
+        print(f"wrote {scramble(args.draft, args.out)}")
+        return 0
     command = "python -m harness.canary " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.command == "vlm":
         from harness.canary.vlm.build import VlmBuildOptions, build as build_vlm

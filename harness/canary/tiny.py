@@ -65,7 +65,35 @@ def build_tiny_model(out_dir: str | Path, arch: str = "qwen2", seed: int = 0, la
     model.save_pretrained(out)
     if arch == "qwen3_next":
         _keep_full_attention_interval(out / "config.json")
+        add_mtp_layer(out, seed)
     return out
+
+
+def add_mtp_layer(model_dir: str | Path, seed: int = 0) -> Path:
+    """Give a Qwen3-Next checkpoint the `mtp.*` weights a real one carries (one MTP layer), so SGLang's NEXTN
+    draft (Qwen3NextForCausalLMMTP: fc over [norm(embedding), norm(hidden)], one full-attention MoE layer, a final
+    norm; embedding and lm_head shared with the target) loads from the same directory. The layer is a copy of the
+    target's first full-attention layer, fc is seeded random: a random head, whose accept length is recorded, not
+    gated. transformers ignores `mtp.*` when it loads the target. Same seed, same bytes."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    path = Path(model_dir) / "model.safetensors"
+    tensors = {k: v for k, v in load_file(str(path)).items() if not k.startswith("mtp.")}
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    full = config["layer_types"].index("full_attention")
+    hidden = config["hidden_size"]
+    prefix = f"model.layers.{full}."
+    for name, value in list(tensors.items()):
+        if name.startswith(prefix):
+            tensors["mtp.layers.0." + name[len(prefix) :]] = value.clone()
+    generator = torch.Generator().manual_seed(seed + 1)
+    tensors["mtp.fc.weight"] = torch.randn(hidden, 2 * hidden, generator=generator) * 0.02
+    tensors["mtp.pre_fc_norm_embedding.weight"] = torch.zeros(hidden)  # Gemma-style RMSNorm: 1 + weight
+    tensors["mtp.pre_fc_norm_hidden.weight"] = torch.zeros(hidden)
+    tensors["mtp.norm.weight"] = tensors["model.norm.weight"].clone()
+    save_file(dict(sorted(tensors.items())), str(path), metadata={"format": "pt"})
+    return path
 
 
 def _keep_full_attention_interval(config_path: Path) -> None:

@@ -14,7 +14,8 @@ bottleneck (CPU per wall second or event-loop lag over budget).
 Metrics: `output_throughput` (tokens/s, higher is better), `ttft_ms`, `itl_ms` (lower is better). References
 are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min_ratio` / `max_ratio`); on a GPU
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
-`python -m sglang.bench_serving` against the same server, and both tools' numbers go side by side in details.
+`python -m sglang.bench_serving` against the same server, one of its runs after each of the harness's repeats,
+and both tools' medians go side by side in details and notes (harness.perf.bench_serving).
 Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine).
 """
 
@@ -101,7 +102,7 @@ class ServingPerf:
                 requests = requests[: workload.warmup + ctx.limit]
             warm, _, _ = await _send(url, requests[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
             verify(warm, where + " warm-up")
-            summaries = []
+            summaries, theirs = [], []
             for repeat in range(repeats):
                 timings, duration, load = await _send(url, requests[workload.warmup :], workload.request_rate,
                                                       workload.max_concurrency, opts["seed"] + repeat, opts["request_timeout_s"])  # fmt: skip
@@ -116,15 +117,29 @@ class ServingPerf:
                 summaries.append(summary)
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
+                if opts["bench_serving"]:
+                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat))
+                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving", **theirs[-1]})
             for metric in gates[workload.name]:
                 metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
             details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
                                                    "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
-        if opts["bench_serving"]:
-            from harness.perf.bench_serving import cross_check
+            if theirs:
+                from harness.perf.bench_serving import side_by_side
 
-            details["bench_serving"] = cross_check(ctx, workloads, details["workloads"], opts["seed"])
+                details["workloads"][workload.name]["bench_serving"] = side_by_side(workload.name, summaries, theirs)
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
+
+
+async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int) -> dict:
+    import asyncio
+    import tempfile
+
+    from harness.perf.bench_serving import run_once
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
+                                       workload, seed, Path(folder, f"{workload.name}.jsonl"))  # fmt: skip
 
 
 async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float):
@@ -165,6 +180,6 @@ def _notes(details: dict, case_id: str) -> list[str]:
         spread = block["spread"]
         parts = [f"{k} {lo:.4g}..{hi:.4g}" for k, (lo, hi) in spread.items()]
         lines.append(f"{SUITE}[{case_id}] {name}: {len(block['repeats'])} repeat(s): " + ", ".join(parts))
-    for line in (details.get("bench_serving") or {}).get("lines", []):
-        lines.append(f"{SUITE}[{case_id}] {line}")
+        if "bench_serving" in block:
+            lines.append(f"{SUITE}[{case_id}] {block['bench_serving']['line']}")
     return lines

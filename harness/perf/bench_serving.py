@@ -1,11 +1,14 @@
 """The same workloads through SGLang's own `python -m sglang.bench_serving`, against the same server, in the same run.
 
-Per workload: `--backend sglang --dataset-name random-ids` (random token ids, no dataset download) with the
-workload's lengths (`--random-range-ratio`), prompt count, request rate, max concurrency and warm-up, its JSONL
-result read back. Side by side with the harness's median over repeats for every metric both tools report; the
-relative difference goes to details and a note, not into a verdict (the two runs are not the same requests at the
-same moment; the harness run is the gated one). bench_serving runs in its own process group and is killed and
-reaped if it outlives `timeout_s`.
+Per workload and repeat, right after the harness's own repeat (so both tools see the server in the same state,
+and drift between repeats hits both alike): `--backend sglang --dataset-name random-ids --tokenize-prompt`
+(random token ids sent as `input_ids`, so input lengths are exact, no dataset download) with the workload's
+lengths (`--random-range-ratio`), prompt count, request rate, max concurrency and warm-up, its JSONL result read
+back into the run directory. Side by side: the median over repeats of each tool for every metric both report,
+their relative difference against `tolerance` (5 %, the issue's bar), and each tool's own spread, so a difference
+inside the run-to-run spread reads as such. The comparison goes to details and notes, not into a verdict (the two
+tools send different requests at different moments; the harness run is the gated one). bench_serving runs in its
+own process group and is killed and reaped if it outlives `timeout_s`.
 """
 
 from __future__ import annotations
@@ -15,19 +18,19 @@ import math
 import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from harness import process_group
 
 SHARED = ("output_throughput", "input_throughput", "request_throughput", "median_ttft_ms", "p99_ttft_ms",
           "median_itl_ms", "p99_itl_ms", "median_tpot_ms", "median_e2e_latency_ms", "concurrency")  # fmt: skip
+TOLERANCE = 0.05
 
 
 def command(base_url: str, tokenizer: str, workload, seed: int, output: Path) -> list[str]:
     rate = "inf" if math.isinf(workload.request_rate) else str(workload.request_rate)
     cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url,
-           "--dataset-name", "random-ids", "--random-input-len", str(workload.input_len),
+           "--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
            "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio),
            "--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
            "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm"]  # fmt: skip
@@ -36,31 +39,47 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path) ->
     return cmd
 
 
-def cross_check(ctx, workloads, harness_results: dict, seed: int, timeout_s: float = 300.0) -> dict:
-    out: dict = {"workloads": {}, "lines": []}
-    tokenizer = ctx.tokenizer_path or ctx.model_path
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
-        for workload in workloads:
-            result_file = Path(folder) / f"{workload.name}.jsonl"
-            cmd = command(ctx.client.base_url, tokenizer, workload, seed, result_file)
-            ran = _run(cmd, timeout_s)
-            if ran["returncode"] != 0 or not result_file.is_file():
-                out["workloads"][workload.name] = {"command": cmd, **ran}
-                out["lines"].append(f"bench_serving {workload.name}: failed (exit {ran['returncode']}): {ran['tail'][-300:]}")
-                continue
-            theirs = json.loads(result_file.read_text().splitlines()[-1])
-            ours = {k: statistics.median(s[k] for s in harness_results[workload.name]["repeats"] if k in s)
-                    for k in SHARED if all(k in s for s in harness_results[workload.name]["repeats"])}  # fmt: skip
-            rel = {k: (ours[k] - theirs[k]) / theirs[k] for k in ours if isinstance(theirs.get(k), (int, float)) and theirs[k]}
-            out["workloads"][workload.name] = {"command": cmd, "bench_serving": {k: theirs.get(k) for k in SHARED},
-                                               "harness": ours, "relative_difference": rel}  # fmt: skip
-            worst = max(rel.items(), key=lambda kv: abs(kv[1]), default=(None, 0.0))
-            out["lines"].append(f"bench_serving {workload.name}: largest difference {worst[0]} {worst[1]:+.1%} "
-                                f"({', '.join(f'{k} {v:+.1%}' for k, v in rel.items())})")  # fmt: skip
-    return out
+def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0) -> dict:
+    """One bench_serving run of `workload`: its summary fields, or `error` with the command's exit and output tail."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.unlink(missing_ok=True)
+    cmd = command(base_url, tokenizer, workload, seed, output)
+    ran = _run(cmd, timeout_s)
+    if ran["returncode"] != 0 or not output.is_file():
+        return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
+    theirs = json.loads(output.read_text().splitlines()[-1])
+    return {"command": cmd, "wall_s": ran["wall_s"], **{k: theirs.get(k) for k in SHARED}}
+
+
+def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: float = TOLERANCE) -> dict:
+    """Both tools' medians over repeats per shared metric, the relative difference and each tool's spread."""
+    ok = [t for t in theirs if "error" not in t]
+    block: dict = {"bench_serving_runs": theirs, "tolerance": tolerance, "metrics": {}}
+    if not ok:
+        first = theirs[0]["error"] if theirs else "not run"
+        block["line"] = f"bench_serving {name}: failed in every repeat ({first})"
+        return block
+    for key in SHARED:
+        mine = [s[key] for s in ours if isinstance(s.get(key), (int, float))]
+        other = [t[key] for t in ok if isinstance(t.get(key), (int, float))]
+        if not mine or not other or not statistics.median(other):
+            continue
+        a, b = statistics.median(mine), statistics.median(other)
+        block["metrics"][key] = {"harness": a, "bench_serving": b, "relative_difference": (a - b) / b,
+                                 "within_tolerance": abs(a - b) <= tolerance * abs(b),
+                                 "harness_spread": [min(mine), max(mine)], "bench_serving_spread": [min(other), max(other)]}  # fmt: skip
+    outside = [k for k, m in block["metrics"].items() if not m["within_tolerance"]]
+    parts = ", ".join(f"{k} {m['relative_difference']:+.1%}" for k, m in block["metrics"].items())
+    verdict = f"all {len(block['metrics'])} shared metrics within {tolerance:.0%}" if not outside else \
+        f"{len(outside)} of {len(block['metrics'])} outside {tolerance:.0%} ({', '.join(outside)})"
+    block["line"] = f"bench_serving {name} ({len(ok)} of {len(theirs)} runs): {verdict}; harness vs bench_serving: {parts}"
+    return block
 
 
 def _run(cmd: list[str], timeout_s: float) -> dict:
+    import time
+
+    started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     process_group.register(proc.pid)
     try:
@@ -70,4 +89,5 @@ def _run(cmd: list[str], timeout_s: float) -> dict:
         output, _ = proc.communicate()
     finally:
         process_group.unregister(proc.pid)
-    return {"returncode": proc.returncode, "tail": output.decode(errors="replace")[-2000:]}
+    return {"returncode": proc.returncode, "tail": output.decode(errors="replace")[-2000:],
+            "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
