@@ -1,5 +1,6 @@
 """`python -m harness compare BASE NEW`: a run against a baseline run (harness.compare), exit 1 when worse;
-`python -m harness history`: every metric's trend over the runs (harness.history)."""
+`python -m harness history`: every metric's trend over the runs (harness.history);
+`python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report_html)."""
 
 from __future__ import annotations
 
@@ -23,9 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     history.add_argument("-k", dest="contains", default="", help="only series whose 'model/config suite metric' "
                          "contains this. Default: all")  # fmt: skip
     history.add_argument("--last", type=int, default=10, help="values shown per series. Default: %(default)s")
+    report = commands.add_parser("report", help="render a run directory's report.html")
+    report.add_argument("run_dir", help="the run directory (reports/<run-id>/)")
+    report.add_argument("--history", default=None, help="the history file plotted. Default: <run dir>/../history.sqlite")
     opts = parser.parse_args(argv)
     if opts.command == "history":
         return _history(opts)
+    if opts.command == "report":
+        return _report(opts)
     from harness.compare import Run, compare_runs, release_verdict, write_comparison
 
     try:
@@ -41,6 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         write_comparison(Path(opts.json), base, new, rows, release)
     return status
+
+
+def _report(opts) -> int:
+    from harness.report_html import write_html
+
+    run_dir = Path(opts.run_dir)
+    if not (run_dir / "results.json").is_file():
+        print(f"error: {run_dir}: no results.json (not a run directory)", file=sys.stderr)
+        return 2
+    print(write_html(run_dir, Path(opts.history) if opts.history else run_dir.parent / "history.sqlite"))
+    return 0
 
 
 def _history(opts) -> int:

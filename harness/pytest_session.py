@@ -206,15 +206,27 @@ class HarnessSession:
             verdict, status = release_verdict(agreement)
             write_comparison(self.run_dir / "agreement.json", new, new, agreement, verdict)
             self.verdict_lines += ["cross-config agreement:", *(r.line for r in agreement)]
-        baseline = self.config.option.harness_baseline
+        baseline, baseline_status = self.config.option.harness_baseline, None
+        if baseline:
+            base = Run.load(baseline)
+            rows = compare_runs(base, new)
+            release, baseline_status = release_verdict(rows)
+            write_comparison(self.run_dir / "comparison.json", base, new, rows, release)
+            self.verdict_lines += [f"baseline: {base.root}", *(r.line for r in rows), release]
+        self._write_html()
         if not baseline:
             return 1 if status == 1 else None
-        base = Run.load(baseline)
-        rows = compare_runs(base, new)
-        release, baseline_status = release_verdict(rows)
-        write_comparison(self.run_dir / "comparison.json", base, new, rows, release)
-        self.verdict_lines += [f"baseline: {base.root}", *(r.line for r in rows), release]
         return 1 if 1 in (status, baseline_status) else baseline_status
+
+    def _write_html(self) -> None:
+        """report.html beside summary.md; a rendering bug costs the page, not the run's verdicts (said in the terminal)."""
+        from harness.report_html import write_html
+
+        try:
+            path = write_html(self.run_dir, self.run_dir.parent / "history.sqlite")
+            self.verdict_lines.append(f"HTML report: {path}")
+        except Exception as exc:  # noqa: BLE001 - reported, and results.json/summary.md are already complete
+            self.verdict_lines.append(f"HTML report not written: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         if self.interrupted:

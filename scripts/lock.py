@@ -95,7 +95,7 @@ def main() -> int:
     args = parser.parse_args()
     requirements = [
         *canary_pins(),
-        "-e", ".[hf,data,bench]",
+        "-e", ".[hf,data,bench,report,browser]",
         "-r", "tests/sglang_env/requirements.txt",
         "pytest",
     ]  # fmt: skip

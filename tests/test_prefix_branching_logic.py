@@ -140,3 +140,23 @@ def test_branch_prompts_share_exactly_the_prefix_and_diverge_at_its_end():
     assert len({p.ids[257] for p in prompts}) == 3
     assert not {0, 1} & {i for p in prompts for i in p.ids}
     assert branch_prompts(_Tokenizer(), 257, 64, seed=0) == prompts
+
+
+@pytest.mark.parametrize(
+    "algorithm, page, prefix_len, expected",
+    [
+        # Observed on SGLang 0.5.17, one H200, canary/eagle3 (page 1): [0, 256, 256] for 257, [0, 99, 99] for 100.
+        ("EAGLE3", 1, 257, [0, 256, 256]),
+        ("EAGLE3", 1, 100, [0, 99, 99]),
+        ("EAGLE", 16, 257, [0, 256, 256]),
+        ("EAGLE", 16, 97, [0, 96, 96]),
+        ("NEXTN", 1, 64, [0, 63, 63]),
+        # NGRAM keeps token keys (observed: canary/ngram [0, 257, 257])
+        ("NGRAM", 1, 257, [0, 257, 257]),
+    ],
+)
+def test_eagle_family_speculation_keys_the_radix_cache_by_bigrams(algorithm, page, prefix_len, expected):
+    server = {**SERVER_INFO["attention_page1"], "page_size": page, "speculative_algorithm": algorithm}
+    layout = classify_cache(server, MODEL_INFO["qwen2"])
+    assert layout.bigram_keys == (algorithm != "NGRAM")
+    assert expected_branch_hits(layout, prefix_len) == expected

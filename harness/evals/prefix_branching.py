@@ -17,6 +17,9 @@ Expected `cached_tokens` come from what the server is (`classify_cache`), never 
   hits it;
 - hybrid Mamba, `no_buffer`: [0, 0, 0] (only decode continuations are ever reused);
 - radix cache disabled: the suite skips.
+Under EAGLE-family speculation (EAGLE, EAGLE3, and NEXTN/MTP, which SGLang runs as EAGLE) the radix tree is keyed
+by token bigrams (0.5.17 `RadixKey.maybe_to_bigram_view`, `SpeculativeAlgorithm.is_eagle`), so a prefix of P
+tokens matches P−1: every count above uses P−1 (seen on the H200: canary/eagle3 [0, 256, 256] for P=257).
 Hybrid or not: `server_info.uses_mamba_radix_cache` where the server reports it (0.5.17 does), else the
 architecture from `/model_info` against `HYBRID_ARCHITECTURES`. The strategy: `mamba_radix_cache_strategy`
 (legacy `mamba_scheduler_strategy`). A hybrid model on `auto` (its resolution depends on the SGLang version),
@@ -48,6 +51,8 @@ HYBRID_ARCHITECTURES = frozenset({
     "KimiLinearForCausalLM", "GraniteMoeHybridForCausalLM", "JambaForCausalLM",
 })  # fmt: skip
 EXTRA_BUFFER_STRATEGIES = ("extra_buffer", "extra_buffer_lazy")
+# speculative algorithms whose radix cache keys are bigrams (SGLang's SpeculativeAlgorithm.is_eagle; NEXTN -> EAGLE)
+BIGRAM_KEY_ALGORITHMS = frozenset({"EAGLE", "EAGLE3", "NEXTN", "MTP", "FROZEN_KV_MTP"})
 
 OPTIONS = {"prefix_lengths": [257, 100], "suffix_length": 64, "cache_kind": "auto", "mamba_chunk_size": None, "seed": 0}
 
@@ -62,6 +67,7 @@ class CacheLayout:
     page_size: int
     granularity: int  # what a reused prefix is rounded down to
     evidence: str
+    bigram_keys: bool = False  # EAGLE-family speculation: a prefix of P tokens matches P - 1
 
 
 def mamba_strategy(server_info: Mapping[str, Any]) -> str | None:
@@ -75,6 +81,16 @@ def classify_cache(
     mamba_chunk: int | None = None,
 ) -> CacheLayout:
     """What kind of prefix cache the server runs, from its own reports (or `cache_kind` when set)."""
+    from dataclasses import replace
+
+    layout = _classify(server_info, model_info, cache_kind, mamba_chunk)
+    algorithm = str(server_info.get("speculative_algorithm") or "").upper()
+    if algorithm in BIGRAM_KEY_ALGORITHMS:
+        return replace(layout, bigram_keys=True, evidence=f"{layout.evidence}; bigram keys (speculative_algorithm={algorithm})")
+    return layout
+
+
+def _classify(server_info, model_info, cache_kind: str, mamba_chunk: int | None) -> CacheLayout:
     page = int(server_info.get("page_size") or 1)
     chunk = max(mamba_chunk or FLA_CHUNK_SIZE, page)
     if server_info.get("disable_radix_cache"):
@@ -118,7 +134,8 @@ def classify_cache(
 
 def expected_branch_hits(layout: CacheLayout, prefix_len: int) -> list[int]:
     """`cached_tokens` of the three branching requests (prefix of `prefix_len`, suffixes diverging after it)."""
-    reused = prefix_len // layout.granularity * layout.granularity
+    matchable = prefix_len - 1 if layout.bigram_keys else prefix_len
+    reused = matchable // layout.granularity * layout.granularity
     if layout.kind == "attention":
         return [0, reused, reused]
     if layout.kind == "mamba_extra_buffer":

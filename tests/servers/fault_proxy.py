@@ -14,7 +14,7 @@ of them went through untouched:
 - shift-hits: every output-token logprob of an answer that reports `cached_tokens` > 0 is lowered by `--shift`
   nats (a cache that serves a slightly wrong state); cold answers pass untouched.
 - wrong-answers: the text of `--rate` percent of /generate answers, chosen by a hash of the request body (the same
-  questions every run), becomes "#### -1" (a build that gets a few questions wrong).
+  questions every run), becomes "#### -1" (a build that gets a few questions wrong; `--wrong-text` sets it).
 Request faults, on `/v1/chat/completions` (an engine that mishandles images):
 - drop-image: the last `image_url` part of every message is removed (a one-image question loses its image).
 - reorder-images: the `image_url` parts of every message are reversed in place; text parts stay where they are.
@@ -118,7 +118,7 @@ class Proxy:
                 payload = rewrite(fault, orjson.loads(payload), self.args.shift)
             elif fault == "wrong-answers" and int(hashlib.sha256(body).hexdigest(), 16) % 100 < self.args.rate:
                 answer = orjson.loads(payload)
-                answer["text"] = "#### -1"
+                answer["text"] = self.args.wrong_text
                 payload = orjson.dumps(answer)
         return web.Response(body=payload, status=status, content_type=content_type)
 
@@ -132,6 +132,7 @@ async def main() -> None:
     parser.add_argument("--count", type=int, default=3, help="5xx-burst: how many requests answer 503")
     parser.add_argument("--shift", type=float, default=0.0, help="shift-hits: nats taken off each hit token")
     parser.add_argument("--rate", type=float, default=5.0, help="wrong-answers: percent of answers made wrong")
+    parser.add_argument("--wrong-text", default="#### -1", help="wrong-answers: the text a wrong answer becomes")
     proxy = Proxy(parser.parse_args())
     proxy.session = aiohttp.ClientSession()
     app = web.Application(client_max_size=64 * 1024 * 1024)
