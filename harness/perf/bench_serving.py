@@ -27,9 +27,9 @@ SHARED = ("output_throughput", "input_throughput", "request_throughput", "median
 TOLERANCE = 0.05
 
 
-def command(base_url: str, tokenizer: str, workload, seed: int, output: Path) -> list[str]:
+def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, python: str = sys.executable) -> list[str]:
     rate = "inf" if math.isinf(workload.request_rate) else str(workload.request_rate)
-    cmd = [sys.executable, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url,
+    cmd = [python, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url,
            "--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
            "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio),
            "--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
@@ -39,12 +39,13 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path) ->
     return cmd
 
 
-def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0) -> dict:
+def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0,
+             python: str = sys.executable, env: dict | None = None) -> dict:
     """One bench_serving run of `workload`: its summary fields, or `error` with the command's exit and output tail."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
-    cmd = command(base_url, tokenizer, workload, seed, output)
-    ran = _run(cmd, timeout_s)
+    cmd = command(base_url, tokenizer, workload, seed, output, python)
+    ran = _run(cmd, timeout_s, env)
     if ran["returncode"] != 0 or not output.is_file():
         return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
     theirs = json.loads(output.read_text().splitlines()[-1])
@@ -76,11 +77,11 @@ def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: flo
     return block
 
 
-def _run(cmd: list[str], timeout_s: float) -> dict:
+def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> dict:
     import time
 
     started = time.monotonic()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     process_group.register(proc.pid)
     try:
         output, _ = proc.communicate(timeout=timeout_s)

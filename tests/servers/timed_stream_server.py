@@ -66,8 +66,12 @@ def build_app(opts) -> web.Application:
         return web.json_response({"version": "9.9.9-timed", "page_size": 1, "disable_radix_cache": False,
                                   "model_path": "timed/model"})  # fmt: skip
 
+    async def models(request):  # what sglang.bench_serving polls before it starts
+        return web.json_response({"object": "list", "data": [{"id": "timed/model", "object": "model"}]})
+
     app = web.Application()
     app.router.add_post("/generate", generate)
+    app.router.add_get("/v1/models", models)
     for path in ("/health", "/health_generate", "/server_info", "/get_server_info", "/model_info", "/get_model_info"):
         app.router.add_get(path, ok)
     return app

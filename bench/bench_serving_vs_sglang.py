@@ -1,0 +1,79 @@
+"""serving_perf's client and SGLang's own `sglang.bench_serving` against one server whose timing is known.
+
+tests/servers/timed_stream_server.py streams every request's first token after TTFT and then one token per ITL
+on a fixed schedule, so the truth is known: TTFT 50 ms, ITL = TPOT 10 ms, E2E 50 + 63 × 10 = 680 ms for 64 tokens.
+Both tools send the same shape (256 → 64 tokens as input ids, one at a time, 16 requests, 2 warm-up) through the
+same code the serving_perf suite runs (harness.perf.measure; harness.perf.bench_serving.run_once, bench_serving's
+`--backend sglang --dataset-name random-ids --tokenize-prompt`), three times each, interleaved; the table prints
+the truth, each tool's median over the three and its error. bench_serving is SGLang 0.5.17's from the `sglang`
+tox env (`tox -e sglang` builds it); its CPU-only imports need the main venv's packages on the path beside it, and
+three more it imports at module level that the parser env lacks (installed apart, without their dependencies):
+
+    pip install --target /tmp/bench-serving-extra --no-deps einops gguf compressed-tensors
+    python bench/bench_serving_vs_sglang.py --extra /tmp/bench-serving-extra
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import sysconfig
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "tests"))
+
+from test_serving_perf import timed_server  # noqa: E402
+
+from harness.perf.bench_serving import run_once  # noqa: E402
+from harness.perf.workload import Workload  # noqa: E402
+
+TRUTH = {"median_ttft_ms": 50.0, "median_itl_ms": 10.0, "median_tpot_ms": 10.0, "median_e2e_latency_ms": 680.0,
+         "output_throughput": 64 / 0.68}  # fmt: skip
+SHAPE = {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency": 1, "warmup": 2}
+
+
+def harness_once(url: str, workload: Workload, seed: int) -> dict:
+    from harness.evals.serving_perf import _send
+    from harness.perf.measure import summarize
+    from harness.perf.workload import build_requests
+
+    requests = build_requests(workload, list(range(10, 400)), seed)
+    asyncio.run(_send(url + "/generate", requests[: workload.warmup], float("inf"), 1, seed, 60))
+    timings, duration, _ = asyncio.run(_send(url + "/generate", requests[workload.warmup :], workload.request_rate,
+                                             workload.max_concurrency, seed, 60))  # fmt: skip
+    return summarize(timings, duration)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default=str(REPO / ".tox" / "sglang" / "bin" / "python"))
+    parser.add_argument("--site", default=str(REPO / ".tox" / "sglang" / "sglang-sites" / "0.5.17"))
+    parser.add_argument("--extra", default=None, help="a folder with einops, gguf, compressed-tensors (see above)")
+    parser.add_argument("--repeats", type=int, default=3)
+    opts = parser.parse_args()
+    paths = [opts.site, sysconfig.get_paths()["purelib"], *([opts.extra] if opts.extra else [])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    workload = Workload.from_options("light", SHAPE, "bench")
+    ours, theirs = [], []
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url, tempfile.TemporaryDirectory() as folder:
+        for repeat in range(opts.repeats):
+            ours.append(harness_once(url, workload, repeat))
+            theirs.append(run_once(url, str(REPO / "assets" / "canary" / "model"), workload, repeat,
+                                   Path(folder, f"{repeat}.jsonl"), python=opts.python, env=env))  # fmt: skip
+            if "error" in theirs[-1]:
+                sys.exit(f"bench_serving failed: {theirs[-1]['error']}")
+    print(f"16 requests of 256 -> 64 tokens, one at a time, TTFT 50 ms, ITL 10 ms; medians of {opts.repeats} runs each")
+    print(f"{'metric':<24}{'truth':>9}{'harness':>10}{'error':>8}{'bench_serving':>15}{'error':>8}")
+    for key, truth in TRUTH.items():
+        a, b = statistics.median(s[key] for s in ours), statistics.median(t[key] for t in theirs)
+        print(f"{key:<24}{truth:>9.2f}{a:>10.2f}{(a - truth) / truth:>+8.1%}{b:>15.2f}{(b - truth) / truth:>+8.1%}")
+
+
+if __name__ == "__main__":
+    main()
