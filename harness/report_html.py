@@ -175,7 +175,6 @@ def _history_figure(plt, history_db: Path | None) -> str | None:
     series: dict[str, list[tuple[str, float, int]]] = {}
     for name, started, value, passed in rows:
         series.setdefault(name, []).append((started, value, passed))
-    series = {k: v for k, v in series.items() if len(v) >= 1}
     if not series:
         return None
     names = sorted(series)[:24]

@@ -101,10 +101,18 @@ def target_features(target_dir: str, sequences: list[list[int]]):
     out = []
     with torch.no_grad():
         for ids in sequences:
-            res = model(torch.tensor([ids]), output_hidden_states=True)
-            aux = torch.cat(res.hidden_states[0:3], dim=-1)[0]
-            out.append((torch.tensor(ids), aux, res.logits[0].argmax(-1)))
+            aux, greedy = captured(model, torch.tensor(ids))
+            out.append((torch.tensor(ids), aux, greedy))
     return out, model.get_input_embeddings().weight.detach().clone()
+
+
+def captured(model, ids):
+    """What SGLang hands the draft for one sequence: the residual stream entering layers 0, 1 and 2, concatenated
+    (T × 3H), and the target's greedy next token at each position."""
+    import torch
+
+    res = model(ids[None], output_hidden_states=True)
+    return torch.cat(res.hidden_states[0:3], dim=-1)[0], res.logits[0].argmax(-1)
 
 
 def draft_vocabulary(features, vocab_size: int, draft_vocab_size: int):
@@ -206,9 +214,8 @@ def simulated_accept_length(draft_dir: str, target_dir: str, data_dir: str, n: i
                     generated = generated[:cut]
                     break
             full = torch.tensor(prompt + generated)
-            res = target(full[None], output_hidden_states=True)
-            aux = torch.cat(res.hidden_states[0:3], dim=-1)[0]
-            made, verifies = accept_lengths(draft, hot, full, aux, res.logits[0].argmax(-1), len(prompt), steps)
+            aux, greedy = captured(target, full)
+            made, verifies = accept_lengths(draft, hot, full, aux, greedy, len(prompt), steps)
             tokens_total, verifies_total = tokens_total + made, verifies_total + verifies
     return {"accept_length": round(tokens_total / max(verifies_total, 1), 4), "completion_tokens": tokens_total,
             "verify_steps": verifies_total, "questions": len(questions), "num_steps": steps, "topk": 1}  # fmt: skip

@@ -4,7 +4,7 @@ Per workload and repeat, right after the harness's own repeat (so both tools see
 and drift between repeats hits both alike): `--backend sglang --dataset-name random-ids --tokenize-prompt`
 (random token ids sent as `input_ids`, so input lengths are exact, no dataset download) with the workload's
 lengths (`--random-range-ratio`), prompt count, request rate, max concurrency and warm-up, its JSONL result read
-back into the run directory. Side by side: the median over repeats of each tool for every metric both report,
+back (from a temporary directory) and kept in the suite's details and samples. Side by side: the median over repeats of each tool for every metric both report,
 their relative difference against `tolerance` (5 %, the issue's bar), and each tool's own spread, so a difference
 inside the run-to-run spread reads as such. The comparison goes to details and notes, not into a verdict (the two
 tools send different requests at different moments; the harness run is the gated one). bench_serving runs in its
