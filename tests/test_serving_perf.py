@@ -175,6 +175,39 @@ def test_a_reference_for_this_gpu_judges_the_run(tmp_path):
     assert_clean(run)
 
 
+def test_each_repeat_sends_its_own_prompts_to_a_flushed_cache(tmp_path):
+    """Repeats of the same prompts would be served from the radix cache (the H200 runs did that until 2026-12-02)."""
+    log = tmp_path / "server.jsonl"
+    with timed_server("--ttft-ms", "5", "--itl-ms", "1", "--log", str(log)) as url:
+        run = run_inner(project(tmp_path), "--harness-base-url", url, "--harness-gpus", "")
+    assert run.rows()["serving_perf"]["verdict"] == "pass", run.output[-3000:]
+    blocks, current = [], None
+    for line in map(json.loads, log.read_text().splitlines()):
+        if "flush" in line:
+            blocks.append(current := set())
+        elif current is not None:
+            current.add(line["prompt"])
+    assert len(blocks) == 4  # two workloads, two repeats each, a flush before each
+    for first, second in (blocks[0:2], blocks[2:4]):
+        assert first and second and not first & second
+    assert_clean(run)
+
+
+def test_bench_serving_reads_a_sharegpt_workloads_file_and_flushes_as_the_harness_does(tmp_path):
+    from harness.perf.bench_serving import command
+    from harness.perf.workload import Workload
+
+    text = Workload.from_options("t", {"dataset": "sharegpt", "dataset_path": "x.json", "input_len": 64,
+                                       "output_len": 32, "num_prompts": 8, "max_concurrency": 1}, "w")  # fmt: skip
+    cmd = command("http://127.0.0.1:1", "tok", text, 3, tmp_path / "o.jsonl", "python", dataset_path=tmp_path / "x.json")
+    joined = " ".join(cmd)
+    assert f"--dataset-name sharegpt --dataset-path {tmp_path / 'x.json'} --sharegpt-context-len 96 --sharegpt-output-len 32" in joined
+    assert "--tokenize-prompt" not in cmd and cmd[-3:] == ["--max-concurrency", "1", "--flush-cache"]
+    ids = Workload.from_options("r", {"input_len": 64, "output_len": 32, "num_prompts": 8}, "w")
+    assert "--dataset-name random-ids --tokenize-prompt" in " ".join(command("u", "tok", ids, 3, tmp_path / "o", flush_cache=False))
+    assert "--flush-cache" not in command("u", "tok", ids, 3, tmp_path / "o", flush_cache=False)
+
+
 def test_a_slowed_server_fails_naming_the_metric_value_reference_and_ratio(tmp_path):
     with timed_server("--ttft-ms", "50", "--itl-ms", "20") as url:
         run = run_inner(project(tmp_path), "--harness-base-url", url, "--harness-gpus", "")

@@ -8,6 +8,9 @@ DIR/model (a tiny Qwen3-VL with its processor files), DIR/mmmu (its held-out set
 
 `python -m harness.canary eagle3 --out DIR [--seed 0]` trains the canary's EAGLE3 draft (harness.canary.eagle3) on
 the canary's own hidden states and answers; `eagle3-scramble --draft DIR --out DIR2` writes the never-accepted copy.
+
+`python -m harness.canary sharegpt` writes the canary's GSM8K test questions and answers as a ShareGPT-format file
+(assets/canary/data/sharegpt.json): texts that serving_perf and sglang.bench_serving both send as they are.
 """
 
 from __future__ import annotations
@@ -40,7 +43,22 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("eagle3-scramble", help="a copy of a draft whose proposals are never accepted (d2t permuted)")
     s.add_argument("--draft", default="assets/canary-eagle3", help="the trained draft (default: assets/canary-eagle3)")
     s.add_argument("--out", required=True, help="output directory")
+    g = sub.add_parser("sharegpt", help="the canary's GSM8K test set as a ShareGPT-format file (serving_perf's text workloads)")
+    g.add_argument("--data", default="assets/canary/data/test.jsonl", help="GSM8K-schema JSONL (default: %(default)s)")
+    g.add_argument("--out", default="assets/canary/data/sharegpt.json", help="output file (default: %(default)s)")
+    g.add_argument("--count", type=int, default=240, help="conversations, the first of the file (default: %(default)s)")
     args = parser.parse_args(argv)
+    if args.command == "sharegpt":
+        import json
+        from pathlib import Path
+
+        rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.count]]
+        conversations = [{"id": f"canary-gsm8k-{i}", "conversations": [{"from": "human", "value": row["question"]},
+                                                                       {"from": "gpt", "value": row["answer"]}]}
+                         for i, row in enumerate(rows)]  # fmt: skip
+        Path(args.out).write_text(json.dumps(conversations, indent=0) + "\n")
+        print(f"wrote {args.out} ({len(conversations)} conversations)")
+        return 0
     if args.command == "eagle3":
         from dataclasses import replace
 

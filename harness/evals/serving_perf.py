@@ -1,7 +1,7 @@
 """Serving performance: throughput under saturation, latency under light load, as SGLang's bench_serving measures.
 
-Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.perf.workload), so every
-run sends the same requests. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
+Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.perf.workload), each
+repeat its own (seed + repeat) and the same in every run; the prefix cache is flushed before each repeat. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
 (`async_request_sglang_generate`, `calculate_metrics`); harness.perf.measure says where this differs.
 Workloads are data (`workloads:` option, one mapping per shape): input/output length, range ratio, number of
 prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, the prompt source (`dataset:` random
@@ -46,6 +46,7 @@ OPTIONS = {
     "client_cpu_budget": 0.9,  # CPU seconds per wall second of the one client process (one event loop)
     "client_lag_budget_ms": 100.0,
     "bench_serving": False,
+    "flush_cache": True,  # POST /flush_cache before every measured repeat, of either tool
 }
 
 
@@ -94,16 +95,23 @@ class ServingPerf:
         metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
-            if workload.dataset == "sharegpt":
-                requests = sharegpt_requests(workload, tokenizer, Path(ctx.base_dir, workload.dataset_path), opts["seed"])
-            else:
-                requests = build_requests(workload, ids, opts["seed"])
-            if ctx.limit:
-                requests = requests[: workload.warmup + ctx.limit]
-            warm, _, _ = await _send(url, requests[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
+            def requests_of(seed: int) -> list:
+                if workload.dataset == "sharegpt":
+                    built = sharegpt_requests(workload, tokenizer, Path(ctx.base_dir, workload.dataset_path), seed)
+                else:
+                    built = build_requests(workload, ids, seed)
+                return built[: workload.warmup + ctx.limit] if ctx.limit else built
+
+            warm, _, _ = await _send(url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
             verify(warm, where + " warm-up")
             summaries, theirs = [], []
             for repeat in range(repeats):
+                # Each repeat its own prompts (seed + repeat, as bench_serving's --seed) on a flushed prefix cache
+                # (bench_serving's --flush-cache): the same prompts again would be served from the radix cache, and
+                # repeats 2 and 3 would then measure a cache hit's TTFT, not a prefill's.
+                requests = requests_of(opts["seed"] + repeat)
+                if opts["flush_cache"]:
+                    await ctx.client.flush_cache()
                 timings, duration, load = await _send(url, requests[workload.warmup :], workload.request_rate,
                                                       workload.max_concurrency, opts["seed"] + repeat, opts["request_timeout_s"])  # fmt: skip
                 verify(timings, f"{where} repeat {repeat + 1}")
@@ -118,7 +126,7 @@ class ServingPerf:
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
                 if opts["bench_serving"]:
-                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat))
+                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"]))
                     ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving", **theirs[-1]})
             for metric in gates[workload.name]:
                 metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
@@ -131,15 +139,17 @@ class ServingPerf:
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
 
 
-async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int) -> dict:
+async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_cache: bool) -> dict:
     import asyncio
     import tempfile
 
     from harness.perf.bench_serving import run_once
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        dataset = Path(ctx.base_dir, workload.dataset_path) if workload.dataset_path else None
         return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
-                                       workload, seed, Path(folder, f"{workload.name}.jsonl"))  # fmt: skip
+                                       workload, seed, Path(folder, f"{workload.name}.jsonl"),
+                                       dataset_path=dataset, flush_cache=flush_cache)  # fmt: skip
 
 
 async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float):

@@ -3,7 +3,10 @@
 Per workload and repeat, right after the harness's own repeat (so both tools see the server in the same state,
 and drift between repeats hits both alike): `--backend sglang --dataset-name random-ids --tokenize-prompt`
 (random token ids sent as `input_ids`, so input lengths are exact, no dataset download) with the workload's
-lengths (`--random-range-ratio`), prompt count, request rate, max concurrency and warm-up, its JSONL result read
+lengths (`--random-range-ratio`), or for a `sharegpt` workload `--dataset-name sharegpt` on the same file (the
+same texts: random ids are not the same ids in both tools, bench_serving draws over the whole vocabulary,
+special tokens included), prompt count, request rate, max concurrency, warm-up and `--flush-cache` (as the
+harness flushes before each repeat), its JSONL result read
 back (from a temporary directory) and kept in the suite's details and samples. Side by side: the median over repeats of each tool for every metric both report,
 their relative difference against `tolerance` (5 %, the issue's bar), and each tool's own spread, so a difference
 inside the run-to-run spread reads as such. The comparison goes to details and notes, not into a verdict (the two
@@ -27,24 +30,35 @@ SHARED = ("output_throughput", "input_throughput", "request_throughput", "median
 TOLERANCE = 0.05
 
 
-def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, python: str = sys.executable) -> list[str]:
+def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, python: str = sys.executable,
+            dataset_path: Path | None = None, flush_cache: bool = True) -> list[str]:
+    """`random` workloads as `random-ids --tokenize-prompt`; `sharegpt` ones read the same file (`dataset_path`,
+    resolved by the caller), their first turns sent as text, the output length fixed to the workload's."""
     rate = "inf" if math.isinf(workload.request_rate) else str(workload.request_rate)
-    cmd = [python, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url,
-           "--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
-           "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio),
-           "--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
-           "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm"]  # fmt: skip
+    cmd = [python, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url]
+    if workload.dataset == "sharegpt":
+        cmd += ["--dataset-name", "sharegpt", "--dataset-path", str(dataset_path or workload.dataset_path),
+                "--sharegpt-context-len", str(workload.input_len + workload.output_len)]  # fmt: skip
+        if workload.fixed_output:
+            cmd += ["--sharegpt-output-len", str(workload.output_len)]
+    else:
+        cmd += ["--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
+                "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio)]  # fmt: skip
+    cmd += ["--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
+            "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm"]  # fmt: skip
     if workload.max_concurrency:
         cmd += ["--max-concurrency", str(workload.max_concurrency)]
+    if flush_cache:
+        cmd += ["--flush-cache"]
     return cmd
 
 
 def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0,
-             python: str = sys.executable, env: dict | None = None) -> dict:
+             python: str = sys.executable, env: dict | None = None, **how) -> dict:
     """One bench_serving run of `workload`: its summary fields, or `error` with the command's exit and output tail."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
-    cmd = command(base_url, tokenizer, workload, seed, output, python)
+    cmd = command(base_url, tokenizer, workload, seed, output, python, **how)
     ran = _run(cmd, timeout_s, env)
     if ran["returncode"] != 0 or not output.is_file():
         return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}

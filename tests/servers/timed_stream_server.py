@@ -12,6 +12,7 @@ after N tokens and holds the connection open, `--wrong-count` streams one token 
 `--log FILE` appends one JSON line per request: its first input id (tests send one per request), and the
 `time.perf_counter()` at which each text chunk was written with its token count: on Linux that clock is
 CLOCK_MONOTONIC, shared by every process, so a test compares what the client measured with what the server did.
+`POST /flush_cache` answers 200 and, with `--log`, appends `{"flush": time}`.
 Also /health, /health_generate, /server_info and /model_info, so the harness's lifecycle can attach to it.
 """
 
@@ -59,12 +60,19 @@ def build_app(opts) -> web.Application:
         await resp.write_eof()
         if opts.log:
             with open(opts.log, "ab") as log:
-                log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "sends": sends}) + b"\n")
+                log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "prompt": hash(tuple(body.get("input_ids") or ())),
+                                        "sends": sends}) + b"\n")  # fmt: skip
         return resp
 
     async def ok(request):
         return web.json_response({"version": "9.9.9-timed", "page_size": 1, "disable_radix_cache": False,
                                   "model_path": "timed/model"})  # fmt: skip
+
+    async def flush(request):
+        if opts.log:
+            with open(opts.log, "ab") as log:
+                log.write(orjson.dumps({"flush": time.perf_counter()}) + b"\n")
+        return web.json_response({"flushed": True})
 
     async def models(request):  # what sglang.bench_serving polls before it starts
         return web.json_response({"object": "list", "data": [{"id": "timed/model", "object": "model"}]})
@@ -72,6 +80,7 @@ def build_app(opts) -> web.Application:
     app = web.Application()
     app.router.add_post("/generate", generate)
     app.router.add_get("/v1/models", models)
+    app.router.add_post("/flush_cache", flush)
     for path in ("/health", "/health_generate", "/server_info", "/get_server_info", "/model_info", "/get_model_info"):
         app.router.add_get(path, ok)
     return app
