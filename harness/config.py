@@ -17,7 +17,7 @@ marks a reference not measured yet: the suite then fails asking for a measuremen
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, ValidationErr
 from harness.config_checks import BOUND_KEYS, Numerics, config_numerics, matches, model_problems, reference_problems
 from harness.config_errors import Loc, Span, describe_validation_error, key_path, read_yaml
 from harness.config_options import SUITES, suite_option_defaults
+from harness.error_control import ErrorControl
 from harness.errors import ConfigError, unknown_choice
 from harness.spec import ServerSpec
 from harness.thresholds import (
@@ -179,6 +180,7 @@ class ReferenceEntry(_Strict):
 class ThresholdsDoc(_Strict):
     models: dict[str, ModelSpec]
     references: dict[str, dict[str, list[ReferenceEntry]]] = {}
+    error_control: ErrorControl = ErrorControl()  # harness.error_control: α per gate or per run
 
 
 @dataclass(frozen=True)
@@ -200,22 +202,32 @@ class ReferenceMatch:
     def test_id(self) -> str:
         return f"{self.suite}[{self.model}/{self.config}]"
 
-    def check(self, observed: float, n: int | None = None, units: list[float] | None = None) -> Verdict:
-        """Judge an observed value (over n samples; a shift from its per-unit values) against this entry."""
+    def check(self, observed: float, n: int | None = None, units: list[float] | None = None, family=None) -> Verdict:
+        """Judge an observed value (over n samples; a shift from its per-unit values) against this entry; a
+        statistical entry at its `family`'s level (harness.error_control.Family), or its own α without one."""
         entry, where = self.entry, f"{self.source} {self.path}"
+        criterion = entry.criterion() if not entry.pending else None
+        run_share = family is not None and family.scope == "run" and criterion is not None and entry.kind in ("statistical", "shift")
+        if run_share:
+            criterion = replace(criterion, alpha=family.level(criterion.alpha))
         if entry.kind == "shift":
             if not units:
                 raise NoReferenceError(f"{where}: {entry.metric} for {self.test_id} needs its per-unit values; the eval gave none")
-            return check_shift(self.test_id, entry.metric, units, entry.criterion(), where)
+            return _in_family(check_shift(self.test_id, entry.metric, units, criterion, where), family, run_share)
         if entry.pending:
             raise NoReferenceError(
                 f"{where}: {entry.metric} for {self.test_id} has no measured value yet ({entry.provenance});"
                 " record one with --harness-no-reference, then write it with --harness-update-thresholds"
             )
-        criterion = entry.criterion()
         if isinstance(criterion, StatisticalReference):
-            return check_statistical(self.test_id, entry.metric, observed, criterion, n, where)
+            return _in_family(check_statistical(self.test_id, entry.metric, observed, criterion, n, where), family, run_share)
         return check_bound(self.test_id, entry.metric, observed, criterion, n, where)
+
+
+def _in_family(verdict: Verdict, family, run_share: bool) -> Verdict:
+    if run_share:
+        verdict.run_alpha = (family.alpha, family.size)
+    return verdict
 
 
 @dataclass(frozen=True)

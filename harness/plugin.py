@@ -116,21 +116,29 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("harness_case", cases, ids=[case.spec.id for case in cases])
 
 
-def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]):
+    """Before the other plugins: the config error, and model/config names as -k keywords. After them (so -k and
+    -m have deselected): the order by server, the error-control family, then the shard split."""
     harness = config.stash[HARNESS_KEY]
     if harness.config_error is not None:
         if _runs_suites(config):  # the nightly's report says why nothing ran
             harness.record_run_error(str(harness.config_error))
         raise pytest.UsageError(str(harness.config_error))
+    for item in items:
+        case = _case_of(item)
+        if case is not None:
+            for name in (case.spec.model, case.spec.config):
+                item.extra_keyword_matches.add(name.replace("-", "_").replace(".", "_"))
+    result = yield
     order: dict[str, int] = {}
     for item in items:
         case = _case_of(item)
         if case is not None:
             order.setdefault(case.key, len(order))
-            for name in (case.spec.model, case.spec.config):
-                item.extra_keyword_matches.add(name.replace("-", "_").replace(".", "_"))
     # Stable: tests keep their relative order within a server; servers keep first-appearance order.
     items.sort(key=lambda item: order.get(getattr(_case_of(item), "key", None), -1))
+    harness.plan_family([case for case in map(_case_of, items) if case is not None])  # all shards: one family
     shard = parse_shard(config.option.harness_shard)
     if shard is not None:
         index, count = shard
@@ -140,6 +148,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
     harness.planned_keys = order
+    return result
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:

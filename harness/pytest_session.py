@@ -31,7 +31,18 @@ class HarnessSession:
         self._pool: ServerPool | None = None
         self.in_progress: tuple[str, Case] | None = None  # (nodeid, case) of the test now running
         self.interrupted: str | None = None
+        self.family = None  # harness.error_control.Family of the run's statistical gates, set at collection
         self._unregister_signal = lambda: None
+
+    def plan_family(self, cases) -> None:
+        """Count the statistical gates of every selected test (all shards) before the first verdict."""
+        from harness.error_control import family_of
+
+        if not cases:
+            return
+        self.family = family_of(self.thresholds, cases)
+        if self.family.size:
+            self.verdict_lines.append(self.family.describe())
 
     # -- configuration -------------------------------------------------------------------------------
     @property
@@ -74,6 +85,8 @@ class HarnessSession:
             from harness import process_group
 
             self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict())
+            if self.family is not None:
+                self._report.data["run"]["error_control"] = {**self.family.record(), "line": self.family.describe()}
             self._unregister_signal = process_group.on_fatal_signal(self.on_fatal_signal)
         return self._report
 

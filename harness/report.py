@@ -158,6 +158,8 @@ class Report:
         for case_id, server in self.data["servers"].items():
             command = " ".join(server.get("command") or []) or "(attached)"
             lines.append(f"- `{case_id}`: {server.get('engine', '?')} {server.get('version', '')} — `{command}`")
+        if run.get("error_control"):
+            lines += ["", run["error_control"]["line"]]
         if run.get("error"):
             lines += [f"**The run did not start:** {_cell(run['error'])}", ""]
         lines += ["", "| model | config | suite | metric | observed | bound | verdict |", "|---|---|---|---|---|---|---|"]

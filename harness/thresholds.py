@@ -281,6 +281,14 @@ class Verdict:
     shift: ShiftResult | None = None
     detail: str = ""
     warnings: list[str] = field(default_factory=list)
+    p_value: float | None = None  # the one-sided p of a floor/ceiling test, a shift test's p
+    run_alpha: tuple[float, int] | None = None  # (family-wise α, gates) when α is the run's share (harness.error_control)
+
+    def _alpha_text(self) -> str:
+        if self.run_alpha is None:
+            return f"α={self.alpha:g}"
+        family, gates = self.run_alpha
+        return f"α={family:g}/{gates}={self.alpha:.3g}"
 
     @property
     def floor(self) -> float:
@@ -302,7 +310,7 @@ class Verdict:
         if self.kind in ("floor", "ceiling"):
             n_text = f"n={self.n}" if self.n == self.n_ref else f"n={self.n} (ref n={self.n_ref})"
             head += (
-                f" (ref {self._fmt(self.reference)}, {n_text}, σ={self.sigma:g}, α={self.alpha:g},"
+                f" (ref {self._fmt(self.reference)}, {n_text}, σ={self.sigma:g}, {self._alpha_text()},"
                 f" θ={self._fmt(self.theta)})"
             )
         return head + self.detail + where
@@ -324,7 +332,7 @@ class Verdict:
         r, f = self.shift, self._fmt
         verdict = "no shift" if self.passed else "shifted"
         name = f"McNemar exact two-sided ({r.discordant[0]} up, {r.discordant[1]} down)" if r.discordant else "sign-flip"
-        test = f"{name} p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} α={self.alpha:g}, n={r.n}"
+        test = f"{name} p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} {self._alpha_text()}, n={r.n}"
         return (
             f"{self.test}: {self.metric} {f(r.mean)} ({SHIFT_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
             f"({test}; detects |shift| ≥ {f(r.detectable)} with power {1 - self.beta:.0%})"
@@ -359,6 +367,7 @@ def check_statistical(
     bound = compute_threshold(ref.value, ref.sigma, ref.n, ref.alpha, ref.higher_is_better, n)
     theta = compute_theta(reference.sigma, reference.n, reference.alpha, reference.beta, n)
     passed = observed >= bound if reference.higher_is_better else observed <= bound
+    p_value = one_sided_p(observed, reference, n)
     warnings = []
     if n != reference.n:
         advice = (
@@ -373,8 +382,19 @@ def check_statistical(
     return Verdict(
         test, metric, observed, passed, "floor" if reference.higher_is_better else "ceiling", bound, source,
         reference=reference.value, n=n, n_ref=reference.n, sigma=reference.sigma, alpha=reference.alpha,
-        beta=reference.beta, theta=theta, wilson=wilson, warnings=warnings,
+        beta=reference.beta, theta=theta, wilson=wilson, warnings=warnings, p_value=p_value,
     )  # fmt: skip
+
+
+def one_sided_p(observed: float, reference: StatisticalReference, n: int) -> float:
+    """P(a clean run scores this badly or worse): Φ((observed − ref)/SE), mirrored when lower is better; the floor
+    test fails exactly when this is below α."""
+    se = standard_error(reference.sigma, reference.n, n)
+    if se == 0:  # σ 0: any move in the wrong direction is certain
+        worse = observed < reference.value if reference.higher_is_better else observed > reference.value
+        return 0.0 if worse else 1.0
+    z = (observed - reference.value) / se
+    return NormalDist().cdf(z if reference.higher_is_better else -z)
 
 
 def check_bound(
@@ -476,7 +496,7 @@ def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest
     passed = result.p_value >= spec.alpha or abs(result.mean) <= spec.min_effect
     return Verdict(
         test, metric, result.mean, passed, "shift", spec.alpha, source, reference=0.0, n=result.n,
-        alpha=spec.alpha, beta=spec.beta, theta=result.detectable, shift=result,
+        alpha=spec.alpha, beta=spec.beta, theta=result.detectable, shift=result, p_value=result.p_value,
     )  # fmt: skip
 
 

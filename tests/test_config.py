@@ -235,7 +235,7 @@ def test_unknown_metric(in_tmp):
             "model:\n  x: 1\n",
             "thresholds.yaml: top level: missing required key 'models'\n"
             "thresholds.yaml: top level: unknown key 'model' (did you mean 'models'?);"
-            " valid choices: models, references",
+            " valid choices: error_control, models, references",
         ),
     ],
     ids=["duplicate top-level key", "invalid YAML", "empty file", "top level is a list", "misspelt models"],

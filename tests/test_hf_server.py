@@ -307,3 +307,27 @@ def test_concurrent_requests_equal_sequential_ones(server):
     for one, other in zip(sequential, concurrent):
         assert one["output_ids"] == other["output_ids"]
         assert output_logprobs(one) == output_logprobs(other)
+
+
+def test_logit_noise_flips_only_near_ties_varies_by_seed_and_repeats_for_one_seed(servers, reference):
+    """--logit-noise (the false-alarm bench's noisy engine): every output logit moves by at most the bound, so a
+    greedy token differs from the clean argmax only where the clean top two were within 2·bound; two seeds answer
+    differently, one seed in the same arrival order answers the same."""
+    bound = 0.5
+    model, _ = reference
+    noisy = [servers("--logit-noise", str(bound), "--logit-noise-seed", str(seed), env=env)
+             for seed, env in ((1, None), (2, None), (1, {"HARNESS_TEST_COPY": "1"}))]  # fmt: skip
+    prompts = [support.random_ids(24, seed) for seed in range(12)]
+    answers = [[generate(s, input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 12})["output_ids"]
+                for ids in prompts] for s in noisy]  # fmt: skip
+    assert answers[0] == answers[2]
+    assert answers[0] != answers[1]
+    flips = 0
+    for ids, out in zip(prompts, answers[0]):
+        with torch.inference_mode():
+            logits = model(torch.tensor([ids + out])).logits[0, len(ids) - 1 : -1].float()
+        for row, token in zip(logits, out):
+            top = float(row.max())
+            assert top - float(row[token]) <= 2 * bound + 1e-5
+            flips += int(row[token] < top)
+    assert flips > 0  # the bound is large enough to move some tokens of the tiny random model

@@ -48,6 +48,8 @@ class EngineOptions:
     enable_cache_report: bool = True
     cpu_threads: int = 0
     limit_mm_data_per_request: dict | None = None  # SGLang's flag, e.g. {"image": 3}; only "image" applies here
+    logit_noise: float = 0.0  # runtime.LogitNoise's bound; 0: off
+    logit_noise_seed: int = 0
 
 
 class EngineNotReady(RuntimeError):
@@ -67,7 +69,7 @@ class Engine:
 
     def load(self) -> None:
         """Blocking: load model and tokenizer, build the prefix cache, start the worker."""
-        from harness.engines.hf.runtime import ModelRunner, RuntimeConfig, TorchKVOps
+        from harness.engines.hf.runtime import LogitNoise, ModelRunner, RuntimeConfig, TorchKVOps
         from harness.engines.hf.prefix_cache import PrefixCache
 
         opts = self.options
@@ -83,7 +85,8 @@ class Engine:
         if self.cache_enabled(runner):
             self.cache = PrefixCache(opts.page_size, self._max_cached_tokens(runner), TorchKVOps())
         self.runner = runner
-        self.worker = Worker(runner, self.cache)
+        noise = LogitNoise(opts.logit_noise, opts.logit_noise_seed) if opts.logit_noise > 0 else None
+        self.worker = Worker(runner, self.cache, noise)
         self.worker.start()
         self.load_seconds = time.perf_counter() - tic
         log.info("model %s loaded in %.1f s (%s, %s)", opts.model_path, self.load_seconds, runner.device, runner.dtype)

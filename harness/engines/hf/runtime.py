@@ -219,6 +219,29 @@ class SamplingChoice:
     logprobs: torch.Tensor  # float32 [vocab], what SGLang reports for the output token
 
 
+@dataclass(frozen=True)
+class LogitNoise:
+    """Run-to-run variation of greedy outputs, as batched serving has it (off unless `--logit-noise` > 0).
+
+    On a GPU server a request's logits move by rounding that depends on what it was batched with, so a
+    near-tie flips from run to run even at temperature 0. Here every output token's float32 logits get
+    uniform noise in [-bound, bound] from a generator seeded by (`seed`, the request's arrival number at the
+    worker): different seeds give different runs, one seed and one arrival order the same run, and tokens whose
+    top two logits are further apart than 2·bound never change. Prompt (input) logprobs are left alone, so a
+    cache suite's replay scores what the server really produced. For harness.thresholds' false-alarm bench
+    (bench/bench_false_alarms.py); a reference engine never runs with it."""
+
+    bound: float
+    seed: int = 0
+
+    def generator(self, arrival: int) -> torch.Generator:
+        return torch.Generator(device="cpu").manual_seed((self.seed * 1_000_003 + arrival) % 2**63)
+
+    def perturb(self, logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        noise = torch.rand(logits.shape, generator=generator, dtype=torch.float32) * 2.0 - 1.0
+        return logits + self.bound * noise.to(logits.dtype)
+
+
 def return_original_logprob() -> bool:
     return os.environ.get("SGLANG_RETURN_ORIGINAL_LOGPROB", "").lower() in ("1", "true", "yes")
 

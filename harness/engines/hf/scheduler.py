@@ -35,6 +35,7 @@ import torch
 from harness.engines.hf.protocol import GenerateItem
 from harness.engines.hf.runtime import (
     InputLogprobs,
+    LogitNoise,
     ModelRunner,
     input_logprobs,
     mask_stop_tokens,
@@ -65,6 +66,7 @@ class Sequence:
     retired: bool = False
     past: Any = None
     generator: torch.Generator | None = None
+    noise: torch.Generator | None = None  # LogitNoise's, per request
 
 
 @dataclass
@@ -78,9 +80,11 @@ _STOP = object()
 class Worker:
     """Runs every torch call on one thread; `submit`, `flush` and `busy` may be called from any thread."""
 
-    def __init__(self, runner: ModelRunner, cache: PrefixCache | None):
+    def __init__(self, runner: ModelRunner, cache: PrefixCache | None, noise: LogitNoise | None = None):
         self.runner = runner
         self.cache = cache
+        self.noise = noise
+        self._arrivals = 0
         self._inbox: queue.Queue = queue.Queue()
         self._active: list[Sequence] = []
         self._in_flight = 0
@@ -189,6 +193,9 @@ class Worker:
             self.cache.insert(item.cache_key, runner.cache_kv(seq.past))
         if item.params.sampling_seed is not None:
             seq.generator = torch.Generator(device="cpu").manual_seed(item.params.sampling_seed)
+        if self.noise is not None and item.use_cache:  # health probes neither get noise nor take a number
+            seq.noise = self.noise.generator(self._arrivals)
+            self._arrivals += 1
         if item.params.max_new_tokens == 0:
             seq.finish_reason = {"type": "length", "length": 0}
             self._retire(seq, cache_it=False)
@@ -205,6 +212,8 @@ class Worker:
 
     def _append_token(self, seq: Sequence, logits: torch.Tensor) -> None:
         params, opts = seq.item.params, seq.item.logprobs
+        if seq.noise is not None:
+            logits = self.noise.perturb(logits, seq.noise)
         if len(seq.output_ids) < params.min_new_tokens:
             logits = mask_stop_tokens(logits, set(params.stop_token_ids) | self.runner.eos_token_ids)
         choice = sample(logits, params, seq.generator or self.runner.generator, self.original_logprobs)

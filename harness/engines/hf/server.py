@@ -15,7 +15,7 @@ queued or running), `POST /generate` (single or batched, streaming as SGLang str
 Deviations from SGLang, on purpose:
 - `/server_info` carries only the server args this engine has (model_path, tokenizer_path, host, port, device,
   dtype, page_size, disable_radix_cache, context_length, served_model_name, random_seed,
-  enable_cache_report, limit_mm_data_per_request) plus `engine: "hf-reference"`, `version` = "<harness>+transformers.<version>",
+  enable_cache_report, limit_mm_data_per_request, logit_noise, logit_noise_seed) plus `engine: "hf-reference"`, `version` = "<harness>+transformers.<version>",
   `max_cached_tokens`, `prefix_cache` stats and `internal_states: [{}]`; SGLang lists all of its ServerArgs.
 - `/health` always generates (SGLang's default, `SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=1`); the probe
   stays out of the prefix cache (SGLang's is cached), so probes never create cache hits, and a running probe
@@ -196,10 +196,17 @@ def parse_args(argv: list[str] | None = None) -> EngineOptions:
     parser.add_argument("--limit-mm-data-per-request", type=_mm_limits, default=None,
                         help='JSON, e.g. \'{"image": 3}\': refuse requests with more images (SGLang\'s flag)')  # fmt: skip
     parser.add_argument("--enable-cache-report", action="store_true", default=True, help="SGLang parity; always on")
+    parser.add_argument("--logit-noise", type=float, default=0.0, metavar="BOUND",
+                        help="uniform noise in [-BOUND, BOUND] on every output token's logits, so greedy outputs vary "
+                             "from run to run as batched serving's do (runtime.LogitNoise); 0, the default: off")
+    parser.add_argument("--logit-noise-seed", type=int, default=0, help="seed of --logit-noise (with each request's "
+                        "arrival number)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.device.split(":")[0] not in ("cpu", "cuda"):
         parser.error(f"--device: unknown device {args.device!r}; valid choices: cpu, cuda, cuda:N")
+    if args.logit_noise < 0:
+        parser.error(f"--logit-noise must be >= 0, got {args.logit_noise}")
     if args.page_size < 1:
         parser.error(f"--page-size must be >= 1, got {args.page_size}")
     if args.max_cached_tokens is not None and args.max_cached_tokens < 0:
