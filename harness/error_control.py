@@ -13,7 +13,8 @@ one family). Why Bonferroni and not Holm's step-down: whether the run fails is t
 rejects nothing exactly when its smallest p-value is ≥ α/m, which is Bonferroni's rule); Holm only flags more
 gates in a run that already fails, and it needs every p-value before the first verdict, while pytest reports
 each test as it ends. The price is sensitivity: θ grows with z_{1−α/m} (m = 6: 2.49 → 3.03 standard errors
-at power 0.8), and every verdict line prints the θ it has.
+at power 0.8), and every verdict line prints the θ it has. The paired tests taken after the run (cross-config
+agreement, the baseline comparison: harness.compare) are decisions of their own at their own α, outside the family.
 """
 
 from __future__ import annotations

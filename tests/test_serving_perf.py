@@ -95,6 +95,22 @@ def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
     assert load.cpu_per_wall < 0.9
 
 
+def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
+    """Two client processes, each every other request, one shared clock: the merged metrics are the truth's."""
+    from harness.perf.spread import processes_for, send_spread
+
+    assert (processes_for(200, None, "auto"), processes_for(600, None, 2), processes_for(600, 1, "auto")) == (1, 2, 1)
+    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log", str(tmp_path / "sends.jsonl")) as url:
+        timings = [RequestTiming(8, 64) for _ in range(32)]
+        duration, load = send_spread(url + "/generate", [payload([i] * 8, 64) for i in range(32)], timings, processes=2,
+                                     request_rate=float("inf"), max_concurrency=None, seed=0, timeout_s=30)  # fmt: skip
+    verify(timings, "spread")
+    m = summarize(timings, duration)
+    assert m["completed"] == 32 and load.cpu_per_wall < 0.9
+    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
+    assert 30.0 < m["concurrency"] <= 32.0  # both workers' streams in flight together
+
+
 def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft(tmp_path):
     with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4", "--log", str(tmp_path / "s.jsonl")) as url:
         timings, m, _ = measure(url)

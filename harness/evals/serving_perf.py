@@ -28,6 +28,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.perf.measure import RequestTiming, run_requests, summarize
+from harness.perf.spread import processes_for
 from harness.perf.workload import Workload, build_requests, payload, sharegpt_requests
 from harness.types import EvalContext, EvalResult, check_options
 
@@ -43,10 +44,11 @@ OPTIONS = {
     "repeats": 3,
     "seed": 0,
     "request_timeout_s": 120.0,
-    "client_cpu_budget": 0.9,  # CPU seconds per wall second of the one client process (one event loop)
+    "client_cpu_budget": 0.9,  # CPU seconds per wall second of a client process (one event loop each)
     "client_lag_budget_ms": 100.0,
     "bench_serving": False,
     "flush_cache": True,  # POST /flush_cache before every measured repeat, of either tool
+    "client_processes": "auto",  # harness.perf.spread: one client process per 256 concurrent streams, or a count
 }
 
 
@@ -112,8 +114,10 @@ class ServingPerf:
                 requests = requests_of(opts["seed"] + repeat)
                 if opts["flush_cache"]:
                     await ctx.client.flush_cache()
-                timings, duration, load = await _send(url, requests[workload.warmup :], workload.request_rate,
-                                                      workload.max_concurrency, opts["seed"] + repeat, opts["request_timeout_s"])  # fmt: skip
+                measured = requests[workload.warmup :]
+                processes = processes_for(len(measured), workload.max_concurrency, opts["client_processes"])
+                timings, duration, load = await _send(url, measured, workload.request_rate, workload.max_concurrency,
+                                                      opts["seed"] + repeat, opts["request_timeout_s"], processes)  # fmt: skip
                 verify(timings, f"{where} repeat {repeat + 1}")
                 saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
                 if saturated:
@@ -121,7 +125,7 @@ class ServingPerf:
                                          "would measure the client, not the server")  # fmt: skip
                 summary = summarize(timings, duration)
                 summary.update(client_cpu_per_wall=load.cpu_per_wall, client_p99_loop_lag_ms=load.p99_loop_lag_ms,
-                               client_max_loop_lag_ms=load.max_loop_lag_ms)  # fmt: skip
+                               client_max_loop_lag_ms=load.max_loop_lag_ms, client_processes=processes)  # fmt: skip
                 summaries.append(summary)
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
@@ -152,7 +156,8 @@ async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_
                                        dataset_path=dataset, flush_cache=flush_cache)  # fmt: skip
 
 
-async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float):
+async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float,
+                processes: int = 1):
     """Stream `requests` ((input_ids, output_len) pairs) in a session of their own: unbounded, since the shared
     client caps in-flight requests at --harness-concurrency (which would cap the saturating load), and fresh, since
     keep-alive connections left idle between repeats are closed by the server (uvicorn after 5 s), which a reused
@@ -160,9 +165,18 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     import aiohttp
 
     timings = [RequestTiming(len(prompt), n) for prompt, n in requests]
+    payloads = [payload(prompt, n) for prompt, n in requests]
+    if processes > 1:  # harness.perf.spread: past a few hundred streams, one event loop per share of them
+        import asyncio
+
+        from harness.perf.spread import send_spread
+
+        duration, load = await asyncio.to_thread(send_spread, url, payloads, timings, processes=processes, request_rate=rate,
+                                                 max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+        return timings, duration, load
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        duration, load = await run_requests(session, url, [payload(prompt, n) for prompt, n in requests], timings,
-                                            request_rate=rate, max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+        duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,
+                                            max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
     return timings, duration, load
 
 
