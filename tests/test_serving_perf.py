@@ -324,3 +324,38 @@ def test_bench_serving_side_by_side_compares_medians_and_names_what_is_outside_t
                              "bench_serving: output_throughput +0.0%, median_ttft_ms -20.0%")  # fmt: skip
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
+
+
+VLM_PROJECT = """\
+models:
+  vlm:
+    path: {model}
+    engine: hf
+    options:
+      serving_perf:
+        repeats: 1
+        workloads:
+          images: {{dataset: images, image_size: [64, 48], images_per_request: 2, input_len: 12, output_len: 8,
+                    num_prompts: 4, max_concurrency: 2, warmup: 1}}
+    configs:
+      cpu:
+        args: []
+        suites: [serving_perf]
+references: {{}}
+"""
+
+
+def test_an_image_workload_streams_openai_chat_with_images_through_the_hf_engine(tmp_path):
+    """A VLM shape: chat streams with two noise images each, token counts from usage (image tokens included)."""
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (tmp_path / "thresholds.yaml").write_text(VLM_PROJECT.format(model=REPO / "assets" / "canary-vlm" / "model"))
+    (tmp_path / "suites").mkdir()
+    (tmp_path / "suites" / "test_serving_perf.py").write_text((REPO / "suites" / "test_serving_perf.py").read_text())
+    run = run_inner(tmp_path, "--harness-no-reference")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "recorded", run.output[-3000:]
+    (repeat,) = row["details"]["workloads"]["images"]["repeats"]
+    assert (repeat["completed"], repeat["failed"]) == (4, 0)
+    assert repeat["input_throughput"] * repeat["duration_s"] > 4 * 2 * 4  # the images' tokens are in the prompt counts
+    assert row["details"]["workloads"]["images"]["workload"]["image_size"] == [64, 48]
+    assert_clean(run)

@@ -16,7 +16,10 @@ are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
 `python -m sglang.bench_serving` against the same server, one of its runs after each of the harness's repeats,
 and both tools' medians go side by side in details and notes (harness.perf.bench_serving).
-Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine).
+`dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
+bench_serving's openai-chat rules (harness.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
+Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine);
+for image shapes, `/v1/chat/completions` with `ignore_eos` and `stream_options.include_usage`.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from typing import Any
 from harness.errors import HarnessError
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.spread import processes_for
-from harness.perf.workload import Workload, build_requests, payload, sharegpt_requests
+from harness.perf.workload import Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
@@ -92,7 +95,6 @@ class ServingPerf:
         workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
                      for name, raw in opts["workloads"].items()]  # fmt: skip
         tokenizer, ids = _prompt_ids(ctx)
-        url = ctx.client.base_url + "/generate"
         repeats = 1 if ctx.smoke else opts["repeats"]
         metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
         for workload in workloads:
@@ -100,9 +102,13 @@ class ServingPerf:
             def requests_of(seed: int) -> list:
                 if workload.dataset == "sharegpt":
                     built = sharegpt_requests(workload, tokenizer, Path(ctx.base_dir, workload.dataset_path), seed)
+                elif workload.dataset == "images":
+                    built = image_requests(workload, tokenizer, ids, seed)
                 else:
                     built = build_requests(workload, ids, seed)
                 return built[: workload.warmup + ctx.limit] if ctx.limit else built
+
+            url = ctx.client.base_url + ("/v1/chat/completions" if workload.dataset == "images" else "/generate")
 
             warm, _, _ = await _send(url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
             verify(warm, where + " warm-up")
@@ -129,7 +135,7 @@ class ServingPerf:
                 summaries.append(summary)
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
-                if opts["bench_serving"]:
+                if opts["bench_serving"] and workload.dataset != "images":  # its `image` dataset is not wired in
                     theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"]))
                     ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving", **theirs[-1]})
             for metric in gates[workload.name]:
@@ -164,8 +170,9 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     one then reports as ServerDisconnectedError (seen on the H200)."""
     import aiohttp
 
-    timings = [RequestTiming(len(prompt), n) for prompt, n in requests]
-    payloads = [payload(prompt, n) for prompt, n in requests]
+    chat = url.endswith("/chat/completions")  # prompts are chat messages (images), lengths come from usage
+    timings = [RequestTiming(0 if chat else len(prompt), n) for prompt, n in requests]
+    payloads = [chat_payload(prompt, n) if chat else payload(prompt, n) for prompt, n in requests]
     if processes > 1:  # harness.perf.spread: past a few hundred streams, one event loop per share of them
         import asyncio
 

@@ -1,6 +1,7 @@
 """Serving performance measured as SGLang's `bench_serving` measures it (sglang/benchmark/serving.py, 0.5.17).
 
-One request = one native streaming `/generate` (`input_ids`, `max_new_tokens`, `ignore_eos`). Per request, as
+One request = one native streaming `/generate` (`input_ids`, `max_new_tokens`, `ignore_eos`), or for image
+workloads one OpenAI chat stream (`stream_chat_one`, bench_serving's openai-chat rules). Per request, as
 `async_request_sglang_generate` does: a chunk counts when it carries text; the first one's arrival is TTFT;
 each later one adds `gap / new_tokens` once per token it brought (`meta_info.completion_tokens` grows by more
 than one per chunk under speculative decoding or stream_interval > 1), so ITL is pooled per token; E2E latency
@@ -92,6 +93,50 @@ async def stream_one(session, url: str, payload: dict, timing: RequestTiming, ti
     return timing
 
 
+async def stream_chat_one(session, url: str, payload: dict, timing: RequestTiming, timeout_s: float) -> RequestTiming:
+    """POST an OpenAI chat request (`stream`, `stream_options.include_usage`) and fill `timing`, as bench_serving's
+    `async_request_openai_chat_completions`: a chunk counts when its delta has content; the first is TTFT, each
+    later one adds its gap to ITL once (an OpenAI chunk carries no token count, so ITL here is per chunk); the
+    output and prompt token counts come from the usage chunk (image tokens included), whose absence is an error."""
+    import aiohttp
+
+    timing.start = start = time.perf_counter()
+    last_time, chunks, last_chunk, usage = start, 0, start, None
+    try:
+        async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
+                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # fmt: skip
+            if resp.status != 200:
+                timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
+                return timing
+            async for raw in resp.content:
+                arrived = last_chunk = time.perf_counter()  # before any parsing
+                line = raw.strip()
+                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
+                    continue
+                data = orjson.loads(line[5:].strip())
+                usage = data.get("usage") or usage
+                choices = data.get("choices") or [{}]
+                if not (choices[0].get("delta") or {}).get("content"):
+                    continue
+                if chunks == 0:
+                    timing.ttft = arrived - start
+                else:
+                    timing.itl.append(arrived - last_time)
+                last_time, chunks = arrived, chunks + 1
+        timing.latency = last_chunk - start
+        if not usage:
+            timing.error = "the stream ended without a usage chunk (stream_options.include_usage)"
+            return timing
+        timing.output_len, timing.prompt_len = int(usage["completion_tokens"]), int(usage["prompt_tokens"])
+        if timing.output_len != timing.expected_output:
+            timing.error = f"{timing.output_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
+    except (asyncio.TimeoutError, TimeoutError):
+        timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
+    except Exception as exc:  # noqa: BLE001 - any transport failure is this request's error, counted apart
+        timing.error = f"{type(exc).__name__}: {exc}"[:300]
+    return timing
+
+
 @dataclass
 class ClientLoad:
     """The client's own load during a run: CPU seconds per wall second, and the event loop's lag (how late a 5 ms
@@ -116,7 +161,9 @@ class ClientLoad:
 async def run_requests(session, url: str, payloads: list[dict], timings: list[RequestTiming], *, request_rate: float,
                        max_concurrency: int | None, seed: int, timeout_s: float) -> tuple[float, ClientLoad]:  # fmt: skip
     """Send every payload (Poisson arrivals at `request_rate`/s, or all at once when inf; at most `max_concurrency`
-    in flight); returns the run's duration (first send to last answer) and the client's load."""
+    in flight); returns the run's duration (first send to last answer) and the client's load. A URL ending in
+    /chat/completions is timed as an OpenAI chat stream (`stream_chat_one`), any other as native /generate."""
+    stream = stream_chat_one if url.endswith("/chat/completions") else stream_one
     rng = random.Random(seed)
     limit = asyncio.Semaphore(max_concurrency) if max_concurrency else None
     lags, stop = [0.0], asyncio.Event()
@@ -129,9 +176,9 @@ async def run_requests(session, url: str, payloads: list[dict], timings: list[Re
 
     async def one(payload, timing):
         if limit is None:
-            return await stream_one(session, url, payload, timing, timeout_s)
+            return await stream(session, url, payload, timing, timeout_s)
         async with limit:
-            return await stream_one(session, url, payload, timing, timeout_s)
+            return await stream(session, url, payload, timing, timeout_s)
 
     watcher = asyncio.ensure_future(watch_loop())
     cpu0, wall0 = _cpu_seconds(), time.perf_counter()

@@ -7,6 +7,9 @@ added tokens, and a stray one would make the request a 400), sent as `input_ids`
 from [length * range_ratio, length] (bench_serving's `compute_random_lens`). `ignore_eos` makes every request
 produce exactly its output length, which `measure` checks.
 
+`dataset: images` sends OpenAI chat streams instead: `images_per_request` seeded noise images of `image_size` and
+a text of `input_len` ordinary ids (`image_requests`), timed by `measure.stream_chat_one`.
+
 `dataset: sharegpt` reads prompts from a local ShareGPT-format JSON file instead (`dataset_path`, relative to
 thresholds.yaml: a list of `{"conversations": [{"from", "value"}, ...]}`), as bench_serving's `sharegpt` dataset:
 the first turn is the prompt (tokenized without special tokens), the second's token count the output length
@@ -25,8 +28,8 @@ from typing import Any
 from harness.errors import ConfigError
 
 SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup",
-              "dataset", "dataset_path")
-DATASETS = ("random", "sharegpt")
+              "dataset", "dataset_path", "image_size", "images_per_request")
+DATASETS = ("random", "sharegpt", "images")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class Workload:
     dataset: str = "random"
     dataset_path: str | None = None
     fixed_output: bool = True  # sharegpt: False takes each reply's own length
+    image_size: tuple[int, int] = (448, 448)  # images: width, height of each request's images
+    images_per_request: int = 1
 
     @classmethod
     def from_options(cls, name: str, raw: Mapping[str, Any], where: str) -> Workload:
@@ -57,7 +62,8 @@ class Workload:
             raise ConfigError(f"{where}.{name}.request_rate: {rate!r} (a number of requests per second, or inf)") from None
         workload = cls(name, int(raw.get("input_len", 128)), int(raw.get("output_len", 64)), int(raw.get("num_prompts", 64)),
                        rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)),
-                       raw.get("dataset", "random"), raw.get("dataset_path"), "output_len" in raw)  # fmt: skip
+                       raw.get("dataset", "random"), raw.get("dataset_path"), "output_len" in raw,
+                       tuple(raw.get("image_size", (448, 448))), int(raw.get("images_per_request", 1)))  # fmt: skip
         if workload.dataset not in DATASETS:
             from harness.errors import unknown_choice
 
@@ -71,7 +77,7 @@ class Workload:
 
     def record(self) -> dict:
         keys = ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup",
-                "dataset", "dataset_path")  # fmt: skip
+                "dataset", "dataset_path") + (("image_size", "images_per_request") if self.dataset == "images" else ())  # fmt: skip
         return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf" for k in keys}
 
 
@@ -120,6 +126,38 @@ def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tu
                           f"(2+ turns, 4+ tokens each, prompt <= input_len {workload.input_len}); {needed} needed")  # fmt: skip
     random.Random(f"serving-perf/{workload.name}/{seed}").shuffle(usable)
     return usable[:needed]
+
+
+def image_requests(workload: Workload, tokenizer, ids: list[int], seed: int) -> list[tuple[list[dict], int]]:
+    """(chat messages, output_len) per request for `dataset: images`, as bench_serving's `image` dataset: each
+    request's images seeded random RGB noise of `image_size` (PNG data URLs: no cache can share them), then a text
+    of `input_len` seeded ordinary ids, decoded."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    rng = random.Random(f"serving-perf/{workload.name}/{seed}")
+    count = workload.num_prompts + workload.warmup
+    inputs, outputs = lengths(workload.input_len, workload.range_ratio, count, rng), lengths(workload.output_len, workload.range_ratio, count, rng)
+    pixels = np.random.default_rng(rng.randrange(2**32))
+    width, height = workload.image_size
+    out = []
+    for n_in, n_out in zip(inputs, outputs):
+        content = []
+        for _ in range(workload.images_per_request):
+            buffer = io.BytesIO()
+            Image.fromarray(pixels.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
+            content.append({"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}})
+        content.append({"type": "text", "text": tokenizer.decode([rng.choice(ids) for _ in range(n_in)])})
+        out.append(([{"role": "user", "content": content}], n_out))
+    return out
+
+
+def chat_payload(messages: list[dict], output_len: int) -> dict:
+    return {"model": "default", "messages": messages, "max_tokens": output_len, "temperature": 0.0, "ignore_eos": True,
+            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
 
 
 def payload(input_ids: list[int], output_len: int) -> dict:
