@@ -51,45 +51,59 @@ class RequestTiming:
         return self.error is None
 
 
-async def stream_one(session, url: str, payload: dict, timing: RequestTiming, timeout_s: float) -> RequestTiming:
-    """POST `payload` to a native streaming `/generate` and fill `timing` (errors are recorded, not raised)."""
+async def _stream_events(session, url: str, payload: dict, timing: RequestTiming, timeout_s: float, on_event) -> None:
+    """POST `payload`, call `on_event(data, arrived)` for every SSE `data:` event but [DONE] (`arrived` stamped
+    when its bytes were read, before any parsing), set `timing.latency` to the last chunk of any kind ([DONE]
+    included, as bench_serving), and record a failure in `timing.error` instead of raising."""
     import aiohttp
 
-    timing.start = start = time.perf_counter()
-    last_time, last_len, last_chunk = start, 0, start
+    timing.start = start = last_chunk = time.perf_counter()
     try:
         async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
                                 timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # fmt: skip
             if resp.status != 200:
                 timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                return timing
+                return
             async for raw in resp.content:
-                arrived = last_chunk = time.perf_counter()  # before any parsing
+                arrived = last_chunk = time.perf_counter()
                 line = raw.strip()
-                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-                    continue
-                data = orjson.loads(line[5:].strip())
-                meta = data.get("meta_info") or {}
-                if meta.get("spec_accept_length") is not None:
-                    timing.accept_length = float(meta["spec_accept_length"])
-                if not data.get("text"):
-                    continue
-                tokens = int(meta.get("completion_tokens", last_len + 1))
-                if last_len == 0:
-                    timing.ttft = arrived - start
-                elif tokens > last_len:
-                    timing.itl.extend([(arrived - last_time) / (tokens - last_len)] * (tokens - last_len))
-                else:
-                    continue
-                last_time, last_len = arrived, tokens
-        timing.latency = last_chunk - start  # bench_serving: the last chunk of any kind ([DONE] included)
-        timing.output_len = last_len
-        if last_len != timing.expected_output:
-            timing.error = f"{last_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
+                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
+                    on_event(orjson.loads(line[5:].strip()), arrived)
+        timing.latency = last_chunk - start
     except (asyncio.TimeoutError, TimeoutError):
         timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
     except Exception as exc:  # noqa: BLE001 - any transport failure is this request's error, counted apart
         timing.error = f"{type(exc).__name__}: {exc}"[:300]
+
+
+def _check_count(timing: RequestTiming) -> None:
+    if timing.error is None and timing.output_len != timing.expected_output:
+        timing.error = f"{timing.output_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
+
+
+async def stream_one(session, url: str, payload: dict, timing: RequestTiming, timeout_s: float) -> RequestTiming:
+    """POST `payload` to a native streaming `/generate` and fill `timing` (errors are recorded, not raised)."""
+    state = {"time": 0.0, "len": 0}
+
+    def on_event(data: dict, arrived: float) -> None:
+        meta = data.get("meta_info") or {}
+        if meta.get("spec_accept_length") is not None:
+            timing.accept_length = float(meta["spec_accept_length"])
+        if not data.get("text"):
+            return
+        last = state["len"]
+        tokens = int(meta.get("completion_tokens", last + 1))
+        if last == 0:
+            timing.ttft = arrived - timing.start
+        elif tokens > last:
+            timing.itl.extend([(arrived - state["time"]) / (tokens - last)] * (tokens - last))
+        else:
+            return
+        state.update(time=arrived, len=tokens)
+
+    await _stream_events(session, url, payload, timing, timeout_s, on_event)
+    timing.output_len = state["len"]
+    _check_count(timing)
     return timing
 
 
@@ -98,42 +112,25 @@ async def stream_chat_one(session, url: str, payload: dict, timing: RequestTimin
     `async_request_openai_chat_completions`: a chunk counts when its delta has content; the first is TTFT, each
     later one adds its gap to ITL once (an OpenAI chunk carries no token count, so ITL here is per chunk); the
     output and prompt token counts come from the usage chunk (image tokens included), whose absence is an error."""
-    import aiohttp
+    state = {"time": 0.0, "chunks": 0, "usage": None}
 
-    timing.start = start = time.perf_counter()
-    last_time, chunks, last_chunk, usage = start, 0, start, None
-    try:
-        async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # fmt: skip
-            if resp.status != 200:
-                timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
-                return timing
-            async for raw in resp.content:
-                arrived = last_chunk = time.perf_counter()  # before any parsing
-                line = raw.strip()
-                if not line.startswith(b"data:") or line[5:].strip() == b"[DONE]":
-                    continue
-                data = orjson.loads(line[5:].strip())
-                usage = data.get("usage") or usage
-                choices = data.get("choices") or [{}]
-                if not (choices[0].get("delta") or {}).get("content"):
-                    continue
-                if chunks == 0:
-                    timing.ttft = arrived - start
-                else:
-                    timing.itl.append(arrived - last_time)
-                last_time, chunks = arrived, chunks + 1
-        timing.latency = last_chunk - start
-        if not usage:
-            timing.error = "the stream ended without a usage chunk (stream_options.include_usage)"
-            return timing
-        timing.output_len, timing.prompt_len = int(usage["completion_tokens"]), int(usage["prompt_tokens"])
-        if timing.output_len != timing.expected_output:
-            timing.error = f"{timing.output_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
-    except (asyncio.TimeoutError, TimeoutError):
-        timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
-    except Exception as exc:  # noqa: BLE001 - any transport failure is this request's error, counted apart
-        timing.error = f"{type(exc).__name__}: {exc}"[:300]
+    def on_event(data: dict, arrived: float) -> None:
+        state["usage"] = data.get("usage") or state["usage"]
+        choices = data.get("choices") or [{}]
+        if not (choices[0].get("delta") or {}).get("content"):
+            return
+        if state["chunks"] == 0:
+            timing.ttft = arrived - timing.start
+        else:
+            timing.itl.append(arrived - state["time"])
+        state.update(time=arrived, chunks=state["chunks"] + 1)
+
+    await _stream_events(session, url, payload, timing, timeout_s, on_event)
+    if timing.error is None and not state["usage"]:
+        timing.error = "the stream ended without a usage chunk (stream_options.include_usage)"
+    elif state["usage"]:
+        timing.output_len, timing.prompt_len = int(state["usage"]["completion_tokens"]), int(state["usage"]["prompt_tokens"])
+    _check_count(timing)
     return timing
 
 
