@@ -277,7 +277,7 @@ def test_a_refused_threshold_update_still_keeps_the_measured_numbers(tmp_path):
     assert_clean(run)
 
 
-def test_sharegpt_prompts_are_tokenized_filtered_and_picked_by_seed(tmp_path):
+def test_sharegpt_prompts_are_filtered_by_tokens_picked_by_seed_and_sent_as_text(tmp_path):
     from transformers import AutoTokenizer
 
     from harness.errors import ConfigError
@@ -296,7 +296,7 @@ def test_sharegpt_prompts_are_tokenized_filtered_and_picked_by_seed(tmp_path):
     requests = sharegpt_requests(own_lengths, tokenizer, path, seed=0)
     assert len(requests) == 10  # 8 prompts and 2 warm-up, from the 10 usable conversations
     reply = len(tokenizer.encode(words, add_special_tokens=False))
-    assert {n for _, n in requests} == {reply} and all(4 <= len(ids) <= 64 for ids, _ in requests)
+    assert {n for _, n in requests} == {reply} and {text for text, _ in requests} == {words[: 20 + 3 * i] for i in range(10)}
     assert requests == sharegpt_requests(own_lengths, tokenizer, path, seed=0) != sharegpt_requests(own_lengths, tokenizer, path, seed=1)
     fixed = Workload.from_options("s", {"input_len": 64, "output_len": 16, "num_prompts": 8, "dataset": "sharegpt",
                                         "dataset_path": "x"}, "w")  # fmt: skip

@@ -171,7 +171,8 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     import aiohttp
 
     chat = url.endswith("/chat/completions")  # prompts are chat messages (images), lengths come from usage
-    timings = [RequestTiming(0 if chat else len(prompt), n) for prompt, n in requests]
+    # a text or chat prompt's length comes back from the server (meta_info.prompt_tokens, usage.prompt_tokens)
+    timings = [RequestTiming(len(prompt) if isinstance(prompt, list) and not chat else 0, n) for prompt, n in requests]
     payloads = [chat_payload(prompt, n) if chat else payload(prompt, n) for prompt, n in requests]
     if processes > 1:  # harness.perf.spread: past a few hundred streams, one event loop per share of them
         import asyncio

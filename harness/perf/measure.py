@@ -87,6 +87,8 @@ async def stream_one(session, url: str, payload: dict, timing: RequestTiming, ti
 
     def on_event(data: dict, arrived: float) -> None:
         meta = data.get("meta_info") or {}
+        if not timing.prompt_len and meta.get("prompt_tokens"):  # a text prompt: the server's own count
+            timing.prompt_len = int(meta["prompt_tokens"])
         if meta.get("spec_accept_length") is not None:
             timing.accept_length = float(meta["spec_accept_length"])
         if not data.get("text"):

@@ -12,8 +12,8 @@ a text of `input_len` ordinary ids (`image_requests`), timed by `measure.stream_
 
 `dataset: sharegpt` reads prompts from a local ShareGPT-format JSON file instead (`dataset_path`, relative to
 thresholds.yaml: a list of `{"conversations": [{"from", "value"}, ...]}`), as bench_serving's `sharegpt` dataset:
-the first turn is the prompt (tokenized without special tokens), the second's token count the output length
-unless the workload sets `output_len`; conversations with fewer than 2 turns, a prompt or reply under 4 tokens, or
+the first turn is the prompt, sent as text as bench_serving sends it (tokenized without special tokens only to
+filter it), the second's token count the output length unless the workload sets `output_len`; conversations with fewer than 2 turns, a prompt or reply under 4 tokens, or
 a prompt over `input_len` tokens are left out; a seeded shuffle picks the requests.
 """
 
@@ -119,7 +119,7 @@ def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tu
         prompt = tokenizer.encode(turns[0]["value"], add_special_tokens=False)
         reply = len(tokenizer.encode(turns[1]["value"], add_special_tokens=False))
         if len(prompt) >= 4 and reply >= 4 and len(prompt) <= workload.input_len:
-            usable.append((prompt, workload.output_len if workload.fixed_output else reply))
+            usable.append((turns[0]["value"], workload.output_len if workload.fixed_output else reply))
     needed = workload.num_prompts + workload.warmup
     if len(usable) < needed:
         raise ConfigError(f"serving_perf.workloads.{workload.name}: {path} has {len(usable)} usable conversations "
@@ -160,6 +160,7 @@ def chat_payload(messages: list[dict], output_len: int) -> dict:
             "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
 
 
-def payload(input_ids: list[int], output_len: int) -> dict:
-    return {"input_ids": input_ids, "stream": True,
+def payload(prompt: list[int] | str, output_len: int) -> dict:
+    """A native streaming request of token ids, or of text (sharegpt: as bench_serving sends it)."""
+    return {"text" if isinstance(prompt, str) else "input_ids": prompt, "stream": True,
             "sampling_params": {"max_new_tokens": output_len, "ignore_eos": True, "temperature": 0.0}}  # fmt: skip
