@@ -212,7 +212,7 @@ def test_a_misspelt_serving_perf_knob_names_the_right_one(in_tmp):
     assert error_of(in_tmp, text) == ("thresholds.yaml: models.big.configs.tp4.options.serving_perf: unknown key "
                                       "'repeat' (did you mean 'repeats'?); valid choices: bench_serving, "
                                       "client_cpu_budget, client_lag_budget_ms, client_processes, flush_cache, repeats, "
-                                      "request_timeout_s, seed, workloads")
+                                      "request_timeout_s, seed, settle_s, workloads")
 
 
 def test_unknown_metric(in_tmp):
