@@ -34,13 +34,20 @@ class HarnessSession:
         self.family = None  # harness.error_control.Family of the run's statistical gates, set at collection
         self._unregister_signal = lambda: None
 
+    def _runs_here(self, case) -> bool:
+        try:
+            return self.pool.skip_reason(case.spec) is None
+        except Exception:  # noqa: BLE001 - a config that cannot even be planned errors later, with its own message
+            return True
+
     def plan_family(self, cases) -> None:
         """Count the statistical gates of every selected test (all shards) before the first verdict."""
         from harness.error_control import family_of
 
         if not cases:
             return
-        self.family = family_of(self.thresholds, cases)
+        runnable = [case for case in cases if self._runs_here(case)]  # a config skipped for GPUs judges nothing
+        self.family = family_of(self.thresholds, runnable)
         if self.family.size:
             self.verdict_lines.append(self.family.describe())
 

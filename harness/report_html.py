@@ -54,6 +54,8 @@ def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
              f"{e(str(run.get('started')))}, GPUs {e(', '.join((run.get('gpus') or {}).get('names') or []) or 'none')}</p>"]  # fmt: skip
     if run.get("error"):
         parts.append(f"<p><b>The run did not start:</b> {e(run['error'])}</p>")
+    if run.get("error_control"):
+        parts.append(f"<p>{e(run['error_control']['line'])}</p>")
     parts += _servers(data.get("servers", {})) + _verdicts(data.get("tests", []))
     for name, title in (("agreement.json", "Cross-config agreement"), ("comparison.json", "Against the baseline")):
         if (run_dir / name).is_file():
