@@ -10,7 +10,7 @@ DIR/model (a tiny Qwen3-VL with its processor files), DIR/mmmu (its held-out set
 the canary's own hidden states and answers; `eagle3-scramble --draft DIR --out DIR2` writes the never-accepted copy.
 
 `python -m harness.canary sharegpt` writes the canary's GSM8K test questions and answers as a ShareGPT-format file
-(assets/canary/data/sharegpt.json): texts that serving_perf and sglang.bench_serving both send as they are.
+(assets/perf/canary-gsm8k-sharegpt.json): texts that serving_perf and sglang.bench_serving both send as they are.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--out", required=True, help="output directory")
     g = sub.add_parser("sharegpt", help="the canary's GSM8K test set as a ShareGPT-format file (serving_perf's text workloads)")
     g.add_argument("--data", default="assets/canary/data/test.jsonl", help="GSM8K-schema JSONL (default: %(default)s)")
-    g.add_argument("--out", default="assets/canary/data/sharegpt.json", help="output file (default: %(default)s)")
+    g.add_argument("--out", default="assets/perf/canary-gsm8k-sharegpt.json", help="output file (default: %(default)s)")
     g.add_argument("--count", type=int, default=240, help="conversations, the first of the file (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.command == "sharegpt":
