@@ -30,6 +30,7 @@ SUITE_EVALS: dict[str, str] = {
     "video_mme_parity": "harness.evals.video_mme_parity",
     "serving_perf": "harness.evals.serving_perf",
     "lm_eval": "harness.evals.lm_eval_suite",
+    "lmms_eval": "harness.evals.lmms_eval_suite",
 }
 SUITES: tuple[str, ...] = tuple(SUITE_EVALS)
 

@@ -1,11 +1,12 @@
 """Regenerate constraints.txt, the one set of pins the tox envs install under (all but gpu and latest).
 
-    python3 scripts/lock.py              # rewrites constraints.txt (a few minutes: torch, triton, lm-eval)
+    python3 scripts/lock.py              # rewrites constraints.txt (a few minutes: torch, triton, lm-eval, lmms-eval)
     python3 scripts/lock.py --out FILE   # write elsewhere, e.g. to diff against the committed lock
 
-A throwaway venv gets the union of what the tox envs install: torch 2.13.0, the harness with extras hf, data
-and bench (editable), tests/sglang_env/requirements.txt, pytest. The libraries whose floats went into the
-committed canary (torch, transformers, tokenizers, safetensors) are held at the versions recorded in
+A throwaway venv gets the union of what the tox envs install: torch 2.13.0, the harness with extras hf, data,
+bench, report, browser and lmms-eval (editable), tests/sglang_env/requirements.txt, pytest (lmms-eval brings
+torchvision, which the CPU envs leave out, tox.ini: pinned here, never imported). The libraries whose floats went
+into the committed canary (torch, transformers, tokenizers, safetensors) are held at the versions recorded in
 assets/canary/manifest.json, so the lock reproduces the canary's numbers and the byte-identical rebuild test
 can run. The rest resolves to the newest releases pip finds. Output: `pip freeze --all --exclude-editable`
 (--all keeps setuptools, which torch and pytablewriter require at run time) less pip itself, sorted, local
@@ -95,7 +96,7 @@ def main() -> int:
     args = parser.parse_args()
     requirements = [
         *canary_pins(),
-        "-e", ".[hf,data,bench,report,browser]",
+        "-e", ".[hf,data,bench,report,browser,lmms-eval]",
         "-r", "tests/sglang_env/requirements.txt",
         "pytest",
     ]  # fmt: skip

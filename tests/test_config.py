@@ -20,7 +20,7 @@ from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
 SUITE_CHOICES = (
-    "gsm8k, hf_parity, lm_eval, logprob_decode_cache_hit, logprob_prefill_cache_hit, mm_prefix_cache, mmmu,"
+    "gsm8k, hf_parity, lm_eval, lmms_eval, logprob_decode_cache_hit, logprob_prefill_cache_hit, mm_prefix_cache, mmmu,"
     " mmmu_parity, prefix_branching, serving_perf, spec_accept_length, video_mme, video_mme_modes, video_mme_parity"
 )
 
