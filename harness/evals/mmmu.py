@@ -7,10 +7,13 @@ directory holding `<Subject>/<split>-*.parquet` in the same schema (the canary V
 https://github.com/MMMU-Benchmark/MMMU.
 Prompt: lmms-eval's default (`lmms_eval/tasks/mmmu/utils.py` `construct_prompt`): the question, then the options
 as "A. …" lines and "Answer with the option's letter from the given choices directly.", or for open questions
-"Answer the question using a single word or phrase."; greedy, `max_new_tokens` 16 (lmms-eval's `mmmu_val`),
-through `/v1/chat/completions` with every image a PNG data URL. `prompt_variant`: each image where its
-`<image N>` tag stands (`interleaved`, the default), or the tagged images first with the tags left in the text
-(`images_first`, lmms-eval's order for chat models with `interleaved_format: false`).
+"Answer the question using a single word or phrase."; greedy, `max_new_tokens` 16 (lmms-eval 0.7.3's
+`mmmu_val.yaml` asks 128; the canary's answers are a letter or a number), through `/v1/chat/completions` with every
+image a PNG data URL. `prompt_variant`: each image where its `<image N>` tag stands (`interleaved`, the default),
+or the tagged images first with the tags left in the text (`images_first`, the order of older lmms-eval chat
+models). lmms-eval 0.7.3's own chat path (`mmmu_doc_to_messages`) differs from both: it strips the text beside each
+image and places the images in tag-number order at the tags (the lmms_eval suite's cross-check on the canary VLM:
+799 of 900 answers alike, the rest explained by those two differences; tests/test_lmms_eval_suite.py).
 Metric: `accuracy` (official MMMU scoring: micro average over questions; per domain and subject in details),
 higher is better; `unparsed_rate` (lower is better): answers the parser could not read. Parsers follow the
 official `eval_utils.py` (`parse_multi_choice_response`, `parse_open_response`, `eval_open`) with one
