@@ -85,7 +85,8 @@ def test_a_failing_server_is_an_error_naming_lm_eval_not_a_score(tmp_path, engin
         run = run_inner(project(tmp_path, suites=("lm_eval",)), "--harness-base-url", url, timeout=400)
     row = run.rows()["lm_eval"]
     assert row["verdict"] == "error", run.output[-3000:]
-    assert "lm_eval[canary/cpu]: lm-eval stopped: " in run.output
+    line = next(line for line in run.output.splitlines() if "lm-eval stopped: " in line and "ERROR" in line)
+    assert line.startswith("lm_eval[canary/cpu]: ERROR: lm-eval stopped: "), line  # the test's id once, not twice
     assert_clean(run)
 
 

@@ -121,7 +121,8 @@ class LmEval:
                                            task_manager=TaskManager(), num_fewshot=opts["num_fewshot"], limit=limit,
                                            log_samples=True, apply_chat_template=opts["model"] != "local-completions")  # fmt: skip
         except Exception as exc:  # noqa: BLE001 - the library's own failure, reported as an error with its cause
-            raise LmEvalFailed(f"{SUITE}[{ctx.case_id}]: lm-eval stopped: {type(exc).__name__}: {str(exc)[:400]}") from exc
+            # no "lm_eval[case]: " prefix: the harness puts the test's id before every error it reports
+            raise LmEvalFailed(f"lm-eval stopped: {type(exc).__name__}: {str(exc)[:400]}") from exc
 
 
 def _version() -> str:
