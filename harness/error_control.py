@@ -49,9 +49,14 @@ class Family:
     def size(self) -> int:
         return len(self.gates)
 
+    @property
+    def share(self) -> float:
+        """Each gate's level under scope run: α/m (Bonferroni)."""
+        return self.alpha / max(1, self.size)
+
     def level(self, entry_alpha: float) -> float:
         """The α one gate is judged at."""
-        return self.alpha / max(1, self.size) if self.scope == "run" else entry_alpha
+        return self.share if self.scope == "run" else entry_alpha
 
     def family_alpha(self) -> tuple[float, float]:
         """The family-wise rate of false alarms of a clean run, at most: (the guaranteed bound, the value under
@@ -68,7 +73,7 @@ class Family:
             return "error control: no statistical gate in this run"
         if self.scope == "run":
             return (f"error control: per run: family-wise α {self.alpha:g} shared by {self.size} statistical gates "
-                    f"(Bonferroni: {self.level(0):.3g} each)")  # fmt: skip
+                    f"(Bonferroni: {self.share:.3g} each)")  # fmt: skip
         counts: dict[float, int] = {}
         for _, a in self.gates:
             counts[a] = counts.get(a, 0) + 1
@@ -80,7 +85,7 @@ class Family:
     def record(self) -> dict[str, Any]:
         bound, independent = self.family_alpha()
         return {"scope": self.scope, "alpha": self.alpha, "gates": [g for g, _ in self.gates], "size": self.size,
-                "level": self.level(0) if self.scope == "run" else None, "family_alpha_bound": bound,
+                "level": self.share if self.scope == "run" else None, "family_alpha_bound": bound,
                 "family_alpha_independent": independent}  # fmt: skip
 
 

@@ -82,7 +82,7 @@ def judge(session, case, result: EvalResult) -> Outcome:
         if verdict.p_value is not None:  # what the false-alarm bench needs to re-judge the gate at another α
             check.update(p_value=verdict.p_value, alpha=verdict.alpha)
             if verdict.shift is not None:  # a shift inside min_effect passes whatever its p
-                check["within_min_effect"] = abs(verdict.shift.mean) <= (match.entry.min_effect or 0.0)
+                check["within_min_effect"] = verdict.shift.within_min_effect
         if not verdict.passed:
             outcome.failures.append(verdict.report())
         elif verdict.warnings:

@@ -452,6 +452,7 @@ class ShiftResult:
     n: int
     detectable: float  # |shift| found with probability 1 − β: max(min_effect, (z_{1−α/2} + z_{1−β})·sd/√n)
     discordant: tuple[int, int] | None = None  # (+1s, −1s) when every unit is −1, 0 or 1: the test is McNemar's
+    within_min_effect: bool = False  # |mean| ≤ the test's min_effect: a pass whatever the p-value
 
 
 EXACT_SIGN_FLIPS_UP_TO = 16  # 2^16 sign patterns; beyond, a fixed-seed Monte Carlo
@@ -487,13 +488,13 @@ def shift_statistics(values: Sequence[float], test: ShiftTest) -> ShiftResult:
     z_sum = z_quantile(1 - _probability(test.alpha, "alpha") / 2) + z_quantile(1 - _probability(test.beta, "beta"))
     paired = (sum(v == 1 for v in values), sum(v == -1 for v in values)) if all(v in (-1, 0, 1) for v in values) else None
     return ShiftResult(mean, mean - z_ci * se, mean + z_ci * se, sign_flip_p_value(values), n,
-                       max(test.min_effect, z_sum * se), paired)  # fmt: skip
+                       max(test.min_effect, z_sum * se), paired, abs(mean) <= test.min_effect)  # fmt: skip
 
 
 def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest, source: str = "") -> Verdict:
     """Judge a shift that should be 0 from its per-unit values (e.g. one per prompt)."""
     result = shift_statistics(values, spec)
-    passed = result.p_value >= spec.alpha or abs(result.mean) <= spec.min_effect
+    passed = result.p_value >= spec.alpha or result.within_min_effect
     return Verdict(
         test, metric, result.mean, passed, "shift", spec.alpha, source, reference=0.0, n=result.n,
         alpha=spec.alpha, beta=spec.beta, theta=result.detectable, shift=result, p_value=result.p_value,

@@ -24,6 +24,7 @@ for image shapes, `/v1/chat/completions` with `ignore_eos` and `stream_options.i
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 from collections.abc import Mapping
 from pathlib import Path
@@ -120,8 +121,6 @@ class ServingPerf:
                 # repeats 2 and 3 would then measure a cache hit's TTFT, not a prefill's.
                 requests = requests_of(opts["seed"] + repeat)
                 if opts["flush_cache"]:
-                    import asyncio
-
                     await ctx.client.flush_cache()
                     # bench_serving sleeps 1 s after its flush before the first request; without it, the H200's
                     # saturating streams stalled up to 0.5 s (p99 ITL 520 ms, TPOT 2x bench_serving's, 2026-12-02)
@@ -156,7 +155,6 @@ class ServingPerf:
 
 
 async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_cache: bool) -> dict:
-    import asyncio
     import tempfile
 
     from harness.perf.bench_serving import run_once
@@ -181,8 +179,6 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     timings = [RequestTiming(len(prompt) if isinstance(prompt, list) and not chat else 0, n) for prompt, n in requests]
     payloads = [chat_payload(prompt, n) if chat else payload(prompt, n) for prompt, n in requests]
     if processes > 1:  # harness.perf.spread: past a few hundred streams, one event loop per share of them
-        import asyncio
-
         from harness.perf.spread import send_spread
 
         duration, load = await asyncio.to_thread(send_spread, url, payloads, timings, processes=processes, request_rate=rate,
