@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_serving_perf import timed_server  # noqa: E402
 
-from harness.perf.bench_serving import run_once  # noqa: E402
+from harness.perf.bench_serving import Driver, run_once  # noqa: E402
 from harness.perf.workload import Workload  # noqa: E402
 
 TRUTH = {"median_ttft_ms": 50.0, "median_itl_ms": 10.0, "median_tpot_ms": 10.0, "median_e2e_latency_ms": 680.0,
@@ -58,16 +58,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     opts = parser.parse_args()
     paths = [opts.site, sysconfig.get_paths()["purelib"], *([opts.extra] if opts.extra else [])]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
+    # HF_HUB_OFFLINE: bench_serving looks the served model's name ("timed/model") up on the hub for its config, and
+    # without it spent 46 s of each run retrying an unreachable huggingface.co (2026-12-02).
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "HF_HUB_OFFLINE": "1"}
     workload = Workload.from_options("light", SHAPE, "bench")
     ours, theirs = [], []
+    driver = Driver(python=opts.python, env=env)  # as the suite runs it: one bench_serving process for all repeats
     with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url, tempfile.TemporaryDirectory() as folder:
-        for repeat in range(opts.repeats):
-            ours.append(harness_once(url, workload, repeat))
-            theirs.append(run_once(url, str(REPO / "assets" / "canary" / "model"), workload, repeat,
-                                   Path(folder, f"{repeat}.jsonl"), python=opts.python, env=env))  # fmt: skip
-            if "error" in theirs[-1]:
-                sys.exit(f"bench_serving failed: {theirs[-1]['error']}")
+        try:
+            for repeat in range(opts.repeats):
+                ours.append(harness_once(url, workload, repeat))
+                theirs.append(run_once(url, str(REPO / "assets" / "canary" / "model"), workload, repeat,
+                                       Path(folder, f"{repeat}.jsonl"), driver=driver))  # fmt: skip
+                if "error" in theirs[-1]:
+                    sys.exit(f"bench_serving failed: {theirs[-1]['error']}")
+        finally:
+            driver.close()
+    print("bench_serving wall s per run (one process; the first imports sglang): "
+          + ", ".join(f"{t['wall_s']:.1f}" for t in theirs))
     print(f"16 requests of 256 -> 64 tokens, one at a time, TTFT 50 ms, ITL 10 ms; medians of {opts.repeats} runs each")
     print(f"{'metric':<24}{'truth':>9}{'harness':>10}{'error':>8}{'bench_serving':>15}{'error':>8}")
     for key, truth in TRUTH.items():

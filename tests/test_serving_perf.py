@@ -321,7 +321,8 @@ def test_bench_serving_side_by_side_compares_medians_and_names_what_is_outside_t
     assert tput["bench_serving_spread"] == [960.0, 1040.0]
     assert ttft["relative_difference"] == pytest.approx(-0.2) and not ttft["within_tolerance"]
     assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 outside 5% (median_ttft_ms); harness vs "
-                             "bench_serving: output_throughput +0.0%, median_ttft_ms -20.0%")  # fmt: skip
+                             "bench_serving: output_throughput +0.0% (paired -1.0%), median_ttft_ms -20.0% (paired -20.0%)")  # fmt: skip
+    assert tput["paired_relative_differences"] == pytest.approx([-0.01, -30 / 1040, 40 / 960])
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
 
@@ -359,3 +360,54 @@ def test_an_image_workload_streams_openai_chat_with_images_through_the_hf_engine
     assert repeat["input_throughput"] * repeat["duration_s"] > 4 * 2 * 4  # the images' tokens are in the prompt counts
     assert row["details"]["workloads"]["images"]["workload"]["image_size"] == [64, 48]
     assert_clean(run)
+
+
+FAKE_BENCH_SERVING = """\
+import json, os, sys, time
+args = sys.argv[1:]
+out = args[args.index("--output-file") + 1]
+if "--sleep" in args:
+    time.sleep(float(args[args.index("--sleep") + 1]))
+if "--die" in args:
+    os._exit(3)
+print("fake bench_serving", os.getpid())
+with open(out, "a") as f:
+    f.write(json.dumps({"output_throughput": float(args[args.index("--seed") + 1]), "pid": os.getpid()}) + "\\n")
+"""
+
+
+def test_bench_serving_runs_in_one_process_per_suite_and_a_stuck_run_is_killed(tmp_path):
+    """The driver runs the real module path (`sglang.bench_serving` as __main__) several times in one process; a run
+    past its timeout kills the process group, a dead driver is an error with its exit, and the next run starts anew."""
+    import os
+
+    import psutil
+
+    from harness.perf.bench_serving import Driver
+
+    package = tmp_path / "site" / "sglang"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "bench_serving.py").write_text(FAKE_BENCH_SERVING)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
+    driver = Driver(env=env)
+    try:
+        def run(*extra, seed=1, timeout=30.0):
+            return driver.run(["--seed", str(seed), "--output-file", str(tmp_path / "o.jsonl"), *extra], timeout)
+
+        first, second = run(seed=1), run(seed=2)
+        assert (first["returncode"], second["returncode"]) == (0, 0) and "fake bench_serving" in second["tail"]
+        pids = {json.loads(line)["pid"] for line in (tmp_path / "o.jsonl").read_text().splitlines()}
+        assert len(pids) == 1  # one process for both runs
+        stuck_pid = driver.proc.pid
+        stuck = run("--sleep", "60", timeout=1.0)
+        assert stuck["returncode"] == -9 and stuck["tail"].endswith("(timed out after 1 s)")
+        assert driver.proc is None and not psutil.pid_exists(stuck_pid)
+        died = run("--die")
+        assert died["returncode"] == 3 and driver.proc is None
+        again = run(seed=5)
+        assert again["returncode"] == 0
+        assert len({json.loads(line)["pid"] for line in (tmp_path / "o.jsonl").read_text().splitlines()}) == 2
+    finally:
+        driver.close()
+    assert driver.proc is None

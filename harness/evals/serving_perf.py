@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
+from harness.perf.bench_serving import Driver
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.spread import processes_for
 from harness.perf.workload import Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
@@ -98,6 +99,13 @@ class ServingPerf:
                      for name, raw in opts["workloads"].items()]  # fmt: skip
         tokenizer, ids = _prompt_ids(ctx)
         repeats = 1 if ctx.smoke else opts["repeats"]
+        driver = Driver()
+        try:
+            return await self._measure(ctx, opts, gates, workloads, tokenizer, ids, repeats, driver)
+        finally:
+            driver.close()
+
+    async def _measure(self, ctx, opts, gates, workloads, tokenizer, ids, repeats, driver) -> EvalResult:
         metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
@@ -115,7 +123,13 @@ class ServingPerf:
             warm, _, _ = await _send(url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
             verify(warm, where + " warm-up")
             summaries, theirs = [], []
+            compare = opts["bench_serving"] and workload.dataset != "images"  # its `image` dataset is not wired in
             for repeat in range(repeats):
+                # bench_serving goes first in every other repeat: the server's speed drifts between runs (two
+                # speeds under light load on the H200, 2026-12-02), and a fixed order would give one tool the
+                # later state every time.
+                if compare and repeat % 2 == 1:
+                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
                 # Each repeat its own prompts (seed + repeat, as bench_serving's --seed) on a flushed prefix cache
                 # (bench_serving's --flush-cache): the same prompts again would be served from the radix cache, and
                 # repeats 2 and 3 would then measure a cache hit's TTFT, not a prefill's.
@@ -140,9 +154,11 @@ class ServingPerf:
                 summaries.append(summary)
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
-                if opts["bench_serving"] and workload.dataset != "images":  # its `image` dataset is not wired in
-                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"]))
-                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving", **theirs[-1]})
+                if compare and repeat % 2 == 0:
+                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
+                if compare:
+                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving",
+                                   "order": "after" if repeat % 2 == 0 else "before", **theirs[-1]})  # fmt: skip
             for metric in gates[workload.name]:
                 metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
             details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
@@ -154,7 +170,7 @@ class ServingPerf:
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
 
 
-async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_cache: bool) -> dict:
+async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_cache: bool, driver) -> dict:
     import tempfile
 
     from harness.perf.bench_serving import run_once
@@ -163,7 +179,7 @@ async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_
         dataset = Path(ctx.base_dir, workload.dataset_path) if workload.dataset_path else None
         return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
                                        workload, seed, Path(folder, f"{workload.name}.jsonl"),
-                                       dataset_path=dataset, flush_cache=flush_cache)  # fmt: skip
+                                       dataset_path=dataset, flush_cache=flush_cache, driver=driver)  # fmt: skip
 
 
 async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float,

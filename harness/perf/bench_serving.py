@@ -1,7 +1,7 @@
 """The same workloads through SGLang's own `python -m sglang.bench_serving`, against the same server, in the same run.
 
-Per workload and repeat, right after the harness's own repeat (so both tools see the server in the same state,
-and drift between repeats hits both alike): `--backend sglang --dataset-name random-ids --tokenize-prompt`
+Per workload and repeat, next to the harness's own repeat (after it in repeats 1, 3, ..., before it in 2, 4, ...,
+so both tools see the server in nearly the same state and drift between runs favours neither): `--backend sglang --dataset-name random-ids --tokenize-prompt`
 (random token ids sent as `input_ids`, so input lengths are exact, no dataset download) with the workload's
 lengths (`--random-range-ratio`), or for a `sharegpt` workload `--dataset-name sharegpt` on the same file (the
 same texts: random ids are not the same ids in both tools, bench_serving draws over the whole vocabulary,
@@ -10,17 +10,22 @@ harness flushes before each repeat), its JSONL result read
 back (from a temporary directory) and kept in the suite's details and samples. Side by side: the median over repeats of each tool for every metric both report,
 their relative difference against `tolerance` (5 %, the issue's bar), and each tool's own spread, so a difference
 inside the run-to-run spread reads as such. The comparison goes to details and notes, not into a verdict (the two
-tools send different requests at different moments; the harness run is the gated one). bench_serving runs in its
-own process group and is killed and reaped if it outlives `timeout_s`.
+tools send different requests at different moments; the harness run is the gated one). Beside the medians, each
+repeat's paired difference (harness repeat k against bench_serving run k) and their median. bench_serving runs in
+one long-lived process per suite (`Driver`, harness.perf.bench_serving_driver: sglang imported once, not per run),
+in its own process group, killed and reaped at the end or when a run outlives `timeout_s`.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import queue
 import statistics
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 from harness import process_group
@@ -54,16 +59,75 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, py
 
 
 def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0,
-             python: str = sys.executable, env: dict | None = None, **how) -> dict:
-    """One bench_serving run of `workload`: its summary fields, or `error` with the command's exit and output tail."""
+             python: str = sys.executable, env: dict | None = None, driver: Driver | None = None, **how) -> dict:
+    """One bench_serving run of `workload`: its summary fields, or `error` with the exit and output tail.
+    With `driver`, the run goes through that long-lived bench_serving process instead of a fresh one."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
     cmd = command(base_url, tokenizer, workload, seed, output, python, **how)
-    ran = _run(cmd, timeout_s, env)
+    ran = driver.run(cmd[3:], timeout_s) if driver is not None else _run(cmd, timeout_s, env)
     if ran["returncode"] != 0 or not output.is_file():
         return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
     theirs = json.loads(output.read_text().splitlines()[-1])
     return {"command": cmd, "wall_s": ran["wall_s"], **{k: theirs.get(k) for k in SHARED}}
+
+
+class Driver:
+    """One `harness.perf.bench_serving_driver` process (its own process group) that runs bench_serving once per
+    call, so sglang is imported once per suite and not once per repeat. A run past its timeout kills the
+    process; the next call starts a new one. `close()` kills and reaps it (also registered for interrupts)."""
+
+    def __init__(self, python: str = sys.executable, env: dict | None = None):
+        self.python, self.env, self.proc, self.lines = python, env, None, None
+
+    def _start(self) -> None:
+        from harness.perf import bench_serving_driver
+
+        self.proc = subprocess.Popen([self.python, "-u", bench_serving_driver.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True, env=self.env)  # fmt: skip
+        process_group.register(self.proc.pid)
+        self.lines = queue.Queue()
+        threading.Thread(target=_pump, args=(self.proc.stdout, self.lines), daemon=True).start()
+
+    def run(self, argv: list[str], timeout_s: float) -> dict:
+        from harness.perf.bench_serving_driver import MARKER
+
+        if self.proc is None or self.proc.poll() is not None:
+            self._start()
+        started, tail = time.monotonic(), []
+        self.proc.stdin.write((json.dumps(argv) + "\n").encode())
+        self.proc.stdin.flush()
+        while True:
+            left = timeout_s - (time.monotonic() - started)
+            try:
+                line = self.lines.get(timeout=max(left, 0.01))
+            except queue.Empty:
+                self.close()
+                return {"returncode": -9, "tail": "".join(tail)[-2000:] + f"\n(timed out after {timeout_s:.0f} s)",
+                        "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+            if line is None:  # the driver died
+                code = self.proc.wait()
+                self.close()
+                return {"returncode": code, "tail": "".join(tail)[-2000:], "wall_s": round(time.monotonic() - started, 1)}
+            if line.startswith(MARKER):
+                return {"returncode": int(line.split()[-1]), "tail": "".join(tail)[-2000:],
+                        "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+            tail.append(line)
+            del tail[:-200]
+
+    def close(self) -> None:
+        if self.proc is None:
+            return
+        process_group.kill_group_now(self.proc.pid)
+        self.proc.wait()
+        process_group.unregister(self.proc.pid)
+        self.proc = None
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for raw in iter(stream.readline, b""):
+        lines.put(raw.decode(errors="replace"))
+    lines.put(None)
 
 
 def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: float = TOLERANCE) -> dict:
@@ -80,11 +144,18 @@ def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: flo
         if not mine or not other or not statistics.median(other):
             continue
         a, b = statistics.median(mine), statistics.median(other)
+        # Paired: each harness repeat against the bench_serving run next to it (same server state, give or take
+        # the drift between two runs), where both have the metric.
+        pairs = [(s[key] - t[key]) / t[key] for s, t in zip(ours, theirs)
+                 if "error" not in t and isinstance(s.get(key), (int, float)) and isinstance(t.get(key), (int, float)) and t[key]]  # fmt: skip
         block["metrics"][key] = {"harness": a, "bench_serving": b, "relative_difference": (a - b) / b,
                                  "within_tolerance": abs(a - b) <= tolerance * abs(b),
+                                 "paired_relative_differences": pairs,
+                                 "paired_median": statistics.median(pairs) if pairs else None,
                                  "harness_spread": [min(mine), max(mine)], "bench_serving_spread": [min(other), max(other)]}  # fmt: skip
     outside = [k for k, m in block["metrics"].items() if not m["within_tolerance"]]
-    parts = ", ".join(f"{k} {m['relative_difference']:+.1%}" for k, m in block["metrics"].items())
+    parts = ", ".join(f"{k} {m['relative_difference']:+.1%}" + (f" (paired {m['paired_median']:+.1%})" if m["paired_median"] is not None else "")
+                      for k, m in block["metrics"].items())  # fmt: skip
     verdict = f"all {len(block['metrics'])} shared metrics within {tolerance:.0%}" if not outside else \
         f"{len(outside)} of {len(block['metrics'])} outside {tolerance:.0%} ({', '.join(outside)})"
     block["line"] = f"bench_serving {name} ({len(ok)} of {len(theirs)} runs): {verdict}; harness vs bench_serving: {parts}"
