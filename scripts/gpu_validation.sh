@@ -20,9 +20,15 @@ started=$(date +%s)
     echo "python: $(python3 --version 2>&1)"
     echo "command: bash scripts/gpu_validation.sh $name $*"
 } >"$out/machine.txt" 2>&1
+# matplotlib builds its font cache on its first import, which on a fresh machine came at the session's end (the HTML
+# report's plots) and ran past the run's limit after every test had passed (2026-12-02, h200-perf4): build it
+# now, while the servers start, and reap it below.
+"${PYTHON:-python3}" -c "import matplotlib.font_manager" >/dev/null 2>&1 &
+font_cache=$!
 # SIGINT, not SIGTERM: pytest then tears the servers down and the partial report is already on disk.
 timeout -s INT -k 60 "${HARNESS_RUN_TIMEOUT:-540}" bash scripts/gpu_run.sh --harness-report-dir "reports/$name" "$@" 2>&1 | tee "$out/pytest.log"
 status=${PIPESTATUS[0]}
+kill "$font_cache" 2>/dev/null; wait "$font_cache" 2>/dev/null
 run=$(ls -d "reports/$name"/*/ 2>/dev/null | tail -n 1)
 if [ -n "$run" ]; then
     cp "$run/summary.md" "$run/results.json" "$out/" 2>/dev/null

@@ -310,21 +310,41 @@ def test_sharegpt_prompts_are_filtered_by_tokens_picked_by_seed_and_sent_as_text
         Workload.from_options("s", {"dataset": "sharegtp"}, "w")
 
 
-def test_bench_serving_side_by_side_compares_medians_and_names_what_is_outside_tolerance():
+def test_bench_serving_side_by_side_judges_paired_medians_where_bench_serving_repeats_within_tolerance():
     from harness.perf.bench_serving import side_by_side
 
-    ours = [{"output_throughput": v, "median_ttft_ms": 20.0} for v in (990.0, 1010.0, 1000.0)]
-    theirs = [{"output_throughput": v, "median_ttft_ms": 25.0} for v in (1000.0, 1040.0, 960.0)]
+    ours = [{"output_throughput": v, "median_ttft_ms": 20.0, "median_itl_ms": 10.0} for v in (990.0, 1010.0, 1000.0)]
+    theirs = [{"output_throughput": v, "median_ttft_ms": 25.0, "median_itl_ms": i}
+              for v, i in ((1000.0, 10.1), (1040.0, 10.0), (960.0, 10.2))]  # fmt: skip
     block = side_by_side("light", ours, theirs + [{"command": [], "error": "exit 1: boom"}])
-    tput, ttft = block["metrics"]["output_throughput"], block["metrics"]["median_ttft_ms"]
-    assert (tput["harness"], tput["bench_serving"], tput["within_tolerance"]) == (1000.0, 1000.0, True)
+    tput, ttft, itl = (block["metrics"][k] for k in ("output_throughput", "median_ttft_ms", "median_itl_ms"))
+    # throughput: medians equal, paired within 5 %, but bench_serving itself moved 4.0 % then 7.7 % (median 5.8 %)
+    assert (tput["harness"], tput["bench_serving"], tput["within_tolerance"], tput["judged"]) == (1000.0, 1000.0, True, False)
+    assert tput["bench_serving_run_to_run"] == pytest.approx((0.04 + 80 / 1040) / 2)
     assert tput["bench_serving_spread"] == [960.0, 1040.0]
-    assert ttft["relative_difference"] == pytest.approx(-0.2) and not ttft["within_tolerance"]
-    assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 outside 5% (median_ttft_ms); harness vs "
-                             "bench_serving: output_throughput +0.0% (paired -1.0%), median_ttft_ms -20.0% (paired -20.0%)")  # fmt: skip
     assert tput["paired_relative_differences"] == pytest.approx([-0.01, -30 / 1040, 40 / 960])
+    assert ttft["relative_difference"] == pytest.approx(-0.2) and ttft["judged"] and not ttft["within_tolerance"]
+    assert itl["judged"] and itl["within_tolerance"]
+    assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 judged metrics within 5%, outside: median_ttft_ms; "
+                             "not judged, bench_serving moved more than 5% run to run: output_throughput; harness vs "
+                             "bench_serving (medians; paired; bench_serving run to run): output_throughput +0.0% "
+                             "(paired -1.0%; 5.8%), median_ttft_ms -20.0% (paired -20.0%; 0.0%), median_itl_ms -1.0% "
+                             "(paired -1.0%; 1.5%)")  # fmt: skip
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
+
+
+def test_a_runs_samples_file_is_rejudged_by_the_same_rule(tmp_path):
+    import json
+
+    from harness.perf.bench_serving import rejudge, side_by_side
+
+    ours = [{"workload": "light", "repeat": k, "median_itl_ms": v} for k, v in ((1, 10.0), (2, 10.4))]
+    theirs = [{"workload": "light", "repeat": k, "tool": "bench_serving", "median_itl_ms": v} for k, v in ((1, 10.2), (2, 10.1))]
+    rows = [ours[0], theirs[0], theirs[1], ours[1], {"workload": "saturating", "repeat": 1, "median_itl_ms": 9.0}]
+    samples = tmp_path / "serving_perf__m__c.jsonl"
+    samples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert rejudge(samples) == [side_by_side("light", ours, theirs)["line"], "saturating: no bench_serving run"]
 
 
 VLM_PROJECT = """\
