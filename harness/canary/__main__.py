@@ -36,6 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
     v.add_argument("--seed", type=int, default=0, help="one seed for held-out set, init and training stream")
     v.add_argument("--skip-eval", action="store_true", help="train and write files but do not measure accuracy")
+    v.add_argument("--image-model", default=None,
+                   help="start the video stage from this image run's model directory instead of training one "
+                        "(its weights' sha256 and manifest go into the new manifest; default: train it)")  # fmt: skip
     e = sub.add_parser("eagle3", help="train the canary's EAGLE3 draft (SGLang's LlamaForCausalLMEagle3 format)")
     e.add_argument("--out", default="assets/canary-eagle3", help="output directory (default: assets/canary-eagle3)")
     e.add_argument("--seed", type=int, default=0, help="seed for the sequences, init and batch order (default 0)")
@@ -78,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "vlm":
         from harness.canary.vlm.build import VlmBuildOptions, build as build_vlm
 
-        manifest = build_vlm(VlmBuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
+        manifest = build_vlm(VlmBuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command,
+                                             image_model=args.image_model))  # fmt: skip
     else:
         manifest = build(BuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
     for mode, result in manifest.get("accuracy", {}).items():

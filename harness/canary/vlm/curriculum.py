@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
+from dataclasses import replace
 
 from harness.canary.vlm.draw import COLOURS, SHAPE_KINDS
 from harness.canary.vlm.tasks import COUNT_OPTIONS, OPEN_FAMILIES, POSITIONS, Question, ask, draw_question
@@ -91,3 +92,16 @@ def batches(config, held_out: set) -> Iterator[list[Row]]:
             yield [next(videos) for _ in range(config.video_batch_size)]
         else:
             yield [next(drill if step < config.drill_steps else tasks) for _ in range(config.batch_size)]
+
+
+def video_stage_batches(config, held_out: set) -> Iterator[list[Row]]:
+    """The video stage's `config.video_stage_steps` batches: all video rows (`video_batch_size` of them) at
+    `video_stage_fraction`, else a task-phase batch of image rows, so the image families are kept."""
+    tasks = task_stream(replace(config, seed=config.seed + 1), held_out)  # a new stream: not stage 1's rows again
+    videos = video_stream(config, held_out)
+    choose = random.Random(f"vlm-video-stage/{config.seed}")
+    for _ in range(config.video_stage_steps):
+        if choose.random() < config.video_stage_fraction:
+            yield [next(videos) for _ in range(config.video_batch_size)]
+        else:
+            yield [next(tasks) for _ in range(config.batch_size)]

@@ -63,3 +63,60 @@ def hint_loss(attentions, prompt_ids: list[list[int]], targets: list[list[int]])
             mass = letter_layer[row, 0, positions, letter]
             terms.append(-torch.log(mass + 1e-6).mean())
     return torch.stack(terms).mean() if terms else None
+
+
+# -- frame hints (the video stage) ---------------------------------------------------------------------------
+# Measured 2026-12-02 (90 held-out Video-MME questions, 8 frames): without them 1000 video steps reached 0.70 and
+# 0.72 with the frames reversed, so the order of frames was not used; with them, on the first/changes/last set,
+# 0.84 and 0.82 reversed (still not). What the committed image run reads (attention mass over 60 MMMU questions):
+# the last prompt position looks at the options (0.7-0.9 in layers 1-2) and hardly at the images (at most 0.30);
+# the option tokens look at the images in layer 0, before any question word can tell them which frame is asked.
+# So a question whose answer is some frame's colour is answered by "does this option's colour appear", which is
+# order-free; `last`, whose frame is the one next to the text, learned the order (0.93, 0.40 reversed, 2026-12-03).
+# Head 2 is the first head of the second KV group: heads 0 and 1 share keys with the letter and lookup heads above,
+# whose keys are option tokens.
+FRAME_HINT_HEAD = 2
+# Which of the 8 uniformly sampled frames a question is about: frame 0 is blank (harness.canary.vlm.videomme_set),
+# so frame 1 shows the first colour and frame 7 the last; the colour changed exactly when those two differ.
+# ("appears" is about whichever frames show its colour: it has the previous-frame hint only.)
+ASKED_FRAMES = {"last": (7,), "changes": (1, 7)}
+VIDEO_FAMILIES = ("appears", "changes", "last")
+
+
+def frame_spans(ids: list[int], image_pad: int) -> list[tuple[int, int]]:
+    """[(start, end)] of each run of image placeholder tokens: one per frame sent as an image."""
+    spans, i = [], 0
+    while i < len(ids):
+        if ids[i] != image_pad:
+            i += 1
+            continue
+        j = i
+        while j < len(ids) and ids[j] == image_pad:
+            j += 1
+        spans.append((i, j))
+        i = j
+    return spans
+
+
+def frame_hint_loss(attentions, prompt_ids: list[list[int]], families: list[str | None], image_pad: int):
+    """Two training-only attention targets on the video rows (`families[row]` their question family, None for
+    others), mean cross-entropy as `hint_loss` (None if the batch has no video row):
+        previous-frame head (layer 0, FRAME_HINT_HEAD): every token of frame k attends to frame k-1, so a frame
+                        knows what came before it (frame 1 that it follows the blank one);
+        asked-frame head    (layer 1, FRAME_HINT_HEAD): the last prompt position attends to the frames its
+                        question is about (ASKED_FRAMES)."""
+    import torch
+
+    terms = []
+    for row, (ids, family) in enumerate(zip(prompt_ids, families)):
+        spans = frame_spans(ids, image_pad)
+        if family not in VIDEO_FAMILIES or len(spans) != 8:
+            continue
+        for (start, end), (prev_start, prev_end) in zip(spans[1:], spans[:-1]):
+            mass = attentions[0][row, FRAME_HINT_HEAD, start:end, prev_start:prev_end].sum(-1)
+            terms.append(-torch.log(mass + 1e-6).mean())
+        if family not in ASKED_FRAMES:
+            continue
+        asked = torch.cat([torch.arange(*spans[k]) for k in ASKED_FRAMES[family]])
+        terms.append(-torch.log(attentions[1][row, FRAME_HINT_HEAD, len(ids) - 1, asked].sum() + 1e-6))
+    return torch.stack(terms).mean() if terms else None

@@ -25,7 +25,7 @@ PATCH_SIZE, MERGE_SIZE, TEMPORAL_PATCH_SIZE = 16, 2, 2
 PROCESSED_SIDE = round(IMAGE_SIZE / (PATCH_SIZE * MERGE_SIZE)) * PATCH_SIZE * MERGE_SIZE
 IMAGE_PIXELS = PROCESSED_SIDE * PROCESSED_SIDE
 TOKENS_PER_IMAGE = (PROCESSED_SIDE // (PATCH_SIZE * MERGE_SIZE)) ** 2
-VIDEO_MAX_FRAMES_OF_PIXELS = 8  # the video budget: 8 frames of one image's pixels (video is not trained)
+VIDEO_MAX_FRAMES_OF_PIXELS = 8  # the video budget: 8 frames of one image's pixels (video tokens are not trained)
 QWEN3_VL_MEAN_STD = [0.5, 0.5, 0.5]  # Qwen3-VL's normalisation, not Qwen2-VL's CLIP one
 VISION_POSITION_INIT_STD = 0.5
 

@@ -4,11 +4,19 @@ Each video is a white 84 px square, `FPS` frames a second; its length sets the V
 medium 16, long 32 frames: 2, 4 and 8 s). Frame 0 is blank; then one shape shows in a first colour until a
 switch point (between a third and two thirds of the way), and from there in a second colour, which is the first
 one again in half the videos. Three questions per video, as in Video-MME:
-    first    "What colour is the shape when it first appears?"            (Temporal Reasoning)
-    changes  "Does the shape change colour during the video?" yes/no      (Temporal Perception)
-    last     "What colour is the shape at the end of the video?"          (Attribute Perception)
-With only the first frame, repeated, none can be answered: it is blank. With the frames reversed, `first` and
-`last` swap. Options are Video-MME's strings ("A. red"; 2-4 of them); the answer is the letter.
+    appears  "Which colour does the shape show at some point in the video?"  (Attribute Perception)
+             one of the shown colours among 1-3 never shown: in a video that changes colour, half the frames do
+             not show the asked one
+    changes  "Does the shape change colour during the video?" yes/no        (Temporal Perception)
+    last     "What colour is the shape at the end of the video?"            (Temporal Reasoning)
+With only the first frame, repeated, none can be answered: it is blank. With the frames reversed, `last` reads the
+blank frame. Options are Video-MME's strings ("A. red"; 2-4 of them); the answer is the letter.
+
+Why `appears` and not "What colour is the shape when it first appears?" (the set until 2026-12-03): the canary
+never learned the order of frames (reversed frames scored as high as ordered ones, in four video-stage runs with
+and without attention hints on the frames), and without order `first` and `last` are coin flips on the videos
+that change colour: 0.83 was the most such a model could score, and it scored 0.84. `last` keeps one question
+that needs the order (its frame is the one next to the text).
 
 Files: `<root>/videomme/test-00000-of-00001.parquet` (fields `video_id`, `duration`, `domain`, `sub_category`,
 `url`, `videoID`, `question_id`, `task_type`, `question`, `options`, `answer`) and `<root>/data/<videoID>.mp4`
@@ -45,11 +53,11 @@ class Video:
 
 
 QUESTIONS = {
-    "first": "What colour is the shape when it first appears?",
+    "appears": "Which colour does the shape show at some point in the video?",
     "changes": "Does the shape change colour during the video?",
     "last": "What colour is the shape at the end of the video?",
 }
-TASK_TYPES = {"first": "Temporal Reasoning", "changes": "Temporal Perception", "last": "Attribute Perception"}
+TASK_TYPES = {"appears": "Attribute Perception", "changes": "Temporal Perception", "last": "Temporal Reasoning"}
 
 
 def lettered(rng: random.Random, correct: str, choices: list[str]) -> tuple[tuple[str, ...], str]:
@@ -69,11 +77,11 @@ def make_video(rng: random.Random, n_frames: int) -> Video:
                    for i in range(n_frames))  # fmt: skip
     others = [c for c in COLOURS if c not in (start_colour, end_colour)]
     both = sorted({start_colour, end_colour})
-    questions = []
-    for family, correct in (("first", start_colour), ("last", end_colour)):
-        choices = both + rng.sample(others, rng.randint(max(0, 2 - len(both)), 4 - len(both)))
-        questions.append((family, QUESTIONS[family], *lettered(rng, correct, choices)))
-    questions.insert(1, ("changes", QUESTIONS["changes"], *lettered(rng, "yes" if changed else "no", ["yes", "no"])))
+    shown = rng.choice(both)
+    questions = [("appears", QUESTIONS["appears"], *lettered(rng, shown, [shown] + rng.sample(others, rng.randint(1, 3)))),
+                 ("changes", QUESTIONS["changes"], *lettered(rng, "yes" if changed else "no", ["yes", "no"]))]  # fmt: skip
+    choices = both + rng.sample(others, rng.randint(max(0, 2 - len(both)), 4 - len(both)))
+    questions.append(("last", QUESTIONS["last"], *lettered(rng, end_colour, choices)))
     return Video(frames, tuple(questions))
 
 
