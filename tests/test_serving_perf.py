@@ -330,6 +330,10 @@ def test_bench_serving_side_by_side_judges_paired_medians_where_bench_serving_re
                              "bench_serving (medians; paired; bench_serving run to run): output_throughput +0.0% "
                              "(paired -1.0%; 5.8%), median_ttft_ms -20.0% (paired -20.0%; 0.0%), median_itl_ms -1.0% "
                              "(paired -1.0%; 1.5%)")  # fmt: skip
+    once = side_by_side("light", ours[:1], theirs[:1])  # one run: no run-to-run change to judge against
+    assert not any(m["judged"] for m in once["metrics"].values())
+    assert once["line"].startswith("bench_serving light (1 of 1 runs): 0 of 0 judged metrics within 5%; not judged, "
+                                   "bench_serving ran once: output_throughput, median_ttft_ms, median_itl_ms;")  # fmt: skip
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
 

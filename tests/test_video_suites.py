@@ -3,8 +3,8 @@
 The engine serves the committed canary VLM; the harness attaches to it through `tests/servers/fault_proxy.py`, and
 `video_mme_parity` compares it with a second HF engine the harness starts on the same weights, question by
 question. A clean path agrees on every answer; an engine that reverses a video's frames, loses its later frames or
-sends one frame for all of them changes what the model sees, so answers part and the verdict fails. (The canary is
-not trained on video, so accuracy cannot show it; its answers still follow the frames.) The report records how frames were chosen, so a
+sends one frame for all of them changes what the model sees, so answers part and the verdict fails. (Parity
+compares answers, not accuracy, so it catches what moves any answer.) The report records how frames were chosen, so a
 changed sampling rule shows in results.json; a missing video is an error row naming the file while the other
 suites of the run still run; `video_url`, which the HF engine decodes itself, is answered and compared with frames.
 """

@@ -3,8 +3,9 @@
 Writes DIR/model (Qwen2 weights + tokenizer, loadable offline with transformers), DIR/data/train.jsonl and
 DIR/data/test.jsonl (GSM8K schema), and DIR/manifest.json (hashes, accuracies, versions, timings).
 
-`python -m harness.canary vlm --out DIR [--seed 0]` builds the VLM canary the same way (harness.canary.vlm):
-DIR/model (a tiny Qwen3-VL with its processor files), DIR/mmmu (its held-out set in MMMU's schema), manifest.json.
+`python -m harness.canary vlm --out DIR [--seed 0] [--image-model DIR]` builds the VLM canary (harness.canary.vlm):
+an image run (or the one in --image-model), then a video stage; DIR/model (a tiny Qwen3-VL with its processor
+files), DIR/mmmu and DIR/videomme (its held-out sets in MMMU's and Video-MME's schemas), manifest.json.
 
 `python -m harness.canary eagle3 --out DIR [--seed 0]` trains the canary's EAGLE3 draft (harness.canary.eagle3) on
 the canary's own hidden states and answers; `eagle3-scramble --draft DIR --out DIR2` writes the never-accepted copy.

@@ -14,8 +14,9 @@ bottleneck (CPU per wall second or event-loop lag over budget).
 Metrics: `output_throughput` (tokens/s, higher is better), `ttft_ms`, `itl_ms` (lower is better). References
 are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min_ratio` / `max_ratio`); on a GPU
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
-`python -m sglang.bench_serving` against the same server, one of its runs after each of the harness's repeats,
-and both tools' medians go side by side in details and notes (harness.perf.bench_serving).
+`python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
+(before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
+only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side).
 `dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
 bench_serving's openai-chat rules (harness.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
 Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine);

@@ -133,11 +133,12 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
     processor = load_processor(model_dir)
     timings["setup_s"] = round(time.perf_counter() - t, 2)
 
-    print(f"training {opts.shape} for {config.steps} steps", file=log, flush=True)
     held_keys = {q.key() for qs in held_out.values() for q in qs} | {e.key() for e in held_out_examples(opts.seed)}
     if opts.image_model:
+        print(f"image run: {opts.image_model} (not trained here)", file=log, flush=True)
         model, train_stats = load_image_run(Path(opts.image_model), opts.shape, opts.seed)
     else:
+        print(f"training {opts.shape} for {config.steps} steps", file=log, flush=True)
         model, train_stats = train(processor, opts.shape, config, held_keys, log=log)
         timings["train_s"] = train_stats.pop("train_seconds")
     n_params = sum(p.numel() for p in model.parameters())

@@ -72,7 +72,8 @@ def hint_loss(attentions, prompt_ids: list[list[int]], targets: list[list[int]])
 # the last prompt position looks at the options (0.7-0.9 in layers 1-2) and hardly at the images (at most 0.30);
 # the option tokens look at the images in layer 0, before any question word can tell them which frame is asked.
 # So a question whose answer is some frame's colour is answered by "does this option's colour appear", which is
-# order-free; `last`, whose frame is the one next to the text, learned the order (0.93, 0.40 reversed, 2026-12-03).
+# order-free; `last`, whose frame is the one next to the text, learned the order (the committed build: 1.0, 0.47
+# with the frames reversed, 2026-12-03).
 # Head 2 is the first head of the second KV group: heads 0 and 1 share keys with the letter and lookup heads above,
 # whose keys are option tokens.
 FRAME_HINT_HEAD = 2
