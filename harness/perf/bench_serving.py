@@ -218,7 +218,7 @@ def rejudge(samples: Path) -> list[str]:
     for name in names:
         ours = [r for r in rows if r["workload"] == name and "tool" not in r]
         theirs = [r for r in rows if r["workload"] == name and r.get("tool") == "bench_serving"]
-        lines.append(side_by_side(name, ours[: len(theirs)], theirs)["line"] if theirs else f"{name}: no bench_serving run")
+        lines.append(side_by_side(name, ours, theirs)["line"] if theirs else f"{name}: no bench_serving run")
     return lines
 
 

@@ -129,14 +129,13 @@ def _adamw(model, config: VlmTrainConfig, lr: float):
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))  # fmt: skip
 
 
-def _optimise(model, processor, stream, schedule: VlmTrainConfig, config: VlmTrainConfig, label: str, log,
-              on_log=None) -> tuple[int, float]:
+def _optimise(model, processor, stream, schedule: VlmTrainConfig, config: VlmTrainConfig, frame_hints: bool,
+              label: str, log, on_log=None) -> tuple[int, float]:
     """The training loop of both runs: `schedule.steps` batches from `stream`, lr by `lr_at(step, schedule)`, the
-    frame hints on when `label` is the video stage's; returns (examples, last logged loss)."""
+    frame hints on the video rows with `frame_hints`, log lines headed `label`; returns (examples, last logged loss)."""
     import torch
 
     optimizer = _adamw(model, config, schedule.lr)
-    frame_hints = label == "video stage"
     start, recent, last_loss, examples = time.perf_counter(), [], float("nan"), 0
     for step, batch in enumerate(stream):
         rows = [encode_example(processor, question, variant) for question, variant in batch]
@@ -182,7 +181,8 @@ def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log
         model.set_attn_implementation("eager")  # the hints need the attention weights, which sdpa does not return
     model.train()
     start = time.perf_counter()
-    examples, last_loss = _optimise(model, processor, batches(config, held_out), config, config, "step", log, on_log)
+    examples, last_loss = _optimise(model, processor, batches(config, held_out), config, config, False, "step", log,
+                                    on_log)  # fmt: skip
     model.set_attn_implementation("sdpa")
     model.eval()
     stats = {"train_seconds": round(time.perf_counter() - start, 1), "train_examples": examples,
@@ -204,7 +204,7 @@ def train_video_stage(model, processor, config: VlmTrainConfig, held_out: set, l
     stage = replace(config, steps=config.video_stage_steps, lr=config.video_stage_lr,
                     warmup_steps=config.video_stage_warmup)  # fmt: skip
     start = time.perf_counter()
-    examples, last_loss = _optimise(model, processor, video_stage_batches(config, held_out), stage, config,
+    examples, last_loss = _optimise(model, processor, video_stage_batches(config, held_out), stage, config, True,
                                     "video stage", log, on_log)  # fmt: skip
     model.set_attn_implementation("sdpa")
     model.eval()
