@@ -16,7 +16,8 @@ are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
 `python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
 (before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
-only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side).
+only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side). `connections`:
+`keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them).
 `dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
 bench_serving's openai-chat rules (harness.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
 Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine);
@@ -56,7 +57,13 @@ OPTIONS = {
     "flush_cache": True,  # POST /flush_cache before every measured repeat, of either tool
     "settle_s": 1.0,  # wait after the flush before a repeat's first request, as bench_serving does
     "client_processes": "auto",  # harness.perf.spread: one client process per 256 concurrent streams, or a count
+    # keep_alive: each client keeps its connections open across requests (the default: what a serving client does);
+    # per_request: a new connection for every request, as bench_serving opens a session per request. On the H200
+    # the two tools differed where a finished request's replacement was sent at once (docs/validation/
+    # 2026-12-03-h200-perf7g): this setting tells connection reuse apart from the rest.
+    "connections": "keep_alive",
 }
+CONNECTIONS = ("keep_alive", "per_request")
 
 
 class PerfRunInvalid(HarnessError):
@@ -95,6 +102,10 @@ class ServingPerf:
     async def __call__(self, ctx: EvalContext) -> EvalResult:
         check_options(SUITE, ctx.options, OPTIONS)
         opts = {**OPTIONS, **ctx.options}
+        if opts["connections"] not in CONNECTIONS:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("connections", opts["connections"], CONNECTIONS, where=f"{SUITE}.connections")
         gates = gated(opts["workloads"])
         workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
                      for name, raw in opts["workloads"].items()]  # fmt: skip
@@ -107,7 +118,8 @@ class ServingPerf:
             driver.close()
 
     async def _measure(self, ctx, opts, gates, workloads, tokenizer, ids, repeats, driver) -> EvalResult:
-        metrics, details, runs = {}, {"prompt_token_choices": len(ids), "repeats": repeats, "workloads": {}}, 0
+        metrics, runs = {}, 0
+        details = {"prompt_token_choices": len(ids), "repeats": repeats, "connections": opts["connections"], "workloads": {}}
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
             def requests_of(seed: int) -> list:
@@ -143,7 +155,8 @@ class ServingPerf:
                 measured = requests[workload.warmup :]
                 processes = processes_for(len(measured), workload.max_concurrency, opts["client_processes"])
                 timings, duration, load = await _send(url, measured, workload.request_rate, workload.max_concurrency,
-                                                      opts["seed"] + repeat, opts["request_timeout_s"], processes)  # fmt: skip
+                                                      opts["seed"] + repeat, opts["request_timeout_s"], processes,
+                                                      fresh_connections=opts["connections"] == "per_request")  # fmt: skip
                 verify(timings, f"{where} repeat {repeat + 1}")
                 saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
                 if saturated:
@@ -184,11 +197,12 @@ async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_
 
 
 async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float,
-                processes: int = 1):
+                processes: int = 1, *, fresh_connections: bool = False):
     """Stream `requests` ((input_ids, output_len) pairs) in a session of their own: unbounded, since the shared
     client caps in-flight requests at --harness-concurrency (which would cap the saturating load), and fresh, since
     keep-alive connections left idle between repeats are closed by the server (uvicorn after 5 s), which a reused
-    one then reports as ServerDisconnectedError (seen on the H200)."""
+    one then reports as ServerDisconnectedError (seen on the H200). `fresh_connections`: no keep-alive, one
+    connection per request (`connections: per_request`)."""
     import aiohttp
 
     chat = url.endswith("/chat/completions")  # prompts are chat messages (images), lengths come from usage
@@ -199,9 +213,10 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
         from harness.perf.spread import send_spread
 
         duration, load = await asyncio.to_thread(send_spread, url, payloads, timings, processes=processes, request_rate=rate,
-                                                 max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+                                                 max_concurrency=concurrency, seed=seed, timeout_s=timeout_s,
+                                                 fresh_connections=fresh_connections)  # fmt: skip
         return timings, duration, load
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=fresh_connections)) as session:
         duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,
                                             max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
     return timings, duration, load

@@ -5,9 +5,10 @@ One asyncio loop streams about 60,000 tokens/s at half a core on the 2-core CI m
 in TTFT and ITL. `send_spread` then gives each of N worker processes every N-th request (so each sees the same
 mix of lengths), a Poisson rate of rate/N (N independent Poisson streams add up to one of the full rate) and its
 share of the concurrency limit. The workers start together after a barrier, each with its own event loop and
-keep-alive session, and time with `time.perf_counter()`, which on Linux is CLOCK_MONOTONIC and shared by every
-process. So the merged run's duration is the last answer minus the first send over all workers. The client's
-load is each worker's own: CPU per wall second and event-loop lag are judged on the busiest worker.
+session (keep-alive, or a connection per request), and time with `time.perf_counter()`, which on Linux is
+CLOCK_MONOTONIC and shared by every process. So the merged run's duration is the last answer minus the first send
+over all workers. The client's load is each worker's own: CPU per wall second and event-loop lag are judged on the
+busiest worker.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def processes_for(requests: int, concurrency: int | None, setting: int | str) ->
 
 
 def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *, processes: int, request_rate: float,
-                max_concurrency: int | None, seed: int, timeout_s: float) -> tuple[float, ClientLoad]:  # fmt: skip
+                max_concurrency: int | None, seed: int, timeout_s: float, fresh_connections: bool = False) -> tuple[float, ClientLoad]:  # fmt: skip
     """Like `measure.run_requests`, over `processes` workers; fills `timings` in place."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds an event loop and threads
     barrier, results = context.Barrier(processes + 1), context.Queue()
@@ -42,7 +43,7 @@ def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *,
     workers = [
         context.Process(target=_worker, daemon=True, name=f"perf-client-{k}",
                         args=(k, url, [payloads[i] for i in share], [(timings[i].prompt_len, timings[i].expected_output) for i in share],
-                              request_rate / processes, limits[k], seed * 1000 + k, timeout_s, barrier, results))  # fmt: skip
+                              request_rate / processes, limits[k], seed * 1000 + k, timeout_s, fresh_connections, barrier, results))  # fmt: skip
         for k, share in enumerate(shares)
     ]
     try:
@@ -76,7 +77,7 @@ def _split(limit: int | None, parts: int) -> list[int | None]:
     return [limit // parts + (1 if k < limit % parts else 0) for k in range(parts)]
 
 
-def _worker(k, url, payloads, shapes, rate, concurrency, seed, timeout_s, barrier, results) -> None:
+def _worker(k, url, payloads, shapes, rate, concurrency, seed, timeout_s, fresh_connections, barrier, results) -> None:
     import asyncio
     import time
 
@@ -87,7 +88,7 @@ def _worker(k, url, payloads, shapes, rate, concurrency, seed, timeout_s, barrie
     timings = [RequestTiming(prompt_len, expected) for prompt_len, expected in shapes]
 
     async def go():
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=fresh_connections)) as session:
             barrier.wait(timeout=START_TIMEOUT_S)
             started = time.perf_counter()
             duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,

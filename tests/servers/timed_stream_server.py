@@ -9,7 +9,8 @@ so jitter does not accumulate. Chunks are SGLang's native stream lines, cumulati
 "meta_info": {"completion_tokens", ...}}`, then `data: [DONE]`. `--empty-first-chunk` sends a chunk with empty text
 first (it must not count as the first token), `--usage-last` a textless last chunk, `--stall-after N` stops
 after N tokens and holds the connection open, `--wrong-count` streams one token fewer than asked.
-`--log FILE` appends one JSON line per request: its first input id (tests send one per request), and the
+`--log FILE` appends one JSON line per request: its first input id (tests send one per request), the client's
+port (`peer_port`: one per connection), and the
 `time.perf_counter()` at which each text chunk was written with its token count: on Linux that clock is
 CLOCK_MONOTONIC, shared by every process, so a test compares what the client measured with what the server did.
 `POST /flush_cache` answers 200 and, with `--log`, appends `{"flush": time}`.
@@ -61,7 +62,8 @@ def build_app(opts) -> web.Application:
         if opts.log:
             with open(opts.log, "ab") as log:
                 log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "prompt": hash(tuple(body.get("input_ids") or ())),
-                                        "sends": sends}) + b"\n")  # fmt: skip
+                                        "peer_port": (request.transport.get_extra_info("peername") or (None, None))[1]
+                                        if request.transport else None, "sends": sends}) + b"\n")  # fmt: skip
         return resp
 
     async def ok(request):
