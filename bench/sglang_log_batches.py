@@ -4,10 +4,13 @@
 
 Every run of either tool starts with a prefix-cache flush (the harness's `flush_cache`, bench_serving's
 `--flush-cache`, after its warm-up), so the log splits into one window per run at each "Cache flushed
-successfully". Per window: the `/generate` requests and the client ports they came from (bench_serving opens one
-connection per request, the harness keeps its connections alive: the port count tells the tools apart), the
-prefill batches and their mean new sequences, the longest prefill queue after the run's opening wave (a closed
-loop whose replacements arrive together queues them behind chunked prefill), and the decode batch sizes logged.
+successfully". bench_serving's warm-up requests (2 by default) come before its flush, so they end the previous
+window. Per window: the `/generate` requests and the distinct client ports they came from (a lower bound on
+connections, as the kernel reuses loopback ports; bench_serving opens one connection per request, the harness keeps
+its connections alive, so the count tells the tools apart), the prefill batches and their mean new sequences, the
+longest prefill queue after the run's opening wave (the wave ends at the prefill batch by which as many sequences
+were admitted as the most decode batches ran at once), and the decode batch sizes logged. A prefill or decode line
+without the expected fields raises: SGLang's log format changed.
 """
 
 from __future__ import annotations
@@ -18,9 +21,8 @@ import statistics
 import sys
 from pathlib import Path
 
-_PORT = re.compile(r'127\.0\.0\.1:(\d+) - "POST /generate')
+_PORT = re.compile(r'(\S+:\d+) - "POST /generate')
 _FIELD = {name: re.compile(rf"#{name}: (\d+)") for name in ("new-seq", "running-req", "queue-req")}
-OPENING = 3  # prefill batches of a run's opening wave, left out of `mid_run_max_queue`
 
 
 def windows(lines) -> list[list[str]]:
@@ -36,7 +38,21 @@ def windows(lines) -> list[list[str]]:
 
 def _field(name: str, line: str) -> int:
     found = _FIELD[name].search(line)
-    return int(found.group(1)) if found else 0
+    if not found:
+        raise ValueError(f"no #{name} in a batch line (has SGLang's log format changed?): {line[:200]}")
+    return int(found.group(1))
+
+
+def mid_run_max_queue(new_seqs: list[int], queues: list[int], concurrency: int) -> int:
+    """The longest prefill queue after the opening wave: the batches up to the one by which `concurrency`
+    sequences had been admitted."""
+    admitted, opening = 0, len(new_seqs)
+    for k, n in enumerate(new_seqs):
+        admitted += n
+        if admitted >= concurrency:
+            opening = k + 1
+            break
+    return max(queues[opening:], default=0)
 
 
 def summarize(window: list[str]) -> dict | None:
@@ -48,12 +64,15 @@ def summarize(window: list[str]) -> dict | None:
     queues = [_field("queue-req", line) for line in prefills]
     decode = [_field("running-req", line) for line in window if "Decode batch" in line]
     new = [_field("new-seq", line) for line in prefills]
+    concurrency = max(decode, default=1)
     return {"requests": requests, "ports": len(ports), "prefill_batches": len(prefills),
-            "mean_new_seqs": statistics.mean(new), "mid_run_max_queue": max(queues[OPENING:], default=0),
+            "mean_new_seqs": statistics.mean(new), "mid_run_max_queue": mid_run_max_queue(new, queues, concurrency),
             "decode_running": decode}  # fmt: skip
 
 
 def main(paths: list[str]) -> None:
+    if not paths:
+        raise SystemExit(__doc__)
     for path in paths:
         print(path)
         print(f"{'window':>6} {'requests':>8} {'ports':>6} {'prefills':>8} {'new/prefill':>11} {'mid-run max queue':>17}  decode running")

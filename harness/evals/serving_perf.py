@@ -59,8 +59,8 @@ OPTIONS = {
     "client_processes": "auto",  # harness.perf.spread: one client process per 256 concurrent streams, or a count
     # keep_alive: each client keeps its connections open across requests (the default: what a serving client does);
     # per_request: a new connection for every request, as bench_serving opens a session per request. On the H200
-    # the two tools differed where a finished request's replacement was sent at once (docs/validation/
-    # 2026-12-03-h200-perf7g): this setting tells connection reuse apart from the rest.
+    # the two tools differed in light-load TTFT and in a 128-stream closed loop (docs/validation/
+    # 2026-12-03-h200-perf7g): this setting tests connection reuse as one candidate cause.
     "connections": "keep_alive",
 }
 CONNECTIONS = ("keep_alive", "per_request")
@@ -167,7 +167,7 @@ class ServingPerf:
                                client_max_loop_lag_ms=load.max_loop_lag_ms, client_processes=processes)  # fmt: skip
                 summaries.append(summary)
                 runs += len(timings)
-                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, **summary})
+                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": opts["connections"], **summary})
                 if compare and repeat % 2 == 0:
                     theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
                 if compare:

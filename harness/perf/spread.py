@@ -17,7 +17,7 @@ import math
 import multiprocessing
 import os
 import queue
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 from harness.perf.measure import ClientLoad, RequestTiming
 
@@ -33,6 +33,18 @@ def processes_for(requests: int, concurrency: int | None, setting: int | str) ->
     return max(1, min(int(setting), in_flight))
 
 
+@dataclass(frozen=True)
+class Share:
+    """What one worker sends and how: its arrival rate, concurrency and seed, the request timeout, and whether
+    each request gets a connection of its own (`connections: per_request`)."""
+
+    request_rate: float
+    max_concurrency: int | None
+    seed: int
+    timeout_s: float
+    fresh_connections: bool = False
+
+
 def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *, processes: int, request_rate: float,
                 max_concurrency: int | None, seed: int, timeout_s: float, fresh_connections: bool = False) -> tuple[float, ClientLoad]:  # fmt: skip
     """Like `measure.run_requests`, over `processes` workers; fills `timings` in place."""
@@ -43,7 +55,7 @@ def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *,
     workers = [
         context.Process(target=_worker, daemon=True, name=f"perf-client-{k}",
                         args=(k, url, [payloads[i] for i in share], [(timings[i].prompt_len, timings[i].expected_output) for i in share],
-                              request_rate / processes, limits[k], seed * 1000 + k, timeout_s, fresh_connections, barrier, results))  # fmt: skip
+                              Share(request_rate / processes, limits[k], seed * 1000 + k, timeout_s, fresh_connections), barrier, results))  # fmt: skip
         for k, share in enumerate(shares)
     ]
     try:
@@ -77,7 +89,7 @@ def _split(limit: int | None, parts: int) -> list[int | None]:
     return [limit // parts + (1 if k < limit % parts else 0) for k in range(parts)]
 
 
-def _worker(k, url, payloads, shapes, rate, concurrency, seed, timeout_s, fresh_connections, barrier, results) -> None:
+def _worker(k, url, payloads, shapes, how: Share, barrier, results) -> None:
     import asyncio
     import time
 
@@ -88,11 +100,11 @@ def _worker(k, url, payloads, shapes, rate, concurrency, seed, timeout_s, fresh_
     timings = [RequestTiming(prompt_len, expected) for prompt_len, expected in shapes]
 
     async def go():
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=fresh_connections)) as session:
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=how.fresh_connections)) as session:
             barrier.wait(timeout=START_TIMEOUT_S)
             started = time.perf_counter()
-            duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,
-                                                max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+            duration, load = await run_requests(session, url, payloads, timings, request_rate=how.request_rate,
+                                                max_concurrency=how.max_concurrency, seed=how.seed, timeout_s=how.timeout_s)  # fmt: skip
             return started, duration, load
 
     try:

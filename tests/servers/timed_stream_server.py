@@ -30,6 +30,7 @@ from aiohttp import web
 def build_app(opts) -> web.Application:
     async def generate(request: web.Request) -> web.StreamResponse:
         arrived = time.perf_counter()
+        peer_port = (request.transport.get_extra_info("peername") or (None, None))[1] if request.transport else None
         body = orjson.loads(await request.read())
         wanted = int(body.get("sampling_params", {}).get("max_new_tokens", 16)) - (1 if opts.wrong_count else 0)
         prompt = len(body.get("input_ids") or [])
@@ -62,8 +63,7 @@ def build_app(opts) -> web.Application:
         if opts.log:
             with open(opts.log, "ab") as log:
                 log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "prompt": hash(tuple(body.get("input_ids") or ())),
-                                        "peer_port": (request.transport.get_extra_info("peername") or (None, None))[1]
-                                        if request.transport else None, "sends": sends}) + b"\n")  # fmt: skip
+                                        "peer_port": peer_port, "sends": sends}) + b"\n")  # fmt: skip
         return resp
 
     async def ok(request):
