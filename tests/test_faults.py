@@ -214,10 +214,14 @@ def engine(tiny_model, tmp_path_factory):
 @contextlib.contextmanager
 def serve_script(script: Path, *args: str):
     """`python script --port P *args` in its own process group, yielded as its URL once /health answers 200;
-    killed and reaped after."""
+    killed and reaped after, and registered with harness.process_group meanwhile, so a pytest stopped by SIGTERM or
+    SIGHUP kills it too."""
+    from harness import process_group
+
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), *args],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    process_group.register(proc.pid)
     try:
         deadline = time.monotonic() + 30
         while not _answers(f"http://127.0.0.1:{port}/health"):
@@ -227,6 +231,7 @@ def serve_script(script: Path, *args: str):
     finally:
         kill_group_now(proc.pid)
         proc.wait()
+        process_group.unregister(proc.pid)
 
 
 def fault_proxy(upstream: str, fault: str, *extra: str):
