@@ -41,7 +41,6 @@ SHAPES = {
 }
 PLACEMENTS = ("shared", "pinned")
 VARIANTS = ("", "graphs", "eager")
-GRAPH_FLAGS = ("--disable-prefill-cuda-graph", "--cuda-graph-max-bs-decode")
 
 
 def with_graphs(args: tuple[str, ...], max_bs: int) -> tuple[str, ...]:
