@@ -457,6 +457,44 @@ def test_connections_per_request_opens_a_connection_for_every_request_keep_alive
     assert None not in ports[True] | ports[False]
 
 
+def test_a_workloads_own_connections_overrides_the_suites(tmp_path):
+    """One server runs a shape both ways: the suite opens a connection per request, the light shape (one stream)
+    keeps its one connection alive; the server logs the client port of every request."""
+    log = tmp_path / "server.jsonl"
+    root = project(tmp_path / "project")
+    text = (root / "thresholds.yaml").read_text()
+    text = text.replace("repeats: 2", "repeats: 2\n        connections: per_request")
+    text = text.replace("max_concurrency: 1, warmup: 1,", "max_concurrency: 1, warmup: 1, connections: keep_alive,")
+    (root / "thresholds.yaml").write_text(text)
+    with timed_server("--ttft-ms", "2", "--itl-ms", "1", "--log", str(log)) as url:
+        run = run_inner(root, "--harness-base-url", url, "--harness-gpus", "")
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "pass", run.output[-3000:]
+    assert row["details"]["workloads"]["light"]["workload"]["connections"] == "keep_alive"
+    assert "connections" not in row["details"]["workloads"]["saturating"]["workload"]  # the suite's: per_request
+    blocks, current = [], None
+    for line in map(json.loads, log.read_text().splitlines()):
+        if "flush" in line:
+            blocks.append(current := [])
+        elif current is not None:
+            current.append(line["peer_port"])
+    # saturating, a connection per request (its second repeat's block also holds light's one warm-up request, sent
+    # before light's first flush); light, one connection kept alive per repeat
+    assert [len(b) for b in blocks] == [16, 17, 4, 4]
+    assert [len(set(b)) for b in blocks] == [16, 17, 1, 1]
+    assert_clean(run)
+
+
+def test_a_workloads_connections_names_its_choices():
+    from harness.errors import ConfigError
+    from harness.perf.workload import Workload
+
+    with pytest.raises(ConfigError) as err:
+        Workload.from_options("light", {"connections": "keepalive"}, "serving_perf.workloads")
+    assert str(err.value) == ("serving_perf.workloads.light.connections: unknown connections 'keepalive' (did you mean "
+                              "'keep_alive'?); valid choices: keep_alive, per_request")  # fmt: skip
+
+
 def test_connections_option_names_its_choices():
     from harness.errors import ConfigError
     from harness.evals.serving_perf import ServingPerf

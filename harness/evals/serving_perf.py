@@ -17,7 +17,8 @@ with no entry the run is recorded, not judged. With `bench_serving: true` the sa
 `python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
 (before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
 only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side). `connections`:
-`keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them).
+`keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them); a
+workload's own `connections:` overrides it, so one server can run a shape both ways.
 `dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
 bench_serving's openai-chat rules (harness.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
 Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine);
@@ -36,7 +37,7 @@ from harness.errors import HarnessError
 from harness.perf.bench_serving import Driver
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.spread import processes_for
-from harness.perf.workload import Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
+from harness.perf.workload import CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
@@ -63,7 +64,6 @@ OPTIONS = {
     # 2026-12-03-h200-perf7g): this setting tests connection reuse as one candidate cause.
     "connections": "keep_alive",
 }
-CONNECTIONS = ("keep_alive", "per_request")
 
 
 class PerfRunInvalid(HarnessError):
@@ -132,6 +132,7 @@ class ServingPerf:
                 return built[: workload.warmup + ctx.limit] if ctx.limit else built
 
             url = ctx.client.base_url + ("/v1/chat/completions" if workload.dataset == "images" else "/generate")
+            connections = workload.connections or opts["connections"]
 
             warm, _, _ = await _send(url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
             verify(warm, where + " warm-up")
@@ -156,7 +157,7 @@ class ServingPerf:
                 processes = processes_for(len(measured), workload.max_concurrency, opts["client_processes"])
                 timings, duration, load = await _send(url, measured, workload.request_rate, workload.max_concurrency,
                                                       opts["seed"] + repeat, opts["request_timeout_s"], processes,
-                                                      fresh_connections=opts["connections"] == "per_request")  # fmt: skip
+                                                      fresh_connections=connections == "per_request")  # fmt: skip
                 verify(timings, f"{where} repeat {repeat + 1}")
                 saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
                 if saturated:
@@ -167,7 +168,7 @@ class ServingPerf:
                                client_max_loop_lag_ms=load.max_loop_lag_ms, client_processes=processes)  # fmt: skip
                 summaries.append(summary)
                 runs += len(timings)
-                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": opts["connections"], **summary})
+                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": connections, **summary})
                 if compare and repeat % 2 == 0:
                     theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
                 if compare:

@@ -28,8 +28,11 @@ from typing import Any
 from harness.errors import ConfigError
 
 SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup",
-              "dataset", "dataset_path", "image_size", "images_per_request")
+              "dataset", "dataset_path", "image_size", "images_per_request", "connections")
 DATASETS = ("random", "sharegpt", "images")
+# keep_alive: the client keeps its connections open across requests; per_request: a new connection for every
+# request, as bench_serving opens a session per request (harness.evals.serving_perf's `connections` option)
+CONNECTIONS = ("keep_alive", "per_request")
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,7 @@ class Workload:
     fixed_output: bool = True  # sharegpt: False takes each reply's own length
     image_size: tuple[int, int] = (448, 448)  # images: width, height of each request's images
     images_per_request: int = 1
+    connections: str | None = None  # one of CONNECTIONS; None: the suite's `connections` option
 
     @classmethod
     def from_options(cls, name: str, raw: Mapping[str, Any], where: str) -> Workload:
@@ -63,11 +67,16 @@ class Workload:
         workload = cls(name, int(raw.get("input_len", 128)), int(raw.get("output_len", 64)), int(raw.get("num_prompts", 64)),
                        rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)),
                        raw.get("dataset", "random"), raw.get("dataset_path"), "output_len" in raw,
-                       tuple(raw.get("image_size", (448, 448))), int(raw.get("images_per_request", 1)))  # fmt: skip
+                       tuple(raw.get("image_size", (448, 448))), int(raw.get("images_per_request", 1)),
+                       raw.get("connections"))  # fmt: skip
         if workload.dataset not in DATASETS:
             from harness.errors import unknown_choice
 
             raise unknown_choice("workload dataset", workload.dataset, DATASETS, where=f"{where}.{name}.dataset")
+        if workload.connections is not None and workload.connections not in CONNECTIONS:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("connections", workload.connections, CONNECTIONS, where=f"{where}.{name}.connections")
         if workload.dataset == "sharegpt" and not workload.dataset_path:
             raise ConfigError(f"{where}.{name}: dataset sharegpt needs dataset_path (a local ShareGPT-format JSON file)")
         if min(workload.input_len, workload.output_len, workload.num_prompts) < 1 or not 0 < workload.range_ratio <= 1:
@@ -78,6 +87,7 @@ class Workload:
     def record(self) -> dict:
         keys = ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup",
                 "dataset", "dataset_path") + (("image_size", "images_per_request") if self.dataset == "images" else ())  # fmt: skip
+        keys += ("connections",) if self.connections else ()
         return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf" for k in keys}
 
 
