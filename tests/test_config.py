@@ -211,7 +211,7 @@ def test_a_misspelt_serving_perf_knob_names_the_right_one(in_tmp):
     text = edit("suites: [gsm8k]", "suites: [gsm8k, serving_perf]\n        options: {serving_perf: {repeat: 1}}")
     assert error_of(in_tmp, text) == ("thresholds.yaml: models.big.configs.tp4.options.serving_perf: unknown key "
                                       "'repeat' (did you mean 'repeats'?); valid choices: bench_serving, "
-                                      "client_cpu_budget, client_lag_budget_ms, client_processes, connections, flush_cache, repeats, "
+                                      "bench_serving_prompts, client_cpu_budget, client_lag_budget_ms, client_processes, connections, flush_cache, repeats, "
                                       "request_timeout_s, seed, settle_s, workloads")
 
 

@@ -457,6 +457,103 @@ def test_connections_per_request_opens_a_connection_for_every_request_keep_alive
     assert None not in ports[True] | ports[False]
 
 
+FAKE_SERVING = """
+import json, os, sys, urllib.request
+from sglang.benchmark.datasets import DatasetRow
+
+def get_dataset(args, tokenizer, model_id=None):
+    return [DatasetRow(prompt=[7, 7], prompt_len=2, output_len=3)]  # its own draw
+
+def post(url, body):
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    urllib.request.urlopen(request, timeout=30).read()
+
+def cli_main():
+    argv = sys.argv[1:]
+    rows = get_dataset(None, None)
+    if os.environ.get("FAKE_BENCH_SENDS"):  # as bench_serving: flush, then one streamed request per row
+        base = argv[argv.index("--base-url") + 1]
+        if "--flush-cache" in argv:
+            post(base + "/flush_cache", {})
+        for r in rows:
+            post(base + "/generate", {"input_ids": r.prompt, "stream": True,
+                                      "sampling_params": {"max_new_tokens": r.output_len, "ignore_eos": True}})
+    with open(argv[argv.index("--output-file") + 1], "a") as f:
+        f.write(json.dumps({"output_throughput": 1.0, "rows": [[r.prompt, r.prompt_len, r.output_len] for r in rows]}) + "\\n")
+"""
+FAKE_DATASETS = """
+from dataclasses import dataclass
+from typing import Any
+
+@dataclass
+class DatasetRow:
+    prompt: Any
+    prompt_len: int
+    output_len: int
+"""
+
+
+def fake_sglang(site: Path) -> Path:
+    """A `sglang` whose bench_serving, as 0.5.17's and 0.5.23's, runs sglang.benchmark.serving's cli_main, which
+    looks get_dataset up in its module when it runs; it records the rows it would send instead of sending them."""
+    (site / "sglang" / "benchmark" / "datasets").mkdir(parents=True)
+    for folder in ("sglang", "sglang/benchmark"):
+        (site / folder / "__init__.py").write_text("")
+    (site / "sglang" / "benchmark" / "datasets" / "__init__.py").write_text(FAKE_DATASETS)
+    (site / "sglang" / "benchmark" / "serving.py").write_text(FAKE_SERVING)
+    (site / "sglang" / "bench_serving.py").write_text("from sglang.benchmark.serving import cli_main\ncli_main()\n")
+    return site
+
+
+def test_bench_serving_sends_the_requests_it_is_handed_and_draws_its_own_otherwise(tmp_path):
+    import os
+
+    from harness.perf.bench_serving import Driver, run_once
+    from harness.perf.workload import Workload
+
+    env = {**os.environ, "PYTHONPATH": str(fake_sglang(tmp_path / "site"))}
+    workload = Workload.from_options("light", {"input_len": 2, "output_len": 3, "num_prompts": 2}, "w")
+    ours = [{"prompt": [1, 2], "prompt_len": 2, "output_len": 3}, {"prompt": "a text", "prompt_len": 2, "output_len": 5}]
+    driver = Driver(env=env)
+    try:
+        same = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "a.jsonl", driver=driver, requests=ours)
+        own = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "b.jsonl", driver=driver)
+    finally:
+        driver.close()
+    alone = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "c.jsonl", env=env, requests=ours[:1])
+    assert (same["prompts"], own["prompts"], alone["prompts"]) == ("same", "own", "same"), (same, own, alone)
+    rows = [json.loads((tmp_path / f"{k}.jsonl").read_text())["rows"] for k in "abc"]
+    assert rows == [[[[1, 2], 2, 3], ["a text", 2, 5]], [[[7, 7], 2, 3]], [[[1, 2], 2, 3]]]
+
+
+def test_beside_each_repeat_bench_serving_times_the_harness_s_own_requests(tmp_path):
+    """The suite hands bench_serving the requests of the repeat beside it: the timed server logs every request's
+    prompt (a hash of its ids) and output length after each flush, the fake bench_serving sends what it was handed."""
+    import os
+
+    log = tmp_path / "server.jsonl"
+    root = project(tmp_path / "project")
+    text = (root / "thresholds.yaml").read_text().replace("repeats: 2", "repeats: 2\n        bench_serving: true")
+    (root / "thresholds.yaml").write_text(text.replace("          saturating: {input_len: 16, output_len: 32, num_prompts: 16, warmup: 1, gate: [output_throughput]}\n", ""))
+    site = fake_sglang(tmp_path / "site")
+    with timed_server("--ttft-ms", "2", "--itl-ms", "1", "--log", str(log)) as url:
+        run = run_inner(root, "--harness-base-url", url, "--harness-gpus", "", "--harness-no-reference",
+                        env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "FAKE_BENCH_SENDS": "1"})  # fmt: skip
+    row = run.rows()["serving_perf"]
+    assert row["verdict"] == "recorded", run.output[-3000:]  # --harness-no-reference
+    assert [r["prompts"] for r in row["details"]["workloads"]["light"]["bench_serving"]["bench_serving_runs"]] == ["same"] * 2
+    blocks, current = [], None
+    for line in map(json.loads, log.read_text().splitlines()):
+        if "flush" in line:
+            blocks.append(current := [])
+        elif current is not None:
+            current.append((line["prompt"], line["sends"][-1][1]))
+    # repeat 1: the harness, then bench_serving; repeat 2: bench_serving first; each run after its own flush
+    assert len(blocks) == 4 and all(len(b) == 4 for b in blocks), blocks
+    assert blocks[0] == blocks[1] and blocks[2] == blocks[3] and not set(blocks[0]) & set(blocks[2])
+    assert_clean(run)
+
+
 def test_a_workloads_own_connections_overrides_the_suites(tmp_path):
     """One server runs a shape both ways: the suite opens a connection per request, the light shape (one stream)
     keeps its one connection alive; the server logs the client port of every request."""
@@ -483,6 +580,17 @@ def test_a_workloads_own_connections_overrides_the_suites(tmp_path):
     assert [len(b) for b in blocks] == [16, 17, 4, 4]
     assert [len(set(b)) for b in blocks] == [16, 17, 1, 1]
     assert_clean(run)
+
+
+def test_bench_serving_prompts_names_its_choices():
+    from harness.errors import ConfigError
+    from harness.evals.serving_perf import ServingPerf
+
+    ctx = type("Ctx", (), {"options": {"bench_serving_prompts": "harness"}})()
+    with pytest.raises(ConfigError) as err:
+        asyncio.run(ServingPerf()(ctx))
+    assert str(err.value) == ("serving_perf.bench_serving_prompts: unknown bench_serving_prompts 'harness'; valid "
+                              "choices: own, same")  # fmt: skip
 
 
 def test_a_workloads_connections_names_its_choices():

@@ -16,7 +16,9 @@ are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
 `python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
 (before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
-only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side). `connections`:
+only where bench_serving itself held still between runs (harness.perf.bench_serving.side_by_side).
+`bench_serving_prompts`: `same` (default: bench_serving sends the harness's requests of that repeat, so both time
+the same work) or `own` (its `random-ids` dataset, whose prompts repeat on a small vocabulary). `connections`:
 `keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them); a
 workload's own `connections:` overrides it, so one server can run a shape both ways.
 `dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
@@ -34,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.perf.bench_serving import Driver
+from harness.perf.bench_serving import Driver, beside, dataset_row
 from harness.perf.measure import RequestTiming, run_requests, summarize
 from harness.perf.spread import processes_for
 from harness.perf.workload import CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
@@ -58,12 +60,12 @@ OPTIONS = {
     "flush_cache": True,  # POST /flush_cache before every measured repeat, of either tool
     "settle_s": 1.0,  # wait after the flush before a repeat's first request, as bench_serving does
     "client_processes": "auto",  # harness.perf.spread: one client process per 256 concurrent streams, or a count
-    # keep_alive: each client keeps its connections open across requests (the default: what a serving client does);
-    # per_request: a new connection for every request, as bench_serving opens a session per request. On the H200
-    # the two tools differed in light-load TTFT and in a 128-stream closed loop (docs/validation/
-    # 2026-12-03-h200-perf7g): this setting tests connection reuse as one candidate cause.
+    # keep_alive (what a serving client does) or per_request (as bench_serving: a session per request)
     "connections": "keep_alive",
+    # same: bench_serving sends the harness's requests; own: its random-ids (harness.perf.bench_serving says why not)
+    "bench_serving_prompts": "same",
 }
+BENCH_SERVING_PROMPTS = ("same", "own")
 
 
 class PerfRunInvalid(HarnessError):
@@ -106,6 +108,11 @@ class ServingPerf:
             from harness.errors import unknown_choice
 
             raise unknown_choice("connections", opts["connections"], CONNECTIONS, where=f"{SUITE}.connections")
+        if opts["bench_serving_prompts"] not in BENCH_SERVING_PROMPTS:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("bench_serving_prompts", opts["bench_serving_prompts"], BENCH_SERVING_PROMPTS,
+                                 where=f"{SUITE}.bench_serving_prompts")  # fmt: skip
         gates = gated(opts["workloads"])
         workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
                      for name, raw in opts["workloads"].items()]  # fmt: skip
@@ -119,7 +126,8 @@ class ServingPerf:
 
     async def _measure(self, ctx, opts, gates, workloads, tokenizer, ids, repeats, driver) -> EvalResult:
         metrics, runs = {}, 0
-        details = {"prompt_token_choices": len(ids), "repeats": repeats, "connections": opts["connections"], "workloads": {}}
+        details = {"prompt_token_choices": len(ids), "repeats": repeats, "connections": opts["connections"],
+                   "bench_serving_prompts": opts["bench_serving_prompts"], "workloads": {}}  # fmt: skip
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
             def requests_of(seed: int) -> list:
@@ -142,8 +150,10 @@ class ServingPerf:
                 # bench_serving goes first in every other repeat: the server's speed drifts between runs (two
                 # speeds under light load on the H200, 2026-12-02), and a fixed order would give one tool the
                 # later state every time.
+                same = [dataset_row(p, n, tokenizer) for p, n in requests_of(opts["seed"] + repeat)[workload.warmup :]] \
+                    if compare and opts["bench_serving_prompts"] == "same" else None
                 if compare and repeat % 2 == 1:
-                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
+                    theirs.append(await beside(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver, same))
                 # Each repeat its own prompts (seed + repeat, as bench_serving's --seed) on a flushed prefix cache
                 # (bench_serving's --flush-cache): the same prompts again would be served from the radix cache, and
                 # repeats 2 and 3 would then measure a cache hit's TTFT, not a prefill's.
@@ -170,7 +180,7 @@ class ServingPerf:
                 runs += len(timings)
                 ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": connections, **summary})
                 if compare and repeat % 2 == 0:
-                    theirs.append(await _bench_serving(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver))
+                    theirs.append(await beside(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver, same))
                 if compare:
                     ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving",
                                    "order": "after" if repeat % 2 == 0 else "before", **theirs[-1]})  # fmt: skip
@@ -183,18 +193,6 @@ class ServingPerf:
 
                 details["workloads"][workload.name]["bench_serving"] = side_by_side(workload.name, summaries, theirs)
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
-
-
-async def _bench_serving(ctx: EvalContext, workload: Workload, seed: int, flush_cache: bool, driver) -> dict:
-    import tempfile
-
-    from harness.perf.bench_serving import run_once
-
-    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
-        dataset = Path(ctx.base_dir, workload.dataset_path) if workload.dataset_path else None
-        return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
-                                       workload, seed, Path(folder, f"{workload.name}.jsonl"),
-                                       dataset_path=dataset, flush_cache=flush_cache, driver=driver)  # fmt: skip
 
 
 async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float,

@@ -1,7 +1,13 @@
 """The same workloads through SGLang's own `python -m sglang.bench_serving`, against the same server, in the same run.
 
 Per workload and repeat, next to the harness's own repeat (after it in repeats 1, 3, ..., before it in 2, 4, ...,
-so both tools see the server in nearly the same state and drift between runs favours neither): `--backend sglang --dataset-name random-ids --tokenize-prompt`
+so both tools see the server in nearly the same state and drift between runs favours neither). By default
+(serving_perf's `bench_serving_prompts: same`) bench_serving sends the harness's own requests of that repeat, the
+same ids or texts and output lengths (`run_once(requests=...)`, handed over by harness.perf.bench_serving_driver),
+so the two tools time the same work: its own `random-ids` draws cyclic runs of consecutive ids from random
+offsets, and on a small vocabulary many prompts repeat (on the canary tokenizer's 485 ids, 31-35 % of a 512-prompt
+run's prompt tokens were prefix-cache hits, against the harness's 0.1 %: 2026-12-03, h200-perf7g's server log).
+With `own`, it draws its own: `--backend sglang --dataset-name random-ids --tokenize-prompt`
 (random token ids sent as `input_ids`, so input lengths are exact, no dataset download) with the workload's
 lengths (`--random-range-ratio`), or for a `sharegpt` workload `--dataset-name sharegpt` on the same file (the
 same texts: random ids are not the same ids in both tools, bench_serving draws over the whole vocabulary,
@@ -60,17 +66,32 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, py
 
 
 def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0,
-             python: str = sys.executable, env: dict | None = None, driver: Driver | None = None, **how) -> dict:
+             python: str = sys.executable, env: dict | None = None, driver: Driver | None = None,
+             requests: list[dict] | None = None, **how) -> dict:
     """One bench_serving run of `workload`: its summary fields, or `error` with the exit and output tail.
-    With `driver`, the run goes through that long-lived bench_serving process instead of a fresh one."""
+    With `driver`, the run goes through that long-lived bench_serving process instead of a fresh one. With
+    `requests` (`{"prompt", "prompt_len", "output_len"}` each), it sends exactly those, through a driver (this
+    one, or one started for the run): harness.perf.bench_serving_driver hands them to bench_serving's run."""
     output.parent.mkdir(parents=True, exist_ok=True)
     output.unlink(missing_ok=True)
     cmd = command(base_url, tokenizer, workload, seed, output, python, **how)
-    ran = driver.run(cmd[3:], timeout_s) if driver is not None else _run(cmd, timeout_s, env)
+    if requests is not None:
+        sent = output.with_name(output.stem + ".requests.jsonl")
+        sent.write_text("".join(json.dumps(r) + "\n" for r in requests), encoding="utf-8")
+        own = driver is None
+        driver = driver or Driver(python=python, env=env)
+        try:
+            ran = driver.run(cmd[3:], timeout_s, requests=sent)
+        finally:
+            if own:
+                driver.close()
+    else:
+        ran = driver.run(cmd[3:], timeout_s) if driver is not None else _run(cmd, timeout_s, env)
     if ran["returncode"] != 0 or not output.is_file():
         return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
     theirs = json.loads(output.read_text().splitlines()[-1])
-    return {"command": cmd, "wall_s": ran["wall_s"], **{k: theirs.get(k) for k in SHARED}}
+    return {"command": cmd, "wall_s": ran["wall_s"], "prompts": "same" if requests is not None else "own",
+            **{k: theirs.get(k) for k in SHARED}}
 
 
 class Driver:
@@ -90,13 +111,15 @@ class Driver:
         self.lines = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.lines), daemon=True).start()
 
-    def run(self, argv: list[str], timeout_s: float) -> dict:
+    def run(self, argv: list[str], timeout_s: float, requests: Path | None = None) -> dict:
+        """One bench_serving run of `argv`; with `requests` (a JSON-lines file), it sends exactly those."""
         from harness.perf.bench_serving_driver import MARKER
 
         if self.proc is None or self.proc.poll() is not None:
             self._start()
         started, tail = time.monotonic(), []
-        self.proc.stdin.write((json.dumps(argv) + "\n").encode())
+        job = {"argv": argv, "requests": str(requests)} if requests is not None else argv
+        self.proc.stdin.write((json.dumps(job) + "\n").encode())
         self.proc.stdin.flush()
         while True:
             left = timeout_s - (time.monotonic() - started)
@@ -129,6 +152,27 @@ def _pump(stream, lines: queue.Queue) -> None:
     for raw in iter(stream.readline, b""):
         lines.put(raw.decode(errors="replace"))
     lines.put(None)
+
+
+async def beside(ctx, workload, seed: int, flush_cache: bool, driver,
+                         requests: list[dict] | None) -> dict:
+    """One bench_serving run of `workload` beside a serving_perf repeat (`ctx`: its EvalContext), against the same
+    server; with `requests`, it sends exactly those (the harness's)."""
+    import asyncio
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
+        dataset = Path(ctx.base_dir, workload.dataset_path) if workload.dataset_path else None
+        return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
+                                       workload, seed, Path(folder, f"{workload.name}.jsonl"), driver=driver,
+                                       requests=requests, dataset_path=dataset, flush_cache=flush_cache)  # fmt: skip
+
+
+def dataset_row(prompt, output_len: int, tokenizer) -> dict:
+    """One request as bench_serving's dataset row: token ids, or a text (sharegpt) and its token count as
+    bench_serving's own sharegpt loader counts it (`tokenizer.encode`)."""
+    length = len(prompt) if isinstance(prompt, list) else len(tokenizer.encode(prompt))
+    return {"prompt": prompt, "prompt_len": length, "output_len": output_len}
 
 
 def run_to_run_change(values: list[float]) -> float | None:
