@@ -582,17 +582,6 @@ def test_a_workloads_own_connections_overrides_the_suites(tmp_path):
     assert_clean(run)
 
 
-def test_bench_serving_prompts_names_its_choices():
-    from harness.errors import ConfigError
-    from harness.evals.serving_perf import ServingPerf
-
-    ctx = type("Ctx", (), {"options": {"bench_serving_prompts": "harness"}})()
-    with pytest.raises(ConfigError) as err:
-        asyncio.run(ServingPerf()(ctx))
-    assert str(err.value) == ("serving_perf.bench_serving_prompts: unknown bench_serving_prompts 'harness'; valid "
-                              "choices: own, same")  # fmt: skip
-
-
 def test_a_workloads_connections_names_its_choices():
     from harness.errors import ConfigError
     from harness.perf.workload import Workload
@@ -603,12 +592,17 @@ def test_a_workloads_connections_names_its_choices():
                               "'keep_alive'?); valid choices: keep_alive, per_request")  # fmt: skip
 
 
-def test_connections_option_names_its_choices():
+@pytest.mark.parametrize("option, value, message", [
+    ("connections", "per-request", "serving_perf.connections: unknown connections 'per-request' (did you mean "
+                                   "'per_request'?); valid choices: keep_alive, per_request"),
+    ("bench_serving_prompts", "harness", "serving_perf.bench_serving_prompts: unknown bench_serving_prompts "
+                                         "'harness'; valid choices: own, same"),
+])  # fmt: skip
+def test_a_suite_option_names_its_choices(option, value, message):
     from harness.errors import ConfigError
     from harness.evals.serving_perf import ServingPerf
 
-    ctx = type("Ctx", (), {"options": {"connections": "per-request"}})()
+    ctx = type("Ctx", (), {"options": {option: value}})()
     with pytest.raises(ConfigError) as err:
         asyncio.run(ServingPerf()(ctx))
-    assert str(err.value) == ("serving_perf.connections: unknown connections 'per-request' (did you mean 'per_request'?); "
-                              "valid choices: keep_alive, per_request")  # fmt: skip
+    assert str(err.value) == message
