@@ -458,28 +458,36 @@ def test_connections_per_request_opens_a_connection_for_every_request_keep_alive
 
 
 FAKE_SERVING = """
-import json, os, sys, urllib.request
+import json, os, sys, time, urllib.request
 from sglang.benchmark.datasets import DatasetRow
 
 def get_dataset(args, tokenizer, model_id=None):
     return [DatasetRow(prompt=[7, 7], prompt_len=2, output_len=3)]  # its own draw
 
-def post(url, body):
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    urllib.request.urlopen(request, timeout=30).read()
+def post(url, body):  # seconds to the first streamed `data:` line: bench_serving's TTFT, give or take the parse
+    start, request = time.perf_counter(), urllib.request.Request(url, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=30) as response:
+        first = next((time.perf_counter() for line in response if line.startswith(b"data:")), None)
+        response.read()
+    return first - start if first else 0.0
 
 def cli_main():
     argv = sys.argv[1:]
     rows = get_dataset(None, None)
+    if "--fail" in argv:
+        raise RuntimeError("bench_serving failed mid-run")
+    ttfts = [0.001 * (k + 1) for k in range(len(rows))]
     if os.environ.get("FAKE_BENCH_SENDS"):  # as bench_serving: flush, then one streamed request per row
         base = argv[argv.index("--base-url") + 1]
         if "--flush-cache" in argv:
             post(base + "/flush_cache", {})
-        for r in rows:
-            post(base + "/generate", {"input_ids": r.prompt, "stream": True,
-                                      "sampling_params": {"max_new_tokens": r.output_len, "ignore_eos": True}})
+        ttfts = [post(base + "/generate", {"input_ids": r.prompt, "stream": True,
+                                           "sampling_params": {"max_new_tokens": r.output_len, "ignore_eos": True}})
+                 for r in rows]
+    details = {"ttfts": ttfts} if "--output-details" in argv else {}
     with open(argv[argv.index("--output-file") + 1], "a") as f:
-        f.write(json.dumps({"output_throughput": 1.0, "rows": [[r.prompt, r.prompt_len, r.output_len] for r in rows]}) + "\\n")
+        rows = [[r.prompt, r.prompt_len, r.output_len] for r in rows]
+        f.write(json.dumps({"output_throughput": 1.0, "rows": rows, **details}) + "\\n")
 """
 FAKE_DATASETS = """
 from dataclasses import dataclass
@@ -518,10 +526,16 @@ def test_bench_serving_sends_the_requests_it_is_handed_and_draws_its_own_otherwi
     try:
         same = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "a.jsonl", driver=driver, requests=ours)
         own = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "b.jsonl", driver=driver)
+        failed = driver.run(["--fail", "--output-file", str(tmp_path / "x.jsonl")], 30, requests=tmp_path / "a.requests.jsonl")
+        again = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "d.jsonl", driver=driver)
     finally:
         driver.close()
+    assert failed["returncode"] == 1 and "bench_serving failed mid-run" in failed["tail"]
+    assert json.loads((tmp_path / "d.jsonl").read_text())["rows"] == [[[7, 7], 2, 3]]  # its own again after a failure
+    assert again["prompts"] == "own"
     alone = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "c.jsonl", env=env, requests=ours[:1])
     assert (same["prompts"], own["prompts"], alone["prompts"]) == ("same", "own", "same"), (same, own, alone)
+    assert same["by_request"] == {"ttft_ms": [1.0, 2.0]}  # --output-details' ttfts, in ms, in the order sent
     rows = [json.loads((tmp_path / f"{k}.jsonl").read_text())["rows"] for k in "abc"]
     assert rows == [[[[1, 2], 2, 3], ["a text", 2, 5]], [[[7, 7], 2, 3]], [[[1, 2], 2, 3]]]
 
@@ -547,10 +561,22 @@ def test_beside_each_repeat_bench_serving_times_the_harness_s_own_requests(tmp_p
         if "flush" in line:
             blocks.append(current := [])
         elif current is not None:
-            current.append((line["prompt"], line["sends"][-1][1]))
-    # repeat 1: the harness, then bench_serving; repeat 2: bench_serving first; each run after its own flush
-    assert len(blocks) == 4 and all(len(b) == 4 for b in blocks), blocks
-    assert blocks[0] == blocks[1] and blocks[2] == blocks[3] and not set(blocks[0]) & set(blocks[2])
+            current.append((line["prompt"], line["sends"][-1][1], line["peer_port"]))
+    # repeat 1: the harness, then bench_serving; repeat 2: bench_serving first; each run after its own flush. The
+    # harness keeps one connection alive, the fake bench_serving opens one per request: that tells the tools apart.
+    assert [len({port for *_, port in b}) for b in blocks] == [1, 4, 4, 1], blocks
+    sent = [[request[:2] for request in b] for b in blocks]
+    assert sent[0] == sent[1] and sent[2] == sent[3] and not set(sent[0]) & set(sent[2])
+    # both tools' TTFTs of each request are kept in the samples (not in the report) and pair up request by request
+    from harness.perf.bench_serving import rejudge
+
+    assert "by_request" not in json.dumps(row["details"])
+    samples = next(root.rglob("serving_perf__*.jsonl"))
+    lines = rejudge(samples)
+    assert matches("light TTFT by request, harness - bench_serving: median * ms (quartiles *, *), harness higher in "
+                   "* of 8; harness's gap from an answer to its next send: median * ms", lines[1]), lines  # fmt: skip
+    rows = [json.loads(line) for line in samples.read_text().splitlines()]
+    assert all(min(r["by_request"]["ttft_ms"]) >= 2.0 for r in rows)  # the server's 2 ms, measured by either tool
     assert_clean(run)
 
 
@@ -606,3 +632,45 @@ def test_a_suite_option_names_its_choices(option, value, message):
     with pytest.raises(ConfigError) as err:
         asyncio.run(ServingPerf()(ctx))
     assert str(err.value) == message
+
+
+def test_the_same_requests_without_a_flush_is_refused():
+    """Without a flush, the second tool of a repeat would find the first one's prompts in the prefix cache."""
+    from harness.errors import ConfigError
+    from harness.evals.serving_perf import ServingPerf
+
+    ctx = type("Ctx", (), {"options": {"bench_serving": True, "flush_cache": False}})()
+    with pytest.raises(ConfigError, match=r"^serving_perf: bench_serving_prompts: same needs flush_cache: true \(without"):
+        asyncio.run(ServingPerf()(ctx))
+
+
+def test_a_text_prompt_is_handed_over_with_its_token_count_as_bench_serving_counts_it():
+    from transformers import AutoTokenizer
+
+    from harness.perf.bench_serving import dataset_row
+
+    tokenizer = AutoTokenizer.from_pretrained(CANARY)
+    text = "Natalia sold clips to 48 of her friends in April."
+    assert dataset_row(text, 32, tokenizer) == {"prompt": text, "prompt_len": len(tokenizer.encode(text)), "output_len": 32}
+    assert dataset_row([5, 6, 7], 8, tokenizer) == {"prompt": [5, 6, 7], "prompt_len": 3, "output_len": 8}
+
+
+def test_by_request_keeps_each_requests_send_time_ttft_and_latency_in_the_order_given():
+    from harness.perf.measure import RequestTiming, by_request
+
+    timings = [RequestTiming(4, 2, start=10.0, ttft=0.05, latency=0.5), RequestTiming(4, 2, start=10.501, ttft=0.06, latency=0.4),
+               RequestTiming(4, 2, start=10.9015, error="HTTP 500")]  # fmt: skip
+    assert by_request(timings) == {"start_ms": [0.0, 501.0, 901.5], "ttft_ms": [50.0, 60.0, None], "e2e_ms": [500.0, 400.0, None]}
+
+
+def test_ttft_by_request_pairs_request_k_of_both_tools_and_reads_the_harness_s_refill_gap():
+    from harness.perf.bench_serving import ttft_by_request
+
+    ours = [{"by_request": {"start_ms": [0, 101, 202.5], "ttft_ms": [50, 52, 51], "e2e_ms": [100, 100, 100]}}] * 2
+    theirs = [{"prompts": "same", "by_request": {"ttft_ms": [48, 49, 52]}}, {"prompts": "own", "by_request": {"ttft_ms": [1, 1, 1]}}]
+    assert ttft_by_request("light", ours, theirs) == ("light TTFT by request, harness - bench_serving: median +2.00 ms "
+                                                      "(quartiles +0.50, +2.50), harness higher in 2 of 3; harness's gap "
+                                                      "from an answer to its next send: median 1.25 ms")  # fmt: skip
+    overlapping = [{"by_request": {"start_ms": [0, 0], "ttft_ms": [5, 5], "e2e_ms": [9, 9]}}]
+    assert ttft_by_request("s", overlapping, [{"prompts": "same", "by_request": {"ttft_ms": [4, 6]}}]).endswith("higher in 1 of 2")
+    assert ttft_by_request("s", ours, [{"prompts": "same"}]) is None  # a run from before --output-details

@@ -37,9 +37,10 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.perf.bench_serving import Driver, beside, dataset_row
-from harness.perf.measure import RequestTiming, run_requests, summarize
+from harness.perf.measure import RequestTiming, by_request, run_requests, summarize
 from harness.perf.spread import processes_for
-from harness.perf.workload import CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, sharegpt_requests
+from harness.perf.workload import (CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, prompt_ids,
+                                   sharegpt_requests)
 from harness.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
@@ -113,10 +114,15 @@ class ServingPerf:
 
             raise unknown_choice("bench_serving_prompts", opts["bench_serving_prompts"], BENCH_SERVING_PROMPTS,
                                  where=f"{SUITE}.bench_serving_prompts")  # fmt: skip
+        if opts["bench_serving"] and opts["bench_serving_prompts"] == "same" and not opts["flush_cache"]:
+            from harness.errors import ConfigError
+
+            raise ConfigError(f"{SUITE}: bench_serving_prompts: same needs flush_cache: true (without a flush the "
+                              "second tool of a repeat finds the first one's prompts in the prefix cache)")  # fmt: skip
         gates = gated(opts["workloads"])
         workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
                      for name, raw in opts["workloads"].items()]  # fmt: skip
-        tokenizer, ids = _prompt_ids(ctx)
+        tokenizer, ids = prompt_ids(ctx.tokenizer_path or ctx.model_path, ctx.model_path)
         repeats = 1 if ctx.smoke else opts["repeats"]
         driver = Driver()
         try:
@@ -178,7 +184,8 @@ class ServingPerf:
                                client_max_loop_lag_ms=load.max_loop_lag_ms, client_processes=processes)  # fmt: skip
                 summaries.append(summary)
                 runs += len(timings)
-                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": connections, **summary})
+                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": connections, **summary,
+                               "by_request": by_request(timings)})  # fmt: skip
                 if compare and repeat % 2 == 0:
                     theirs.append(await beside(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver, same))
                 if compare:
@@ -219,19 +226,6 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
         duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,
                                             max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
     return timings, duration, load
-
-
-def _prompt_ids(ctx: EvalContext):
-    """The tokenizer, and the ordinary token ids of the model under test (its config's vocab_size bounds the
-    tokenizer's)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from harness.perf.workload import ordinary_ids
-
-    tokenizer = AutoTokenizer.from_pretrained(ctx.tokenizer_path or ctx.model_path)
-    config = AutoConfig.from_pretrained(ctx.model_path)
-    vocab = getattr(getattr(config, "text_config", config), "vocab_size", None) or len(tokenizer)
-    return tokenizer, ordinary_ids(tokenizer, vocab)
 
 
 def _spread(summaries: list[dict]) -> dict[str, list[float]]:

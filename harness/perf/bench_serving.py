@@ -17,8 +17,8 @@ back (from a temporary directory) and kept in the suite's details and samples. S
 metric both report: each tool's median over repeats and spread, each repeat's paired difference (harness repeat k
 against bench_serving run k) and their median, and bench_serving's own run-to-run change; a metric is judged on its
 paired median against `tolerance` (5 %, the issue's bar), and only where bench_serving moved at most that much
-between its runs. The comparison goes to details and notes, not into a verdict (the two tools send different
-requests at different moments; the harness run is the gated one). bench_serving runs in
+between its runs. The comparison goes to details and notes, not into a verdict (the two tools send at different
+moments, and with `own` different requests; the harness run is the gated one). bench_serving runs in
 one long-lived process per suite (`Driver`, harness.perf.bench_serving_driver: sglang imported once, not per run),
 in its own process group, killed and reaped at the end or when a run outlives `timeout_s`.
 """
@@ -57,7 +57,8 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, py
         cmd += ["--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
                 "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio)]  # fmt: skip
     cmd += ["--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
-            "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm"]  # fmt: skip
+            "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm",
+            "--output-details"]  # fmt: skip
     if workload.max_concurrency:
         cmd += ["--max-concurrency", str(workload.max_concurrency)]
     if flush_cache:
@@ -87,11 +88,15 @@ def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, t
                 driver.close()
     else:
         ran = driver.run(cmd[3:], timeout_s) if driver is not None else _run(cmd, timeout_s, env)
+    prompts = "same" if requests is not None else "own"
     if ran["returncode"] != 0 or not output.is_file():
-        return {"command": cmd, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
+        return {"command": cmd, "prompts": prompts, "error": f"exit {ran['returncode']}: {ran['tail'][-300:]}"}
     theirs = json.loads(output.read_text().splitlines()[-1])
-    return {"command": cmd, "wall_s": ran["wall_s"], "prompts": "same" if requests is not None else "own",
-            **{k: theirs.get(k) for k in SHARED}}
+    # --output-details: per request, in the order sent (its gather keeps task order), which with `same` is the
+    # harness's order, so request k of both tools is one prompt (harness.perf.measure.by_request)
+    ttfts = [round(t * 1000, 3) for t in theirs.get("ttfts") or []]
+    return {"command": cmd, "wall_s": ran["wall_s"], "prompts": prompts, **{k: theirs.get(k) for k in SHARED},
+            **({"by_request": {"ttft_ms": ttfts}} if ttfts else {})}
 
 
 class Driver:
@@ -154,8 +159,7 @@ def _pump(stream, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-async def beside(ctx, workload, seed: int, flush_cache: bool, driver,
-                         requests: list[dict] | None) -> dict:
+async def beside(ctx, workload, seed: int, flush_cache: bool, driver, requests: list[dict] | None) -> dict:
     """One bench_serving run of `workload` beside a serving_perf repeat (`ctx`: its EvalContext), against the same
     server; with `requests`, it sends exactly those (the harness's)."""
     import asyncio
@@ -191,7 +195,8 @@ def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: flo
     (on the H200, SGLang's light-load median ITL moved 3.8-32 % from run to run, 2026-12-03). With one
     bench_serving run there is no run-to-run change, and nothing is judged."""
     ok = [t for t in theirs if "error" not in t]
-    block: dict = {"bench_serving_runs": theirs, "tolerance": tolerance, "metrics": {}}
+    runs = [{k: v for k, v in t.items() if k != "by_request"} for t in theirs]  # per request: samples only
+    block: dict = {"bench_serving_runs": runs, "tolerance": tolerance, "metrics": {}}
     if not ok:
         first = theirs[0]["error"] if theirs else "not run"
         block["line"] = f"bench_serving {name}: failed in every repeat ({first})"
@@ -263,7 +268,32 @@ def rejudge(samples: Path) -> list[str]:
         ours = [r for r in rows if r["workload"] == name and "tool" not in r]
         theirs = [r for r in rows if r["workload"] == name and r.get("tool") == "bench_serving"]
         lines.append(side_by_side(name, ours, theirs)["line"] if theirs else f"{name}: no bench_serving run")
+        lines += [line for line in [ttft_by_request(name, ours, theirs)] if line]
     return lines
+
+
+def ttft_by_request(name: str, ours: list[dict], theirs: list[dict]) -> str | None:
+    """Request k of a harness repeat against request k of the bench_serving run beside it (the same prompt, with
+    `same`): the median and quartiles of the TTFT differences, how often the harness's was higher, and, where
+    the harness sent one request at a time, its gap from one answer to the next send. None without per-request
+    TTFTs (runs before --output-details, or `own` prompts, whose requests differ)."""
+    import numpy as np
+
+    diffs, gaps = [], []
+    for mine, other in zip(ours, theirs):
+        a, b = (mine.get("by_request") or {}), (other.get("by_request") or {})
+        if other.get("prompts") != "same" or not a.get("ttft_ms") or len(a["ttft_ms"]) != len(b.get("ttft_ms") or []):
+            continue
+        diffs += [x - y for x, y in zip(a["ttft_ms"], b["ttft_ms"]) if x is not None and y]
+        ends = [s + e for s, e in zip(a["start_ms"], a["e2e_ms"]) if e is not None]
+        steps = [nxt - end for end, nxt in zip(ends, a["start_ms"][1:])]
+        gaps += steps if steps and min(steps) >= 0 else []  # sequential sends only
+    if not diffs:
+        return None
+    q1, mid, q3 = np.percentile(diffs, [25, 50, 75])
+    line = (f"{name} TTFT by request, harness - bench_serving: median {mid:+.2f} ms (quartiles {q1:+.2f}, {q3:+.2f}), "
+            f"harness higher in {sum(d > 0 for d in diffs)} of {len(diffs)}")  # fmt: skip
+    return line + (f"; harness's gap from an answer to its next send: median {np.median(gaps):.2f} ms" if gaps else "")
 
 
 if __name__ == "__main__":  # python -m harness.perf.bench_serving SAMPLES.jsonl ...

@@ -227,3 +227,13 @@ def summarize(timings: list[RequestTiming], duration: float) -> dict[str, float]
     if accepts:
         out["accept_length"] = float(np.mean(accepts))
     return out
+
+
+def by_request(timings: list[RequestTiming]) -> dict[str, list[float]]:
+    """Each request's TTFT and E2E latency and its send time from the run's first (ms, in the order the requests
+    were given), so two tools' runs of the same requests pair up request by request, and at one request in flight
+    the gap between one answer and the next send can be read off."""
+    first = min((t.start for t in timings), default=0.0)
+    return {"start_ms": [round((t.start - first) * 1000, 3) for t in timings],
+            "ttft_ms": [round(t.ttft * 1000, 3) if t.ok else None for t in timings],
+            "e2e_ms": [round(t.latency * 1000, 3) if t.ok else None for t in timings]}  # fmt: skip

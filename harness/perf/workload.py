@@ -103,6 +103,17 @@ def ordinary_ids(tokenizer, model_vocab_size: int) -> list[int]:
     return [i for i in range(min(model_vocab_size, len(tokenizer))) if i not in reserved]
 
 
+def prompt_ids(tokenizer_path: str, model_path: str):
+    """The tokenizer, and the ordinary token ids of the model under test (its config's vocab_size bounds the
+    tokenizer's)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_path)
+    config = AutoConfig.from_pretrained(model_path)
+    vocab = getattr(getattr(config, "text_config", config), "vocab_size", None) or len(tokenizer)
+    return tokenizer, ordinary_ids(tokenizer, vocab)
+
+
 def build_requests(workload: Workload, ids: list[int], seed: int) -> list[tuple[list[int], int]]:
     """(input_ids, output_len) per request: the same every run for the same workload, ids and seed."""
     rng = random.Random(f"serving-perf/{workload.name}/{seed}")
@@ -111,8 +122,8 @@ def build_requests(workload: Workload, ids: list[int], seed: int) -> list[tuple[
     return [([rng.choice(ids) for _ in range(n_in)], n_out) for n_in, n_out in zip(inputs, outputs)]
 
 
-def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tuple[list[int], int]]:
-    """(input_ids, output_len) per request from a ShareGPT-format file (see the module docstring)."""
+def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tuple[str, int]]:
+    """(prompt text, output_len) per request from a ShareGPT-format file (see the module docstring)."""
     import json
     from pathlib import Path
 
