@@ -128,6 +128,23 @@ def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path)
     assert all(t.output_len == 64 for t in timings)
 
 
+def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_counted_apart(tmp_path):
+    """SGLang streams a chunk per token with the cumulative text, empty while the output decodes to nothing: TTFT
+    (bench_serving's, to the first text) then includes that decode; the first token's time and the count are kept."""
+    from harness.perf.measure import late_text
+
+    with timed_server("--ttft-ms", "40", "--itl-ms", "10", "--text-after", "5", "--log", str(tmp_path / "s.jsonl")) as url:
+        timings, m, _ = measure(url, n=4)
+    verify(timings, "timed")
+    assert all(t.tokens_before_text == 5 and len(t.itl) == 58 for t in timings)  # tokens 7..64 add ITL
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))  # the truth's first send is the first text
+    assert 89 < m["median_ttft_ms"] < 100 and 39 < m["median_first_token_ms"] < 50, m  # 40 + 5 x 10 ms, and 40 ms
+    assert (m["text_late_requests"], m["max_tokens_before_text"]) == (4, 5)
+    assert matches("4 of 4 requests streamed up to 5 tokens before any text: their TTFT (bench_serving's, to the first "
+                   "text) includes that decode; to the first token, text or not: p99 *..* ms", late_text([m]))  # fmt: skip
+    assert late_text([{**m, "text_late_requests": 0}]) is None
+
+
 @pytest.mark.parametrize(
     "flags, error",
     [

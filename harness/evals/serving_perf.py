@@ -37,7 +37,7 @@ from typing import Any
 
 from harness.errors import HarnessError
 from harness.perf.bench_serving import Driver, beside, dataset_row
-from harness.perf.measure import RequestTiming, by_request, run_requests, summarize
+from harness.perf.measure import RequestTiming, by_request, late_text, run_requests, summarize
 from harness.perf.spread import processes_for
 from harness.perf.workload import (CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, prompt_ids,
                                    sharegpt_requests)
@@ -239,6 +239,8 @@ def _notes(details: dict, case_id: str) -> list[str]:
         spread = block["spread"]
         parts = [f"{k} {lo:.4g}..{hi:.4g}" for k, (lo, hi) in spread.items()]
         lines.append(f"{SUITE}[{case_id}] {name}: {len(block['repeats'])} repeat(s): " + ", ".join(parts))
+        if late := late_text(block["repeats"]):
+            lines.append(f"{SUITE}[{case_id}] {name}: {late}")
         if "bench_serving" in block:
             lines.append(f"{SUITE}[{case_id}] {block['bench_serving']['line']}")
     return lines

@@ -1,13 +1,14 @@
 """A streaming `/generate` with known timing, for the serving_perf tests and bench/: the truth the metrics must find.
 
     python tests/servers/timed_stream_server.py --port P [--ttft-ms 50] [--itl-ms 10] [--chunk-tokens 1]
-        [--empty-first-chunk] [--usage-last] [--stall-after N] [--wrong-count] [--log FILE]
+        [--empty-first-chunk] [--text-after N] [--usage-last] [--stall-after N] [--wrong-count] [--log FILE]
 
 Every request gets its first token `ttft` after it arrived, then one token every `itl` (a chunk every
 `chunk_tokens` tokens, so a chunk brings several tokens as under speculative decoding), on an absolute schedule
 so jitter does not accumulate. Chunks are SGLang's native stream lines, cumulative: `data: {"text", "output_ids",
 "meta_info": {"completion_tokens", ...}}`, then `data: [DONE]`. `--empty-first-chunk` sends a chunk with empty text
-first (it must not count as the first token), `--usage-last` a textless last chunk, `--stall-after N` stops
+first (it must not count as the first token), `--text-after N` streams N tokens whose cumulative text stays empty
+(as SGLang does while an output decodes to nothing), `--usage-last` a textless last chunk, `--stall-after N` stops
 after N tokens and holds the connection open, `--wrong-count` streams one token fewer than asked.
 `--log FILE` appends one JSON line per request: its first input id (tests send one per request), the client's
 port (`peer_port`: one per connection), and the
@@ -55,7 +56,7 @@ def build_app(opts) -> web.Application:
             if opts.stall_after is not None and sent >= opts.stall_after:
                 await asyncio.sleep(3600)
             sent += step
-            await send(sent, "x" * sent)
+            await send(sent, "x" * max(0, sent - opts.text_after))
         if opts.usage_last:
             await send(sent, "")  # a textless final chunk, as OpenAI-style usage chunks
         await resp.write(b"data: [DONE]\n\n")
@@ -96,6 +97,7 @@ def main() -> None:
     parser.add_argument("--itl-ms", type=float, default=10.0)
     parser.add_argument("--chunk-tokens", type=int, default=1)
     parser.add_argument("--empty-first-chunk", action="store_true")
+    parser.add_argument("--text-after", type=int, default=0)
     parser.add_argument("--usage-last", action="store_true")
     parser.add_argument("--stall-after", type=int, default=None)
     parser.add_argument("--wrong-count", action="store_true")
