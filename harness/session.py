@@ -25,6 +25,7 @@ from harness.server import ServerLost, ServerUnresponsive
 from harness.spec import ServerSpec
 
 WATCH_INTERVAL_S = 0.25  # how often a running eval checks its server's process is still there
+CANCEL_TIMEOUT_S = 5.0  # after Ctrl-C, how long the loop's tasks get to run their cleanup
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,9 @@ class LiveServer:
         """Run an eval's coroutine; a server that dies or stops answering meanwhile raises `ServerLost`."""
         try:
             return self.loop.run_until_complete(self._watched(coro))
+        except KeyboardInterrupt:
+            self._cancel_pending()
+            raise
         except RequestFailed as exc:
             lost = self.diagnose(exc)
             if lost is None:
@@ -87,6 +91,16 @@ class LiveServer:
         finally:
             if not task.done():  # interrupted (KeyboardInterrupt): leave no request running on the loop
                 task.cancel()
+
+    def _cancel_pending(self) -> None:
+        """After Ctrl-C: cancel every task left on the loop and let each run its cleanup (an eval's finally: its
+        streams closed, its bench_serving driver reaped), as asyncio.run does. Without it they were destroyed
+        pending at exit, printing "Task was destroyed but it is pending!" per stream (the H200, 2026-12-04)."""
+        pending = [task for task in asyncio.all_tasks(self.loop) if not task.done()]
+        for task in pending:
+            task.cancel()
+        if pending:
+            self.loop.run_until_complete(asyncio.wait(pending, timeout=CANCEL_TIMEOUT_S))
 
     def diagnose(self, exc: RequestFailed) -> ServerLost | None:
         """After a request got no answer: is the server gone (exited, or not answering /health)? None if not."""

@@ -124,3 +124,44 @@ def test_sigterm_to_pytest_kills_the_server(tmp_path):
     status, leftover, output = run_inner_pytest_and_signal(tmp_path, "session-fixture", signal.SIGTERM)
     assert status == -signal.SIGTERM, output  # died of the signal, after the handler killed the server group
     assert leftover == [], f"still running after SIGTERM: {leftover}\n{output}"
+
+
+def test_ctrl_c_during_an_eval_lets_every_task_on_the_loop_run_its_cleanup():
+    """LiveServer.run, interrupted: the eval and the streams it started are cancelled and their finally blocks run
+    (an eval's bench_serving driver is closed there); none is left pending on the loop, where each would print
+    "Task was destroyed but it is pending!" at exit."""
+    import asyncio
+
+    from harness.session import LiveServer
+
+    class Running:  # a server whose process is still there
+        def exit_status(self):
+            return None
+
+    cleaned = []
+
+    async def stream(k):
+        try:
+            await asyncio.sleep(60)
+        finally:
+            cleaned.append(str(k))
+
+    async def an_eval():
+        streams = [asyncio.ensure_future(stream(k)) for k in range(3)]
+        try:
+            await asyncio.gather(*streams)
+        finally:
+            cleaned.append("eval")
+
+    def ctrl_c():
+        raise KeyboardInterrupt
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.call_later(0.2, ctrl_c)
+        with pytest.raises(KeyboardInterrupt):
+            LiveServer(spec=None, server=Running(), client=None, loop=loop, info={}).run(an_eval())
+        assert sorted(cleaned) == ["0", "1", "2", "eval"]
+        assert [task for task in asyncio.all_tasks(loop) if not task.done()] == []
+    finally:
+        loop.close()
