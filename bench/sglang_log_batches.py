@@ -11,8 +11,9 @@ its connections alive, so the count tells the tools apart), the prefill batches 
 share of prompt tokens served from the prefix cache (`#cached-token` over cached plus `#new-token`: equal prompts in
 one run are hits; bench_serving's own random-ids repeated prompts on the canary tokenizer's 485 ids, 31-35 % of a
 512-prompt run; a window also holds the next bench_serving run's warm-up, its first prompt twice, a hit where that
-prompt is still cached: 11.1 % of a 16-prompt window, 1 % of a 200-prompt one), the longest prefill queue after the run's opening wave (the wave ends at the prefill batch by which as many sequences
-were admitted as the most decode batches ran at once), and the decode batch sizes logged. A prefill or decode line
+prompt is still cached: 11.1 % of a 16-prompt window, 1 % of a 200-prompt one), the longest prefill queue after
+the run's opening wave (the wave ends at the prefill batch by which as many sequences were admitted as the most
+decode batches ran at once), and the decode batch sizes logged. A prefill or decode line
 without the expected fields raises: SGLang's log format changed.
 """
 

@@ -150,6 +150,7 @@ def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_co
     [
         (("--stall-after", "10"), "no complete answer within 1 s (a stalled stream)"),
         (("--wrong-count",), "63 output tokens streamed, 64 asked for (ignore_eos)"),
+        (("--text-after", "64"), "64 output tokens streamed and no text: no TTFT (bench_serving's, to the first text)"),
     ],
 )  # fmt: skip
 def test_a_stalled_stream_or_a_wrong_token_count_is_an_error_before_any_timing(flags, error):
@@ -343,18 +344,20 @@ def test_bench_serving_side_by_side_judges_paired_medians_where_both_tools_repea
     assert ttft["relative_difference"] == pytest.approx(-0.2) and ttft["judged"] and not ttft["within_tolerance"]
     assert itl["judged"] and itl["within_tolerance"]
     assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 judged metrics within 5%, outside: median_ttft_ms; "
-                             "not judged, a tool moved more than 5% run to run: output_throughput; harness vs "
+                             "not judged, bench_serving moved more than 5% run to run: output_throughput; harness vs "
                              "bench_serving (medians; paired; run to run, harness and bench_serving): output_throughput "
                              "+0.0% (paired -1.0%; 1.5%, 5.8%), median_ttft_ms -20.0% (paired -20.0%; 0.0%, 0.0%), "
                              "median_itl_ms -1.0% (paired -1.0%; 0.0%, 1.5%)")  # fmt: skip
     # the harness's own runs moving past 5 % leave a metric unjudged too, however still bench_serving held
     walked = [{**s, "median_itl_ms": v} for s, v in zip(ours, (10.0, 13.0, 10.5))]
-    itl_walked = side_by_side("light", walked, theirs)["metrics"]["median_itl_ms"]
+    walked_block = side_by_side("light", walked, theirs)
+    itl_walked = walked_block["metrics"]["median_itl_ms"]
     assert itl_walked["bench_serving_run_to_run"] <= 0.05 < itl_walked["harness_run_to_run"] and not itl_walked["judged"]
+    assert "; not judged, the harness alone moved more than 5%: median_itl_ms; harness vs" in walked_block["line"]
     once = side_by_side("light", ours[:1], theirs[:1])  # one run: no run-to-run change to judge against
     assert not any(m["judged"] for m in once["metrics"].values())
     assert once["line"].startswith("bench_serving light (1 of 1 runs): 0 of 0 judged metrics within 5%; not judged, "
-                                   "one run each: output_throughput, median_ttft_ms, median_itl_ms;")  # fmt: skip
+                                   "a tool ran once: output_throughput, median_ttft_ms, median_itl_ms;")  # fmt: skip
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
 
@@ -681,7 +684,9 @@ def test_by_request_keeps_each_requests_send_time_ttft_and_latency_in_the_order_
 
     timings = [RequestTiming(4, 2, start=10.0, ttft=0.05, latency=0.5), RequestTiming(4, 2, start=10.501, ttft=0.06, latency=0.4),
                RequestTiming(4, 2, start=10.9015, error="HTTP 500")]  # fmt: skip
-    assert by_request(timings) == {"start_ms": [0.0, 501.0, 901.5], "ttft_ms": [50.0, 60.0, None], "e2e_ms": [500.0, 400.0, None]}
+    timings[1].first_token = 0.052
+    assert by_request(timings) == {"start_ms": [0.0, 501.0, 901.5], "ttft_ms": [50.0, 60.0, None],
+                                   "first_token_ms": [50.0, 52.0, None], "e2e_ms": [500.0, 400.0, None]}  # fmt: skip
 
 
 def test_ttft_by_request_pairs_request_k_of_both_tools_and_reads_the_harness_s_refill_gap():
@@ -692,6 +697,11 @@ def test_ttft_by_request_pairs_request_k_of_both_tools_and_reads_the_harness_s_r
     assert ttft_by_request("light", ours, theirs) == ("light TTFT by request, harness - bench_serving: median +2.00 ms "
                                                       "(quartiles +0.50, +2.50), harness higher in 2 of 3; harness's gap "
                                                       "from an answer to its next send: median 1.25 ms")  # fmt: skip
+    failed = [{"by_request": {"start_ms": [0, 101, 202.5, 304], "ttft_ms": [50, None, 51, 50], "e2e_ms": [100, None, 100, 100]}}]
+    four = [{"prompts": "same", "by_request": {"ttft_ms": [49, 49, 49, 49]}}]
+    # gaps 1 (after request 0) and 1.5 (after request 2): none from the failed request's missing end
+    assert ttft_by_request("f", failed, four).endswith("higher in 3 of 3; harness's gap from an answer to its next send: "
+                                                       "median 1.25 ms")  # fmt: skip
     overlapping = [{"by_request": {"start_ms": [0, 0], "ttft_ms": [5, 5], "e2e_ms": [9, 9]}}]
     assert ttft_by_request("s", overlapping, [{"prompts": "same", "by_request": {"ttft_ms": [4, 6]}}]).endswith("higher in 1 of 2")
     assert ttft_by_request("s", ours, [{"prompts": "same"}]) is None  # a run from before --output-details

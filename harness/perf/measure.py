@@ -84,7 +84,10 @@ async def _stream_events(session, url: str, payload: dict, timing: RequestTiming
 
 
 def _check_count(timing: RequestTiming) -> None:
-    if timing.error is None and timing.output_len != timing.expected_output:
+    if timing.error is None and timing.output_len == 0 and timing.tokens_before_text:
+        timing.error = (f"{timing.tokens_before_text} output tokens streamed and no text: no TTFT (bench_serving's, "
+                        "to the first text)")  # fmt: skip
+    elif timing.error is None and timing.output_len != timing.expected_output:
         timing.error = f"{timing.output_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
 
 
@@ -98,11 +101,11 @@ async def stream_one(session, url: str, payload: dict, timing: RequestTiming, ti
             timing.prompt_len = int(meta["prompt_tokens"])
         if meta.get("spec_accept_length") is not None:
             timing.accept_length = float(meta["spec_accept_length"])
-        tokens = int(meta.get("completion_tokens", state["len"] + 1 if data.get("text") else 0))
+        tokens = int(meta.get("completion_tokens") or (state["len"] + 1 if data.get("text") else 0))
         if tokens and not timing.first_token:
             timing.first_token = arrived - timing.start
         if not data.get("text"):
-            if state["len"] == 0:  # tokens, but no text yet
+            if state["len"] == 0:  # TTFT waits for text (bench_serving's); how long it waited, in tokens
                 timing.tokens_before_text = max(timing.tokens_before_text, tokens)
             return
         last = state["len"]
@@ -261,4 +264,5 @@ def by_request(timings: list[RequestTiming]) -> dict[str, list[float]]:
     first = min((t.start for t in timings), default=0.0)
     return {"start_ms": [round((t.start - first) * 1000, 3) for t in timings],
             "ttft_ms": [round(t.ttft * 1000, 3) if t.ok else None for t in timings],
+            "first_token_ms": [round((t.first_token or t.ttft) * 1000, 3) if t.ok else None for t in timings],
             "e2e_ms": [round(t.latency * 1000, 3) if t.ok else None for t in timings]}  # fmt: skip
