@@ -79,18 +79,14 @@ class LiveServer:
             raise lost from exc
 
     async def _watched(self, coro):
-        task = asyncio.ensure_future(coro)
-        try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=WATCH_INTERVAL_S)
-                if not task.done() and self.server.exit_status() is not None:
-                    task.cancel()
-                    await asyncio.gather(task, return_exceptions=True)
-                    raise self.server.died()
-            return task.result()
-        finally:
-            if not task.done():  # interrupted (KeyboardInterrupt): leave no request running on the loop
+        task = asyncio.ensure_future(coro)  # interrupted, run() cancels it with every other task (_cancel_pending)
+        while not task.done():
+            await asyncio.wait({task}, timeout=WATCH_INTERVAL_S)
+            if not task.done() and self.server.exit_status() is not None:
                 task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                raise self.server.died()
+        return task.result()
 
     def _cancel_pending(self) -> None:
         """After Ctrl-C: cancel every task left on the loop and let each run its cleanup (an eval's finally: its
