@@ -5,20 +5,20 @@
 
 Each run is a real inner pytest (`suites/`, the harness's plugin) on the canary's two CPU configs (cpu,
 cpu-page16), each an HF engine started with `--logit-noise BOUND --logit-noise-seed S` (a different S per run
-and config: greedy outputs then vary from run to run as batched serving's do, harness.engines.hf.runtime.
+and config: greedy outputs then vary from run to run as batched serving's do, hf_engine.runtime.
 LogitNoise), running gsm8k (the first `--questions`), logprob_prefill_cache_hit and logprob_decode_cache_hit:
 4 + 2 = 6 statistical gates (two accuracy floors, four hit_shift tests) plus the cache suites' kl_div bounds,
 which have no α and are left out of every rate here. `error_control: {scope: run, alpha: 0.05}`.
 
 gsm8k's reference is measured first on the noisy engine itself (`--calibration` runs of other seeds, their mean
 accuracy; σ = √(p(1−p)), n = questions), as a user measures a reference on the server. Every statistical check
-of a run records its p-value (harness.judge), so each run is judged under both scopes from one execution:
+of a run records its p-value (harness.verdict.judge), so each run is judged under both scopes from one execution:
 per gate (a gate fails when p < its entry's α: 0.05 for the floors, 0.01 for hit_shift, and a shift also only
 when |shift| > min_effect) and per run (p < 0.05 / 6, Bonferroni); the run-scope verdicts are also the harness's
 own (checked against the inner run's rows). Printed: per-gate and per-run false-alarm rates beside their
 nominal α with 95 % Clopper-Pearson intervals, and the sensitivity left: each clean run's cpu GSM8K answers with
 k of its correct answers turned wrong (the drop a broken server would cause, k/n), re-judged at the run-scope
-level by harness.thresholds — the fraction caught at a drop of 2θ (θ: the per-gate test's detectable drop) and the
+level by harness.verdict.statistics — the fraction caught at a drop of 2θ (θ: the per-gate test's detectable drop) and the
 smallest drop caught in ≥ 80 % of runs, beside θ at the run-scope level.
 """
 
@@ -37,7 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.thresholds import StatisticalReference, check_statistical, compute_theta  # noqa: E402
+from harness.verdict.checks import check_statistical, StatisticalReference
+from harness.verdict.statistics import compute_theta
 
 SUITES = ("gsm8k", "logprob_prefill_cache_hit", "logprob_decode_cache_hit")
 CONFIGS = ("cpu", "cpu-page16")
@@ -80,7 +81,7 @@ def one_run(out: Path, name: str, seed: int, args, reference: float | None) -> d
     root = out / name
     shutil.rmtree(root, ignore_errors=True)
     (root / "suites").mkdir(parents=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     for suite in SUITES:
         shutil.copy(REPO / "suites" / f"test_{suite}.py", root / "suites")
     (root / "thresholds.yaml").write_text(thresholds_yaml(seed, args.bound, args.questions, reference))

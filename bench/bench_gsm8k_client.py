@@ -22,13 +22,13 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.client import Client, ClientOptions  # noqa: E402
-from harness.data import load_records, stable_subsample  # noqa: E402
-from harness.engines import get_engine  # noqa: E402
+from harness.client.http import Client, ClientOptions  # noqa: E402
+from harness.evals.data import load_records, stable_subsample  # noqa: E402
+from harness.serve.engines import get_engine  # noqa: E402
 from harness.evals import gsm8k  # noqa: E402
-from harness.server import Server  # noqa: E402
-from harness.spec import ServerSpec  # noqa: E402
-from harness.types import EvalContext  # noqa: E402
+from harness.serve.server import Server  # noqa: E402
+from harness.config.spec import ServerSpec  # noqa: E402
+from harness.evals.types import EvalContext  # noqa: E402
 
 CANARY = REPO / "assets" / "canary"
 TASK_YAML = """\
@@ -147,7 +147,7 @@ def flush(base_url: str) -> None:
 def _echo_engine():
     from dataclasses import dataclass
 
-    from harness.engines.base import Engine
+    from harness.serve.engines.base import Engine
 
     @dataclass(frozen=True)
     class EchoEngine(Engine):

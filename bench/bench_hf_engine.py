@@ -3,7 +3,7 @@
     python bench/bench_hf_engine.py [--model-path DIR] [--requests 200] [--concurrency 8] [--max-new-tokens 16]
 
 Without --model-path the tiny random Qwen2 is built into a temporary directory first (not timed). The
-engine runs through `harness.server.Server` (its own process group, killed and reaped at the end). Printed:
+engine runs through `harness.serve.server.Server` (its own process group, killed and reaped at the end). Printed:
 - startup: spawn -> first `/health_generate` 200 (imports, weight load, first forward);
 - throughput: `--requests` short `/generate` requests (16-24 prompt ids, `--max-new-tokens` out, greedy,
   ignore_eos) from `--concurrency` concurrent clients, after a flush so only page-sized prompt overlaps hit;
@@ -92,8 +92,8 @@ async def measure(url: str, args) -> tuple[dict, dict]:
 
 def run(args, model_path: Path, log_dir: Path) -> None:
     """The engine through the harness's `Server` lifecycle: its own process group, killed and reaped on exit."""
-    from harness.server import LifecycleOptions, Server
-    from harness.spec import ServerSpec
+    from harness.serve.server import LifecycleOptions, Server
+    from harness.config.spec import ServerSpec
 
     spec = ServerSpec(model=model_path.name, config=f"page{args.page_size}", model_path=str(model_path),
                       engine="hf", args=("--page-size", str(args.page_size)))  # fmt: skip
@@ -125,7 +125,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_hf_engine_") as tmp:
         model_path = args.model_path
         if model_path is None:
-            from harness.canary.tiny import build_tiny_model
+            from canary.tiny import build_tiny_model
 
             model_path = build_tiny_model(Path(tmp) / "tiny_qwen2")
         run(args, model_path, Path(tmp) / "logs")

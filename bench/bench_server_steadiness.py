@@ -11,7 +11,7 @@ server's threads on the first half of the cores, bench_serving's on the other ha
 threads were placed) and shape (`light`: 16 x 256 -> 64, one at a time; `burst`: 200 x 256 -> 128 at once)
 bench_serving runs `--runs` times back to back
 (after one discarded run: the first run of a process imports sglang). Per metric it prints the median and the
-run-to-run change (median |x[i+1] / x[i] - 1|, harness.perf.bench_serving.run_to_run_change), and writes each
+run-to-run change (median |x[i+1] / x[i] - 1|, harness.evals.perf.bench_serving.run_to_run_change), and writes each
 run as one JSON line to DIR/steadiness.jsonl as it arrives.
 """
 
@@ -30,10 +30,11 @@ sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
 
-from harness.config import load_thresholds  # noqa: E402
-from harness.perf.bench_serving import SHARED, Driver, run_once, run_to_run_change  # noqa: E402
-from harness.perf.workload import Workload  # noqa: E402
-from harness.server import Server  # noqa: E402
+from harness.config.thresholds import load_thresholds  # noqa: E402
+from harness.evals.perf.bench_serving import SHARED, Driver, run_once, run_to_run_change  # noqa: E402
+from harness.evals.perf.workload import Workload  # noqa: E402
+from harness.serve.engines import get_engine
+from harness.serve.server import Server  # noqa: E402
 
 SHAPES = {
     "light": {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency": 1, "warmup": 2},
@@ -133,7 +134,7 @@ def main() -> None:
                 spec = replace(spec, config=f"{config}+{variant}", args=args)
             started = time.monotonic()
             try:
-                server = Server(spec, log_dir=opts.out / "logs").start()
+                server = Server(spec, get_engine(spec.engine), log_dir=opts.out / "logs").start()
             except Exception as exc:  # noqa: BLE001 - a case that does not start is a result too
                 print(f"{case}: did not start: {str(exc)[:1500]}", flush=True)
                 sink.write(json.dumps({"case": case, "error": str(exc)[:4000]}) + "\n")

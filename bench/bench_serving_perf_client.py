@@ -23,8 +23,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_serving_perf import timed_server  # noqa: E402
 
-from harness.perf.measure import RequestTiming, run_requests, summarize  # noqa: E402
-from harness.perf.workload import payload  # noqa: E402
+from harness.evals.perf.measure import RequestTiming, run_requests, summarize  # noqa: E402
+from harness.evals.perf.workload import payload  # noqa: E402
 
 
 async def run(url: str, streams: int, tokens: int):

@@ -3,7 +3,7 @@
 tests/servers/timed_stream_server.py streams every request's first token after TTFT and then one token per ITL
 on a fixed schedule, so the truth is known: TTFT 50 ms, ITL = TPOT 10 ms, E2E 50 + 63 × 10 = 680 ms for 64 tokens.
 Both tools send the same shape (256 → 64 tokens as input ids, one at a time, 16 requests, 2 warm-up) through the
-same code the serving_perf suite runs (harness.perf.measure; harness.perf.bench_serving.run_once, bench_serving's
+same code the serving_perf suite runs (harness.evals.perf.measure; harness.evals.perf.bench_serving.run_once, bench_serving's
 `--backend sglang --dataset-name random-ids --tokenize-prompt`), three times each, alternating (the harness first
 in every repeat); the table prints the truth, each tool's median over the three and its error. `--prompts same`
 (the suite's default) hands bench_serving the harness's requests of each repeat through the driver, and the
@@ -35,8 +35,8 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from test_serving_perf import timed_server  # noqa: E402
 
-from harness.perf.bench_serving import Driver, run_once  # noqa: E402
-from harness.perf.workload import Workload  # noqa: E402
+from harness.evals.perf.bench_serving import Driver, run_once  # noqa: E402
+from harness.evals.perf.workload import Workload  # noqa: E402
 
 TRUTH = {"median_ttft_ms": 50.0, "median_itl_ms": 10.0, "median_tpot_ms": 10.0, "median_e2e_latency_ms": 680.0,
          "output_throughput": 64 / 0.68}  # fmt: skip
@@ -44,14 +44,14 @@ SHAPE = {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency
 
 
 def requests_of(workload: Workload, seed: int) -> list:
-    from harness.perf.workload import build_requests
+    from harness.evals.perf.workload import build_requests
 
     return build_requests(workload, list(range(10, 400)), seed)
 
 
 def harness_once(url: str, workload: Workload, seed: int) -> dict:
     from harness.evals.serving_perf import _send
-    from harness.perf.measure import summarize
+    from harness.evals.perf.measure import summarize
 
     requests = requests_of(workload, seed)
     asyncio.run(_send(url + "/generate", requests[: workload.warmup], float("inf"), 1, seed, 60))

@@ -1,6 +1,6 @@
-"""`python -m harness compare BASE NEW`: a run against a baseline run (harness.compare), exit 1 when worse;
-`python -m harness history`: every metric's trend over the runs (harness.history);
-`python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report_html)."""
+"""`python -m harness compare BASE NEW`: a run against a baseline run (harness.report.compare), exit 1 when worse;
+`python -m harness history`: every metric's trend over the runs (harness.report.history);
+`python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report.html)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         return _history(opts)
     if opts.command == "report":
         return _report(opts)
-    from harness.compare import Run, compare_runs, release_verdict, write_comparison
+    from harness.report.compare import Run, compare_runs, release_verdict, write_comparison
 
     try:
         base, new = Run.load(opts.base), Run.load(opts.new)
@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report(opts) -> int:
-    from harness.report_html import write_html
+    from harness.report.html import write_html
 
     run_dir = Path(opts.run_dir)
     if not (run_dir / "results.json").is_file():
@@ -61,7 +61,7 @@ def _report(opts) -> int:
 
 
 def _history(opts) -> int:
-    from harness.history import trends
+    from harness.report.history import trends
 
     if not Path(opts.db).is_file():
         print(f"error: {opts.db}: no history file (a run writes <report dir>/history.sqlite)", file=sys.stderr)

@@ -14,6 +14,10 @@ class ConfigError(HarnessError):
     """A configuration file or option holds a value the harness cannot use."""
 
 
+class NoReferenceError(ConfigError):
+    """No usable reference for a (suite, model, config): none matches, or the match is not measured yet."""
+
+
 class ProtocolError(HarnessError):
     """The server's answer lacks a field a suite needs (an older or newer API): the suite cannot judge it."""
 

@@ -28,15 +28,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.client import Client, ClientOptions  # noqa: E402
-from harness.config import load_thresholds  # noqa: E402
-from harness.engines import get_engine  # noqa: E402
+from harness.client.http import Client, ClientOptions  # noqa: E402
+from harness.config.thresholds import load_thresholds  # noqa: E402
+from harness.serve.engines import get_engine  # noqa: E402
 from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit  # noqa: E402
 from harness.evals.logprob_prefill_cache_hit import LogprobPrefillCacheHit  # noqa: E402
-from harness.process_group import free_port, kill_group_now  # noqa: E402
-from harness.server import Server  # noqa: E402
-from harness.thresholds import ShiftTest, check_shift, z_quantile  # noqa: E402
-from harness.types import EvalContext  # noqa: E402
+from harness.serve.process_group import free_port, kill_group_now  # noqa: E402
+from harness.serve.server import Server  # noqa: E402
+from harness.verdict.checks import ShiftTest, check_shift, criterion_of  # noqa: E402
+from harness.verdict.statistics import z_quantile  # noqa: E402
+from harness.evals.types import EvalContext  # noqa: E402
 
 SUITES = {"logprob_prefill_cache_hit": LogprobPrefillCacheHit, "logprob_decode_cache_hit": LogprobDecodeCacheHit}
 PROXY = REPO / "tests" / "servers" / "fault_proxy.py"
@@ -130,7 +131,7 @@ def main() -> None:
                 kl = thresholds.find_reference(suite, spec.model, spec.config, "kl_div")
                 kl_max = kl.entry.max if kl is not None else None
                 entry = thresholds.find_reference(suite, spec.model, spec.config, "hit_shift")
-                test = entry.entry.criterion() if entry is not None else ShiftTest(alpha=0.01, min_effect=0.005)
+                test = criterion_of(entry.entry) if entry is not None else ShiftTest(alpha=0.01, min_effect=0.005)
                 rows = record["suites"][suite] = {"test": {"alpha": test.alpha, "min_effect": test.min_effect}}
                 for shift in args.shifts:
                     with shifting_proxy(server.base_url, shift) as url:

@@ -31,7 +31,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = ROOT / "assets" / "canary" / "manifest.json"
-# The libraries the canary's weights and accuracies depend on (harness.canary.build.library_versions).
+# The libraries the canary's weights and accuracies depend on (canary.build.library_versions).
 CANARY_LIBRARIES = ("torch", "transformers", "tokenizers", "safetensors")
 COMMAND = "python3 scripts/lock.py"
 

@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from harness.canary.versions import describe, installed_versions, recorded_versions
+from harness.report.versions import describe, installed_versions, recorded_versions
 
 pytest_plugins = ["pytester"]
 
@@ -25,6 +25,6 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory):
     """A random tiny Qwen2 and its trained tokenizer, built offline once per test session."""
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-model"))

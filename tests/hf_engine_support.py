@@ -12,8 +12,9 @@ import urllib.request
 
 import pytest
 
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -88,7 +89,7 @@ def max_abs_diff(a, b) -> float:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_qwen2"))
 
@@ -97,7 +98,7 @@ def engine_server(model_dir, log_dir, *flags: str, env: dict[str, str] | None = 
     """The HF engine through the harness's one `Server` lifecycle (own process group, killed and reaped)."""
     config = "_".join([flag.lstrip("-") for flag in flags] + sorted(env or {})) or "default"
     spec = ServerSpec(model="tiny-qwen2", config=config, model_path=str(model_dir), engine="hf", args=flags, env=env or {})
-    return Server(spec, log_dir=log_dir, options=LIFECYCLE)
+    return Server(spec, get_engine(spec.engine), log_dir=log_dir, options=LIFECYCLE)
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.canary import tiny_vl
+from canary import tiny_vl
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -26,7 +26,7 @@ PLACEHOLDER = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
 def build_tiny_qwen3_vl(out_dir: str | Path, seed: int = 0, init_std: float = 0.2) -> Path:
-    """The tiny VLM (harness/canary/tiny_vl.py), tied embeddings as these tests were measured with."""
+    """The tiny VLM (canary/tiny_vl.py), tied embeddings as these tests were measured with."""
     return tiny_vl.build_tiny_qwen3_vl(out_dir, seed=seed, init_std=init_std, tie_word_embeddings=True)
 
 
@@ -65,7 +65,7 @@ class Reference:
     def __init__(self, model_dir: Path):
         from transformers import AutoModelForImageTextToText, AutoTokenizer
 
-        from harness.engines.hf.processor import load_processor
+        from hf_engine.processor import load_processor
 
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         self.processor = load_processor(model_dir, self.tokenizer)

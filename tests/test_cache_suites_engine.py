@@ -23,14 +23,14 @@ from pathlib import Path
 import orjson
 import pytest
 
-from harness.client import Client
+from harness.client.http import Client
 from harness.evals.logprob_common import CacheCheckFailed
 from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit
 from harness.evals.logprob_prefill_cache_hit import LogprobPrefillCacheHit
 from harness.evals.prefix_branching import PrefixBranching
 from harness.evals.spec_accept_length import SpecAcceptLength, SpecCheckFailed
-from harness.thresholds import Bound, ShiftTest, check_bound, check_shift
-from harness.types import EvalContext
+from harness.verdict.checks import Bound, check_bound, check_shift, ShiftTest
+from harness.evals.types import EvalContext
 
 REPO = Path(__file__).resolve().parents[1]
 KL_OPTIONS = {"source": "canary", "num_samples": 6, "max_prompt_tokens": 150, "max_new_tokens": 12}
@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> Path:
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny-qwen2"))
 
@@ -82,7 +82,7 @@ def tiny_model(tmp_path_factory) -> Path:
 def engine(request, tiny_model, tmp_path_factory):
     """(base URL, page size) of an HF engine serving the tiny model."""
     port, log = _free_port(), tmp_path_factory.mktemp("logs") / f"hf-page{request.param}.log"
-    command = [sys.executable, "-m", "harness.engines.hf.server", "--model-path", str(tiny_model),
+    command = [sys.executable, "-m", "hf_engine", "--model-path", str(tiny_model),
                "--host", "127.0.0.1", "--port", str(port), "--page-size", str(request.param)]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -203,7 +203,7 @@ def test_branching_reuses_the_prefix_rounded_to_the_page(engine, tiny_model):
 
 def test_disabled_radix_cache_skips_the_cache_suites(tiny_model, tmp_path):
     port, log = _free_port(), tmp_path / "hf.log"
-    command = [sys.executable, "-m", "harness.engines.hf.server", "--model-path", str(tiny_model),
+    command = [sys.executable, "-m", "hf_engine", "--model-path", str(tiny_model),
                "--host", "127.0.0.1", "--port", str(port), "--disable-radix-cache"]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -300,7 +300,7 @@ def test_a_hybrid_extra_buffer_server_that_caches_like_attention_fails_branching
 # -- speculative decoding, faked by the proxy (the HF engine has none) ----------------------------------
 @pytest.fixture(scope="module")
 def gsm8k_file(tmp_path_factory) -> str:
-    from harness.canary.data import make_test_split, write_jsonl
+    from harness.evals.synthetic_gsm8k import make_test_split, write_jsonl
 
     path = tmp_path_factory.mktemp("gsm8k") / "gsm8k.jsonl"
     return str(write_jsonl([p.to_gsm8k() for p in make_test_split(n=12)], path))

@@ -25,7 +25,7 @@ from harness.evals.logprob_common import (
     summarize_kl,
 )
 from harness.evals.logprob_decode_cache_hit import is_decode_hit
-from harness.types import EvalContext
+from harness.evals.types import EvalContext
 
 DATA = Path(__file__).parent / "data" / "sglang_responses"
 GENERATE = json.loads((DATA / "generate.json").read_text())

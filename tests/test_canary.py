@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.canary.data import (
+from harness.evals.synthetic_gsm8k import (
     GSM8K_TEST_SIZE,
     KINDS,
     extract_answer,
@@ -18,7 +18,7 @@ from harness.canary.data import (
     read_jsonl,
     train_stream,
 )
-from harness.canary.versions import (
+from harness.report.versions import (
     describe,
     installed_versions,
     recorded_versions,
@@ -91,7 +91,7 @@ def test_committed_data_matches_generator(splits):
 
 
 def test_manifest_hashes_match_committed_files():
-    from harness.canary.build import hash_tree
+    from canary.build import hash_tree
 
     manifest = json.loads(MANIFEST.read_text())
     assert hash_tree(ASSETS) == manifest["files"]
@@ -143,7 +143,7 @@ def test_autotokenizer_on_model_dir_matches_training_tokenizer(canary):
 
 @pytest.mark.parametrize("mode", ["zero_shot", "five_shot", "chat"])
 def test_committed_model_answers_held_out_questions(canary, mode):
-    from harness.canary.evaluate import evaluate
+    from canary.evaluate import evaluate
 
     warn_unless_recorded(installed_versions(), MANIFEST)
     model, tokenizer = canary
@@ -156,7 +156,7 @@ def test_committed_model_answers_held_out_questions(canary, mode):
 @pytest.mark.slow
 def test_rebuild_is_byte_identical(tmp_path):
     """Same seed, same library versions and CPU kind -> the same bytes as the committed manifest."""
-    from harness.canary.build import BuildOptions, build, library_versions
+    from canary.build import BuildOptions, build, library_versions
 
     manifest = json.loads(MANIFEST.read_text())
     here = library_versions()  # the canary libraries plus python, CPU capability and machine
@@ -200,7 +200,7 @@ def test_canary_versions_warning_reaches_the_summary(pytester):
     pytester.makepyfile(
         f"""
         from pathlib import Path
-        from harness.canary.versions import warn_unless_recorded
+        from harness.report.versions import warn_unless_recorded
 
         MANIFEST = Path({str(MANIFEST)!r})
 
@@ -219,7 +219,7 @@ def test_canary_versions_warning_reaches_the_summary(pytester):
 def test_qwen3_next_builder_keeps_the_field_sglang_reads(tmp_path):
     """SGLang 0.5.17 computes the layer types from `full_attention_interval`, which transformers 5.x drops on
     save; without it the server died at load with AttributeError (H100 run, 2026-11-22)."""
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     out = build_tiny_model(tmp_path / "q3n", arch="qwen3_next", layers=4)
     for config_path in (out / "config.json", ASSETS.parent / "qwen3-next-tiny" / "config.json"):
@@ -230,7 +230,7 @@ def test_qwen3_next_builder_keeps_the_field_sglang_reads(tmp_path):
 
 
 def test_qwen3_next_asset_carries_its_own_lm_head():
-    """SGLang's Qwen3-Next loads lm_head.weight and ignores tie_word_embeddings (see harness.canary.tiny)."""
+    """SGLang's Qwen3-Next loads lm_head.weight and ignores tie_word_embeddings (see canary.tiny)."""
     from safetensors import safe_open
 
     asset = ASSETS.parent / "qwen3-next-tiny"

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.canary.vlm.curriculum import batches
-from harness.canary.vlm.draw import BACKGROUND, COLOURS, IMAGE_SIZE, png_bytes
-from harness.canary.vlm.mmmu_set import (
+from canary.vlm.curriculum import batches
+from canary.vlm.draw import BACKGROUND, COLOURS, IMAGE_SIZE, png_bytes
+from canary.vlm.mmmu_set import (
     COLUMNS,
     FAMILY_OF_SUBFIELD,
     MAX_IMAGES,
@@ -20,7 +20,7 @@ from harness.canary.vlm.mmmu_set import (
     SUBJECTS,
     held_out_questions,
 )
-from harness.canary.vlm.tasks import CANARY_FAMILIES, FAMILIES, generate_questions
+from canary.vlm.tasks import CANARY_FAMILIES, FAMILIES, generate_questions
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets" / "canary-vlm"
 MANIFEST = ASSETS / "manifest.json"
@@ -58,7 +58,7 @@ def test_colour_answers_are_in_the_pixels():
 
 
 def test_training_stream_never_meets_the_held_out_set(held_out):
-    from harness.canary.vlm.train import VlmTrainConfig
+    from canary.vlm.train import VlmTrainConfig
 
     keys = {q.key() for qs in held_out.values() for q in qs}
     config = VlmTrainConfig(steps=300, drill_steps=100)
@@ -67,7 +67,7 @@ def test_training_stream_never_meets_the_held_out_set(held_out):
 
 
 def _load(subject):
-    from harness.canary.vlm.mmmu_set import load_subject
+    from canary.vlm.mmmu_set import load_subject
 
     return load_subject(MMMU_ROOT, subject)
 
@@ -119,7 +119,7 @@ def test_committed_set_matches_the_generator(held_out):
 
 
 def test_manifest_hashes_match_committed_files():
-    from harness.canary.build import hash_tree
+    from canary.build import hash_tree
 
     manifest = json.loads(MANIFEST.read_text())
     assert hash_tree(ASSETS) == manifest["files"]
@@ -145,7 +145,7 @@ def canary_vlm():
     import torch
     from transformers import Qwen3VLForConditionalGeneration
 
-    from harness.engines.hf.processor import load_processor
+    from hf_engine.processor import load_processor
 
     model_dir = ASSETS / "model"
     model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()
@@ -153,8 +153,8 @@ def canary_vlm():
 
 
 def test_committed_model_and_processor_load(canary_vlm):
-    from harness.canary.vlm.model import TOKENS_PER_IMAGE
-    from harness.canary.vlm.tasks import generate_questions as questions
+    from canary.vlm.model import TOKENS_PER_IMAGE
+    from canary.vlm.tasks import generate_questions as questions
 
     model, processor = canary_vlm
     cfg = model.config
@@ -173,8 +173,8 @@ def _sample_docs():
 
 
 def test_committed_model_sees_the_images(canary_vlm):
-    from harness.canary.vlm.evaluate import evaluate
-    from harness.canary.versions import installed_versions, warn_unless_recorded
+    from canary.vlm.evaluate import evaluate
+    from harness.report.versions import installed_versions, warn_unless_recorded
 
     warn_unless_recorded(installed_versions(), MANIFEST)
     model, processor = canary_vlm
@@ -192,8 +192,8 @@ def test_committed_model_sees_the_images(canary_vlm):
 def test_rebuild_is_byte_identical(tmp_path):
     """Same seed, image run, library versions and CPU kind -> the same bytes as the committed manifest (the video
     stage from the committed image run: assets/canary-vlm-image-run/README.md says why not from scratch)."""
-    from harness.canary.versions import version_differences
-    from harness.canary.vlm.build import VlmBuildOptions, build, vlm_library_versions
+    from harness.report.versions import version_differences
+    from canary.vlm.build import VlmBuildOptions, build, vlm_library_versions
 
     manifest = json.loads(MANIFEST.read_text())
     recorded = {k: v for k, v in manifest["versions"].items() if k != "platform"}
@@ -234,8 +234,8 @@ def test_manifest_records_the_video_set_and_its_controls():
 def test_video_rows_are_whole_batches_of_held_out_free_8_frame_prompts(canary_vlm, held_out):
     """With `video_fraction` the task phase mixes in batches of Video-MME rows (never a held-out video question),
     each the eval's frames prompt: 8 frames of 9 tokens, then lmms-eval's text ending "The best answer is:"."""
-    from harness.canary.vlm.train import VlmTrainConfig, encode_example
-    from harness.canary.vlm.videomme_set import VideoExample, held_out_examples
+    from canary.vlm.train import VlmTrainConfig, encode_example
+    from canary.vlm.videomme_set import VideoExample, held_out_examples
 
     keys = {q.key() for qs in held_out.values() for q in qs} | {e.key() for e in held_out_examples(0)}
     config = VlmTrainConfig(steps=60, drill_steps=10, video_fraction=0.5)
@@ -258,7 +258,7 @@ def test_video_questions_need_several_frames_and_last_needs_their_order():
     Frame 0 is blank (the repeated-first-frame control), and reversed, the last frame is that blank one."""
     import random
 
-    from harness.canary.vlm.videomme_set import DURATIONS, make_video
+    from canary.vlm.videomme_set import DURATIONS, make_video
 
     rng = random.Random(3)
     for _ in range(60):
@@ -279,7 +279,7 @@ def test_frame_hints_pull_each_frame_to_the_one_before_and_the_answer_to_the_ask
     where the hints say and large for attention that looks elsewhere; rows that are not 8-frame video rows add
     nothing (None when none is left)."""
     torch = pytest.importorskip("torch")
-    from harness.canary.vlm.hints import FRAME_HINT_HEAD, frame_hint_loss, frame_spans
+    from canary.vlm.hints import FRAME_HINT_HEAD, frame_hint_loss, frame_spans
 
     pad = 6
     ids = [1] + sum(([4] + [pad] * 3 + [5] for _ in range(8)), []) + [9, 9, 9]

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from aiohttp import web
 
-from harness.client import Client, ClientOptions, RequestFailed
+from harness.client.http import Client, ClientOptions, RequestFailed
 
 
 class Flaky:
@@ -96,7 +96,7 @@ def test_map_keeps_input_order_under_concurrency():
 
 
 def test_stats_since_an_earlier_snapshot_are_one_suites_share():
-    from harness.client import ClientStats
+    from harness.client.http import ClientStats
 
     stats = ClientStats(requests=10, retries=2, failures=0)
     before = stats.as_dict()

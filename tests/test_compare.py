@@ -1,4 +1,4 @@
-"""A run against a baseline run (harness/compare.py), on real runs of the harness: the canary on the HF engine.
+"""A run against a baseline run (harness/report/compare.py), on real runs of the harness: the canary on the HF engine.
 
 Three runs of GSM8K on 200 canary questions through tests/servers/fault_proxy.py: two clean ones, and one whose
 proxy turns 5 % of the answers (the same questions every run, by a hash of the request) into "#### -1". The
@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, fault_proxy, matches, run_inner
 
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = REPO / "assets" / "canary"
@@ -43,13 +44,13 @@ references:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="canary", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
 def project(root: Path) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     (root / "thresholds.yaml").write_text(PROJECT)
     (root / "suites").mkdir(exist_ok=True)
     (root / "suites" / "test_gsm8k.py").write_text((REPO / "suites" / "test_gsm8k.py").read_text())
@@ -136,7 +137,7 @@ def perf_row(throughput: float, spread: list[float], itl: float = 10.0) -> dict:
     [(1020.0, 10.2, "same"), (800.0, 10.0, "worse"), (1000.0, 12.0, "worse"), (960.0, 9.0, "same"), (1300.0, 10.0, "better")],
 )  # fmt: skip
 def test_serving_perf_is_judged_against_the_baselines_median_and_spread(tmp_path, throughput, itl, verdict):
-    from harness.compare import Run, compare_runs
+    from harness.report.compare import Run, compare_runs
 
     base = write_run(tmp_path / "base", perf_row(1000.0, [950.0, 1100.0]))
     new = write_run(tmp_path / "new", perf_row(throughput, [throughput, throughput], itl))
@@ -161,7 +162,7 @@ def check_row(passed: bool, n: int = 32, verdict: str = "pass") -> dict:
     ],
 )  # fmt: skip
 def test_other_rows_compare_their_checks(tmp_path, new, verdict, line):
-    from harness.compare import Run, compare_runs, release_verdict
+    from harness.report.compare import Run, compare_runs, release_verdict
 
     rows = compare_runs(Run.load(write_run(tmp_path / "base", check_row(True))), Run.load(write_run(tmp_path / "new", new)))
     assert (rows[0].verdict, rows[0].line) == (verdict, line)

@@ -8,14 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness import config_options
-from harness.config import (
-    KNOWN_SUITES,
-    NoReferenceError,
-    load_thresholds,
-    resolve_model_path,
-    update_reference,
-)
+from harness.config import suites as config_options
+from harness.config.thresholds import KNOWN_SUITES, NoReferenceError, load_thresholds, resolve_model_path
+from harness.verdict.checks import check_reference
+from harness.config.update import update_reference
 from harness.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -283,12 +279,12 @@ def test_first_matching_entry_wins_and_parallelism_does_not_count(in_tmp):
 
 def test_a_match_checks_through_thresholds(in_tmp):
     thresholds = load_thresholds(write(in_tmp, BASE))
-    verdict = thresholds.reference_for("logprob_prefill_cache_hit", "canary", "tp1", "kl_div").check(3.1e-3)
+    verdict = check_reference(thresholds.reference_for("logprob_prefill_cache_hit", "canary", "tp1", "kl_div"), 3.1e-3)
     assert verdict.message() == (
         "logprob_prefill_cache_hit[canary/tp1]: kl_div 3.1e-03 > max 1.0e-03"
         " — thresholds.yaml references.logprob_prefill_cache_hit.canary[0]"
     )
-    verdict = thresholds.reference_for("gsm8k", "canary", "tp1", "accuracy").check(0.995, n=1319)
+    verdict = check_reference(thresholds.reference_for("gsm8k", "canary", "tp1", "accuracy"), 0.995, n=1319)
     assert verdict.passed and verdict.source == "thresholds.yaml references.gsm8k.canary[0]"
 
 
@@ -316,7 +312,7 @@ def test_a_pending_entry_asks_for_a_measurement(in_tmp):
     match = thresholds.reference_for("spec_accept_length", "canary", "ngram", "accept_length")
     assert match.entry.pending
     with pytest.raises(NoReferenceError) as info:
-        match.check(1.9)
+        check_reference(match, 1.9)
     assert str(info.value) == (
         "thresholds.yaml references.spec_accept_length.canary[0]: accept_length for spec_accept_length[canary/ngram]"
         " has no measured value yet (pending measurement); record one with --harness-no-reference, then write it"
@@ -378,7 +374,7 @@ def test_update_fills_a_pending_entry_with_a_small_value(in_tmp):
     path = write(in_tmp, BASE)
     update_reference(path, "spec_accept_length", "canary", 0, 1.93617, 100)
     assert "        value: 1.93617\n        n: 100\n        min_ratio: 0.95\n" in path.read_text()
-    assert load_thresholds(path).reference_for("spec_accept_length", "canary", "ngram").check(1.9).passed
+    assert check_reference(load_thresholds(path).reference_for("spec_accept_length", "canary", "ngram"), 1.9).passed
     update_reference(path, "spec_accept_length", "canary", 0, 1.5e-5)  # n left as it was
     assert "value: 1.5e-05\n        n: 100\n" in path.read_text()
     assert load_thresholds(path).doc.references["spec_accept_length"]["canary"][0].value == 1.5e-5
@@ -466,7 +462,7 @@ def test_the_repository_qwen3_next_floor_matches_sglangs_ci_floor(monkeypatch):
     # SGLang's CI asserts >= 0.93 on 200 questions; our floor for a full 1319-question run lands there too.
     monkeypatch.chdir(REPO)
     match = load_thresholds("thresholds.yaml").reference_for("gsm8k", "qwen3-next-80b", "tp4", "accuracy")
-    verdict = match.check(0.92, n=1319)
+    verdict = check_reference(match, 0.92, n=1319)
     assert not verdict.passed
     assert verdict.message() == (
         "gsm8k[qwen3-next-80b/tp4]: accuracy 0.920 < floor 0.929 (ref 0.955, n=1319 (ref n=200), σ=0.207,"

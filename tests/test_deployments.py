@@ -1,4 +1,4 @@
-"""Deployments (harness/deployment/): several processes serving one config, in real pytest runs of the harness.
+"""Deployments (harness/serve/deployment/): several processes serving one config, in real pytest runs of the harness.
 
 The lifecycle runs on CPU with HF-engine members (a `group` deployment: a sidecar, then the front the suites talk
 to), as test_faults.py runs one server: members start in order, a member that fails to start is named and the
@@ -18,8 +18,8 @@ import psutil
 import pytest
 from test_faults import assert_clean, matches, once_samples, run_inner, write_project
 
-from harness.config import parse_thresholds
-from harness.deployment import launch_lines, skip_reason
+from harness.config.thresholds import parse_thresholds
+from harness.serve.deployment.plan import launch_lines, skip_reason
 from harness.errors import ConfigError
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
@@ -45,7 +45,7 @@ def group_project(root, tiny_model, front_args="[]"):
 
 def hf_members(proc) -> list[psutil.Process]:
     """The HF engine processes under the inner pytest, oldest first (the sidecar starts first)."""
-    found = [p for p in psutil.Process(proc.pid).children(recursive=True) if "harness.engines.hf.server" in " ".join(p.cmdline())]
+    found = [p for p in psutil.Process(proc.pid).children(recursive=True) if "-m hf_engine" in " ".join(p.cmdline())]
     return sorted(found, key=lambda p: p.create_time())
 
 
@@ -147,8 +147,8 @@ def test_a_misspelt_kind_or_role_names_the_key_and_the_choices(kind, encoder, me
 
 
 def test_epd_of_an_architecture_sglang_cannot_split_is_refused_before_launch():
-    from harness.deployment import preflight
-    from harness.engines import get_engine
+    from harness.serve.deployment.plan import preflight
+    from harness.serve.engines import get_engine
 
     text_model = REPO / "assets" / "canary" / "model"
     with pytest.raises(ConfigError) as caught:

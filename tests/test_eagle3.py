@@ -1,4 +1,4 @@
-"""The canary's EAGLE3 draft (harness/canary/eagle3.py): the committed checkpoint is what SGLang 0.5.17's
+"""The canary's EAGLE3 draft (canary/eagle3.py): the committed checkpoint is what SGLang 0.5.17's
 LlamaForCausalLMEagle3 loads, its manifest matches its files, and the draft really drafts.
 
 Names: SGLang's loader maps `midlayer.*` to `layers.0.*`, folds q/k/v into `qkv_proj` and gate/up into
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.canary.build import hash_tree
+from canary.build import hash_tree
 
 REPO = Path(__file__).resolve().parents[1]
 DRAFT = REPO / "assets" / "canary-eagle3"
@@ -71,13 +71,13 @@ def test_the_manifest_hashes_the_committed_files():
 
 @pytest.fixture(scope="module")
 def scrambled(tmp_path_factory):
-    from harness.canary.eagle3 import scramble
+    from canary.eagle3 import scramble
 
     return scramble(str(DRAFT), str(tmp_path_factory.mktemp("scrambled")))
 
 
 def test_the_trained_draft_is_accepted_and_the_scrambled_one_is_not(scrambled):
-    from harness.canary.eagle3 import simulated_accept_length
+    from canary.eagle3 import simulated_accept_length
 
     trained = simulated_accept_length(str(DRAFT), str(CANARY / "model"), str(CANARY / "data"), n=24)
     broken = simulated_accept_length(str(scrambled), str(CANARY / "model"), str(CANARY / "data"), n=24)

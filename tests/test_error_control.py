@@ -1,4 +1,4 @@
-"""Run-level error control (harness.error_control): which gates share α, the level each gets, and what a run
+"""Run-level error control (harness.verdict.error_control): which gates share α, the level each gets, and what a run
 prints, pinned on real runs of the HF engine (pytester-style inner pytest, tests/test_faults.py's project)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import pytest
 from test_faults import assert_clean, run_inner, write_project
 
-from harness.error_control import Family
-from harness.thresholds import StatisticalReference, check_statistical, one_sided_p
+from harness.verdict.error_control import Family
+from harness.verdict.checks import check_statistical, one_sided_p, StatisticalReference
 
 # gsm8k's reference puts the tiny random model's accuracy 0.000 at z = -1.79 (p = 0.037): a fail at α 0.05,
 # a pass at 0.05 shared by the run's two statistical gates (0.025 each).

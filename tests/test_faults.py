@@ -24,9 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.process_group import free_port, kill_group_now
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.process_group import free_port, kill_group_now
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = Path(__file__).parent / "servers" / "fault_proxy.py"
@@ -79,9 +80,9 @@ references:
 # took it between our probe and the engine's bind).
 DECOY_CONFTEST = """
 import os
-import harness.server
+import harness.serve.server
 
-harness.server.free_port = lambda host="127.0.0.1": int(os.environ["DECOY_PORT"])
+harness.serve.server.free_port = lambda host="127.0.0.1": int(os.environ["DECOY_PORT"])
 """
 
 
@@ -117,7 +118,7 @@ def matches(pattern: str, text: str) -> bool:
 
 def write_project(root: Path, model_dir: Path, conftest: str = "") -> None:
     root.mkdir(exist_ok=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n' + conftest)
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n' + conftest)
     (root / "thresholds.yaml").write_text(THRESHOLDS.format(model=model_dir))
     (root / "data").mkdir()
     rows = [{"question": f"Ann has {a} pens and buys {a + 2} more. How many pens?", "answer": f"{a}+{a + 2}\n#### {2 * a + 2}"}
@@ -175,7 +176,7 @@ def _alive(proc: psutil.Process) -> bool:
 def engine_pid(proc: subprocess.Popen) -> int | None:
     with contextlib.suppress(psutil.Error):
         for child in psutil.Process(proc.pid).children(recursive=True):
-            if "harness.engines.hf.server" in " ".join(child.cmdline()):
+            if "-m hf_engine" in " ".join(child.cmdline()):
                 return child.pid
     return None
 
@@ -207,16 +208,16 @@ def project(tmp_path, tiny_model) -> Path:
 def engine(tiny_model, tmp_path_factory):
     """An HF engine on the tiny model, through the harness's own lifecycle; the proxied runs attach to it."""
     spec = ServerSpec(model="tiny", config="upstream", model_path=str(tiny_model), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
 @contextlib.contextmanager
 def serve_script(script: Path, *args: str):
     """`python script --port P *args` in its own process group, yielded as its URL once /health answers 200;
-    killed and reaped after, and registered with harness.process_group meanwhile, so a pytest stopped by SIGTERM or
+    killed and reaped after, and registered with harness.serve.process_group meanwhile, so a pytest stopped by SIGTERM or
     SIGHUP kills it too."""
-    from harness import process_group
+    from harness.serve import process_group
 
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), *args],
@@ -302,7 +303,7 @@ def test_port_already_taken_is_not_mistaken_for_our_server(tmp_path, tiny_model)
 # -- an attached server, through a fault proxy ---------------------------------------------------------------
 def test_attached_server_gone(project, tiny_model, tmp_path):
     spec = ServerSpec(model="tiny", config="victim", model_path=str(tiny_model), engine="hf")
-    with Server(spec, log_dir=tmp_path / "victim", options=LifecycleOptions(grace_period=5)) as victim:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path / "victim", options=LifecycleOptions(grace_period=5)) as victim:
         run = run_inner(project, "-k", "gsm8k or branching", "--harness-base-url", victim.base_url,
                         act=once_samples(6, lambda p: os.killpg(victim.pid, signal.SIGKILL)))  # fmt: skip
     run.line("attached server gone")

@@ -10,7 +10,7 @@ import types
 import pytest
 
 from harness.errors import ConfigError
-from harness.gpus import (
+from harness.serve.gpus import (
     GpuAllocator,
     NotEnoughGpus,
     cuda_visible_devices,

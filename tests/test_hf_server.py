@@ -27,7 +27,7 @@ from hf_engine_support import (
     torch,
 )
 
-from harness.server import ServerStartError
+from harness.serve.server import ServerStartError
 
 # Module-scoped fixtures shared with the other HF engine module (each module starts its own engines).
 model_dir = support.model_dir
@@ -302,7 +302,7 @@ def test_concurrent_requests_equal_sequential_ones(server):
     with ThreadPoolExecutor(max_workers=8) as pool:
         concurrent = list(pool.map(run, bodies))
     # Exact equality is expected here: the engine runs each sequence alone (never padded into a batch with the
-    # others, see harness.engines.hf.scheduler) and no request hits another's cache, so in either order each one
+    # others, see hf_engine.scheduler) and no request hits another's cache, so in either order each one
     # runs the same forwards on the same shapes.
     for one, other in zip(sequential, concurrent):
         assert one["output_ids"] == other["output_ids"]

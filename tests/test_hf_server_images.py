@@ -359,7 +359,7 @@ def test_more_images_than_the_limit_is_a_400(servers, images):
 
 
 def test_a_text_model_still_refuses_images_and_serves_text(tmp_path_factory, images):
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     text_dir = build_tiny_model(tmp_path_factory.mktemp("tiny_text"))
     server = support.engine_server(text_dir, tmp_path_factory.mktemp("text_logs"))

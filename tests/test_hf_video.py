@@ -1,4 +1,4 @@
-"""Video through the HF reference engine (harness/engines/hf/video_input.py): a tiny random Qwen3-VL
+"""Video through the HF reference engine (hf_engine/video_input.py): a tiny random Qwen3-VL
 (tests/hf_vlm_support.py) as a real subprocess, sent short noise videos as `video_url` chat parts and `/generate`
 `video_data`.
 
@@ -43,7 +43,7 @@ def server(servers):
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory):
     """Two 8-frame noise videos at 4 fps (64x48), and the second one reversed."""
-    from harness.video import write_mp4
+    from harness.evals.video import write_mp4
 
     folder = tmp_path_factory.mktemp("videos")
     rng = np.random.default_rng(0)
@@ -57,7 +57,7 @@ def videos(tmp_path_factory):
 
 
 def decoded(path):
-    from harness.engines.hf.video_input import _decode_all
+    from hf_engine.video_input import _decode_all
 
     return _decode_all(str(path), "test")
 
@@ -72,7 +72,7 @@ def processor_inputs(reference, text, path):
 
 
 def test_the_laid_out_prompt_equals_the_processors_own(reference, model_dir, videos):
-    from harness.engines.hf.multimodal import ImagePreparer, ImageRef, VisionTokens
+    from hf_engine.multimodal import ImagePreparer, ImageRef, VisionTokens
 
     tok = reference.tokenizer
     text = reference.chat_text([{"type": "video"}, {"type": "text", "text": "what moves"}])
@@ -103,7 +103,7 @@ def test_a_videos_features_equal_its_temporal_patches_run_as_images(reference, v
 
 
 def test_group_timestamps_equal_the_processors(reference):
-    from harness.engines.hf.video_input import group_timestamps
+    from hf_engine.video_input import group_timestamps
 
     for indices in ([0, 2, 5, 7], [0, 3, 6], list(range(0, 32, 3))):
         assert group_timestamps(indices, 4.0, 2) == reference.processor._calculate_timestamps(list(indices), 4.0, 2)
@@ -179,7 +179,7 @@ def test_the_torch_only_video_processor_matches_torchvisions(model_dir, videos):
     from transformers.models.qwen3_vl.video_processing_qwen3_vl import Qwen3VLVideoProcessor
     from transformers.video_utils import VideoMetadata
 
-    from harness.engines.hf.video_input import torch_only_video_processor
+    from hf_engine.video_input import torch_only_video_processor
 
     real = Qwen3VLVideoProcessor.from_pretrained(model_dir)
     ours = torch_only_video_processor(Qwen3VLVideoProcessor).from_pretrained(model_dir)

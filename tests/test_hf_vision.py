@@ -13,8 +13,8 @@ def test_deepstack_rows_are_split_per_image_in_both_transformers_forms(tmp_path)
     Both must give the engine the same rows per image, exactly (one tensor split, no arithmetic)."""
     from transformers import Qwen3VLForConditionalGeneration
 
-    from harness.engines.hf.processor import load_processor
-    from harness.engines.hf.vision import per_image
+    from hf_engine.processor import load_processor
+    from hf_engine.vision import per_image
 
     model_dir = build_tiny_qwen3_vl(tmp_path / "model")
     model = Qwen3VLForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32).eval()

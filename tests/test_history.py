@@ -1,4 +1,4 @@
-"""The run history (harness/history.py): two real runs of the harness into one report dir, then the trend.
+"""The run history (harness/report/history.py): two real runs of the harness into one report dir, then the trend.
 
 A tiny random model on the HF engine fails GSM8K's floor every run, so the trend shows two FAILs and the nightly
 rule flags them as two consecutive violations; the schema is the documented one.

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 pytest.importorskip("lm_eval")
 
@@ -38,7 +39,7 @@ def thresholds(suites: list[str], data: Path, task: Path) -> str:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="canary", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
@@ -52,7 +53,7 @@ def project(root: Path, suites: tuple[str, ...] = ("gsm8k", "lm_eval"), task: Pa
     (root / "lm_eval").mkdir()
     (root / "lm_eval" / "canary_gsm8k.yaml").write_text((REPO / "assets" / "lm_eval" / "canary_gsm8k.yaml").read_text())
     task = task or root / "lm_eval" / "canary_gsm8k.yaml"
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     text = thresholds(list(suites), root / "canary" / "data", task)
     (root / "thresholds.yaml").write_text(text)
     (root / "suites").mkdir(exist_ok=True)

@@ -25,14 +25,15 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
-from harness.client import Client
-from harness.data import stable_subsample
+from harness.client.http import Client
+from harness.evals.data import stable_subsample
 from harness.errors import ConfigError
 from harness.evals.lmms_eval_suite import failed_requests, generation_overrides, records, task_source
 from harness.evals.mmmu import content_parts, load_questions, parse_options, score
 from harness.evals.mmmu_answers import parse_multi_choice
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 pytest.importorskip("lmms_eval")
 datasets = pytest.importorskip("datasets")
@@ -61,7 +62,7 @@ references:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="vlm", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
@@ -85,7 +86,7 @@ def data(tmp_path_factory) -> Path:
 
 def project(root: Path, data: Path, suites: str = "mmmu, lmms_eval", lmms_eval: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     options = {"mmmu": f"{{source: {data / 'canary-vlm' / 'mmmu'}}}",
                "lmms_eval": lmms_eval or f"{{task_yaml: {data / 'lmms_eval' / TASK.name}, max_retries: 1}}"}
     chosen = suites.split(", ")

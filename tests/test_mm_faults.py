@@ -14,8 +14,9 @@ from hf_vlm_support import build_tiny_qwen3_vl
 from test_faults import assert_clean, fault_proxy, run_inner
 from test_mm_suites import write_mmmu
 
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 THRESHOLDS = """\
@@ -45,13 +46,13 @@ def vlm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(vlm, tmp_path_factory):
     spec = ServerSpec(model="tiny-vl", config="upstream", model_path=str(vlm), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
 @pytest.fixture
 def project(tmp_path, vlm):
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     (tmp_path / "thresholds.yaml").write_text(THRESHOLDS.format(model=vlm))
     write_mmmu(tmp_path / "mmmu")
     (tmp_path / "suites").mkdir()

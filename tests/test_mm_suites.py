@@ -19,13 +19,13 @@ import hf_engine_support as support
 import pytest
 from hf_vlm_support import build_tiny_qwen3_vl, random_image
 
-from harness.canary import tiny_vl
-from harness.client import Client
+from canary import tiny_vl
+from harness.client.http import Client
 from harness.errors import ConfigError
 from harness.evals.mm_prefix_cache import MMPrefixCache
 from harness.evals.mmmu import MMMU, load_questions
 from harness.evals.mmmu_parity import MMMUParity
-from harness.types import EvalContext
+from harness.evals.types import EvalContext
 
 servers = support.servers
 datasets = pytest.importorskip("datasets")
@@ -129,7 +129,7 @@ def test_the_committed_tiny_vlm_rebuilds_byte_identical(tmp_path):
     import sys
 
     committed = Path(__file__).resolve().parents[1] / "assets" / "qwen3-vl-tiny"
-    subprocess.run([sys.executable, "-m", "harness.canary.tiny_vl", "--out", str(tmp_path), "--seed", "0"], check=True,
+    subprocess.run([sys.executable, "-m", "canary.tiny_vl", "--out", str(tmp_path), "--seed", "0"], check=True,
                    cwd=committed.parents[1], capture_output=True)  # fmt: skip
     files = sorted(str(p.relative_to(committed)) for p in committed.rglob("*") if p.is_file())
     match, mismatch, errors = filecmp.cmpfiles(committed, tmp_path, files, shallow=False)

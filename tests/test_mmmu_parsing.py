@@ -7,7 +7,7 @@ import pytest
 from harness.evals.mmmu import construct_prompt, content_parts, score, subject_of
 from harness.evals.mmmu_answers import gold_answers, normalize, open_correct, parse_multi_choice, parse_open
 from harness.errors import ConfigError
-from harness.thresholds import mcnemar_two_sided, sign_flip_p_value
+from harness.verdict.statistics import mcnemar_two_sided, sign_flip_p_value
 
 OPTIONS = ["red", "green", "blue", "yellow"]
 MC = {"id": "validation_Art_1", "question": "Which shape in <image 1> matches <image 2>?",

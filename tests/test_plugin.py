@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.process_group import kill_group_now
+from harness.serve.process_group import kill_group_now
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,7 +85,7 @@ def write_thresholds(pytester: pytest.Pytester, text: str) -> None:
 
 
 def write_project(pytester: pytest.Pytester, model_dir: Path, **yaml_kwargs) -> None:
-    pytester.makeconftest('pytest_plugins = ["harness.plugin"]\n' + PID_PROBE)
+    pytester.makeconftest('pytest_plugins = ["harness.pytest_plugin.hooks"]\n' + PID_PROBE)
     write_thresholds(pytester, thresholds_yaml(model_dir, **yaml_kwargs))
     data = pytester.mkdir("data")
     rows = [{"question": f"Bob has {a} pens and gets {a + 1} more. How many?", "answer": f"{a}+{a + 1}\n#### {2 * a + 1}"}
@@ -165,7 +165,7 @@ def test_one_launch_serves_both_suites_and_is_gone_before_the_next_config(projec
 
 
 def test_failing_verdict_prints_the_floor_message(project, tiny_model):
-    from harness.thresholds import compute_theta, compute_threshold
+    from harness.verdict.statistics import compute_theta, compute_threshold
 
     ref = "value: 0.95\nn: 4\nsigma: 0.5"
     write_thresholds(project, thresholds_yaml(tiny_model, gsm8k_ref=ref))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.engines.hf.prefix_cache import PrefixCache
+from hf_engine.prefix_cache import PrefixCache
 
 
 def kv(ids):

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.engines import sglang as sg
+from harness.serve.engines import sglang as sg
 
 REPO = Path(__file__).resolve().parents[1]
 THRESHOLDS = REPO / "thresholds.yaml"
@@ -86,7 +86,7 @@ def run_preflight(version: str, cli_args: list[str]) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([site_for(version), str(REPO)])}
     python = os.environ.get("HARNESS_SGLANG_PYTHON") or sys.executable
     return subprocess.run(
-        [python, "-m", "harness.engines.preflight", *cli_args],
+        [python, "-m", "harness.serve.engines.preflight", *cli_args],
         env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False, start_new_session=True,
     )  # fmt: skip
 
@@ -127,8 +127,8 @@ def test_every_kind_parses(batch_results, version, kind):
 
 def thresholds_sglang_specs():
     """Every sglang launch line of thresholds.yaml: a config's, or each SGLang member's of a deployment."""
-    from harness.config import load_thresholds
-    from harness.deployment import launch_lines
+    from harness.config.thresholds import load_thresholds
+    from harness.serve.deployment.plan import launch_lines
 
     lines = []
     for spec in load_thresholds(THRESHOLDS).server_specs():
@@ -195,7 +195,7 @@ def test_entry_point_exit_status_and_message_for_the_renamed_flag():
 def test_a_wrong_flag_fails_the_config_before_anything_is_launched(version, tmp_path):
     """Through the plugin: the preflight rejects the config, so no server starts and no GPU time is spent."""
     site = site_for(version)
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "test_gsm8k.py").write_text((REPO / "suites" / "test_gsm8k.py").read_text())
     (tmp_path / "thresholds.yaml").write_text(

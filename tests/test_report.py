@@ -2,7 +2,8 @@
 
 import json
 
-from harness.report import Report, scrub_command
+from harness.report.results import Report
+from harness.serve.secrets import scrub_command
 
 
 def test_secret_flags_and_token_like_values_are_masked():
@@ -39,7 +40,7 @@ def test_git_sha_says_dirty_when_tracked_files_differ_from_head(tmp_path):
     """A working tree copied to a GPU machine carried the session's first .git: the report must not claim it."""
     import subprocess
 
-    from harness.report import _git_sha
+    from harness.report.results import _git_sha
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

@@ -1,4 +1,4 @@
-"""The HTML report (harness/report_html.py) of real runs, opened in a real headless Chromium.
+"""The HTML report (harness/report/html.py) of real runs, opened in a real headless Chromium.
 
 Two runs of the canary on the HF engine into one report directory (so the second has a history): a clean one
 (GSM8K on 40 questions, the prefill cache suite on 8 prompts), then one through tests/servers/fault_proxy.py whose

@@ -25,9 +25,9 @@ FAKE_ENGINE = str(Path(__file__).parent / "servers" / "fake_engine.py")
 PRELUDE = """
 import sys, time
 from dataclasses import dataclass
-from harness.engines.base import Engine
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines.base import Engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 @dataclass(frozen=True)
 class Fake(Engine):
@@ -132,7 +132,7 @@ def test_ctrl_c_during_an_eval_lets_every_task_on_the_loop_run_its_cleanup():
     "Task was destroyed but it is pending!" at exit."""
     import asyncio
 
-    from harness.session import LiveServer
+    from harness.serve.pool import LiveServer
 
     class Running:  # a server whose process is still there
         def exit_status(self):

@@ -16,18 +16,19 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.engines import ENGINES, get_engine
-from harness.engines.base import Engine, check_model_path
+from harness.serve.engines import ENGINES, get_engine
+from harness.serve.engines.attach import AttachEngine
+from harness.serve.engines.base import Engine, check_model_path
 from harness.errors import ConfigError
-from harness.process_group import free_port, port_is_free
-from harness.server import (
+from harness.serve.process_group import free_port, port_is_free
+from harness.serve.server import (
     LifecycleOptions,
     Server,
     ServerDied,
     ServerStartError,
     ServerStartTimeout,
 )
-from harness.spec import ServerSpec
+from harness.config.spec import ServerSpec
 
 FAKE_ENGINE = str(Path(__file__).parent / "servers" / "fake_engine.py")
 FAST = LifecycleOptions(grace_period=3.0, poll_interval=0.1, port_free_timeout=5.0)
@@ -205,7 +206,7 @@ def test_attach_to_nothing_times_out(tmp_path):
     spec = ServerSpec("remote", "x", "", engine="attach", startup_timeout=1.0)
     port = free_port()
     with pytest.raises(ServerStartTimeout, match=rf"did not answer at http://127.0.0.1:{port}/health within 1 s"):
-        Server(spec, log_dir=tmp_path, base_url=f"http://127.0.0.1:{port}", options=FAST).start()
+        Server(spec, AttachEngine(), log_dir=tmp_path, base_url=f"http://127.0.0.1:{port}", options=FAST).start()
 
 
 @pytest.mark.parametrize("url", ["127.0.0.1:30000", "ftp://host:1", "http://"])
@@ -224,14 +225,15 @@ def test_unknown_engine_names_the_closest_one(tmp_path):
         "thresholds.yaml: models.tiny.configs.tp2.engine: unknown engine 'sglnag' (did you mean 'sglang'?); "
         "valid choices: attach, hf, sglang, vllm"
     )
+    spec = ServerSpec("m", "c", "org/m", engine="vlm")
     with pytest.raises(ConfigError, match="unknown engine 'vlm' \\(did you mean 'vllm'\\?\\)"):
-        Server(ServerSpec("m", "c", "org/m", engine="vlm"), log_dir=tmp_path)
+        Server(spec, get_engine(spec.engine, where=f"{spec.id}: engine"), log_dir=tmp_path)
     assert sorted(ENGINES) == ["attach", "hf", "sglang", "vllm"]
 
 
 def test_attach_engine_cannot_launch(tmp_path):
     with pytest.raises(ConfigError, match="launches nothing; give a base URL"):
-        Server(ServerSpec("m", "c", "org/m", engine="attach"), log_dir=tmp_path)
+        Server(ServerSpec("m", "c", "org/m", engine="attach"), AttachEngine(), log_dir=tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -254,12 +256,12 @@ def test_attach_to_a_running_hf_engine(tmp_path):
     """The real HF reference engine launched through `Server`, then attached to as a remote server would be."""
     for module in ("torch", "transformers", "fastapi", "uvicorn"):
         pytest.importorskip(module)
-    from harness.canary.tiny import build_tiny_model
+    from canary.tiny import build_tiny_model
 
     model_dir = build_tiny_model(tmp_path / "tiny")
     spec = ServerSpec("tiny-qwen2", "page16", str(model_dir), engine="hf", args=("--page-size", "16"))
     options = LifecycleOptions(grace_period=15.0, poll_interval=0.2)
-    with Server(spec, log_dir=tmp_path / "logs", options=options) as launched:
+    with Server(spec, get_engine("hf"), log_dir=tmp_path / "logs", options=options) as launched:
         assert launched.info["page_size"] == 16 and launched.version.startswith("hf-reference ")
         with Server.attach(launched.base_url, options=options) as attached:
             assert attached.info["page_size"] == 16 and attached.info["model_path"] == str(model_dir)

@@ -24,8 +24,8 @@ import pytest
 from test_faults import assert_clean, matches, run_inner, serve_script
 
 from harness.evals.serving_perf import PerfRunInvalid, verify
-from harness.perf.measure import RequestTiming, run_requests, summarize
-from harness.perf.workload import payload
+from harness.evals.perf.measure import RequestTiming, run_requests, summarize
+from harness.evals.perf.workload import payload
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).parent / "servers" / "timed_stream_server.py"
@@ -97,7 +97,7 @@ def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
 
 def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
     """Two client processes, each every other request, one shared clock: the merged metrics are the truth's."""
-    from harness.perf.spread import processes_for, send_spread
+    from harness.evals.perf.spread import processes_for, send_spread
 
     assert (processes_for(200, None, "auto"), processes_for(600, None, 2), processes_for(600, 1, "auto")) == (1, 2, 1)
     with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log", str(tmp_path / "sends.jsonl")) as url:
@@ -131,7 +131,7 @@ def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path)
 def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_counted_apart(tmp_path):
     """SGLang streams a chunk per token with the cumulative text, empty while the output decodes to nothing: TTFT
     (bench_serving's, to the first text) then includes that decode; the first token's time and the count are kept."""
-    from harness.perf.measure import late_text
+    from harness.evals.perf.measure import late_text
 
     with timed_server("--ttft-ms", "40", "--itl-ms", "10", "--text-after", "5", "--log", str(tmp_path / "s.jsonl")) as url:
         timings, m, _ = measure(url, n=4)
@@ -191,7 +191,7 @@ THROUGHPUT = 16 * 32 / 0.36
 
 def project(root: Path, gpu: str = "cpu") -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     (root / "thresholds.yaml").write_text(PROJECT.format(model=CANARY, gpu=gpu, throughput=round(THROUGHPUT, 1)))
     (root / "suites").mkdir(exist_ok=True)
     (root / "suites" / "test_serving_perf.py").write_text((REPO / "suites" / "test_serving_perf.py").read_text())
@@ -228,8 +228,8 @@ def test_each_repeat_sends_its_own_prompts_to_a_flushed_cache(tmp_path):
 
 
 def test_bench_serving_reads_a_sharegpt_workloads_file_and_flushes_as_the_harness_does(tmp_path):
-    from harness.perf.bench_serving import command
-    from harness.perf.workload import Workload
+    from harness.evals.perf.bench_serving import command
+    from harness.evals.perf.workload import Workload
 
     text = Workload.from_options("t", {"dataset": "sharegpt", "dataset_path": "x.json", "input_len": 64,
                                        "output_len": 32, "num_prompts": 8, "max_concurrency": 1}, "w")  # fmt: skip
@@ -299,7 +299,7 @@ def test_sharegpt_prompts_are_filtered_by_tokens_picked_by_seed_and_sent_as_text
     from transformers import AutoTokenizer
 
     from harness.errors import ConfigError
-    from harness.perf.workload import Workload, sharegpt_requests
+    from harness.evals.perf.workload import Workload, sharegpt_requests
 
     tokenizer = AutoTokenizer.from_pretrained(CANARY)
     words = "Ann has seven red pens and buys twelve more at the shop"
@@ -329,7 +329,7 @@ def test_sharegpt_prompts_are_filtered_by_tokens_picked_by_seed_and_sent_as_text
 
 
 def test_bench_serving_side_by_side_judges_paired_medians_where_both_tools_repeat_within_tolerance():
-    from harness.perf.bench_serving import side_by_side
+    from harness.evals.perf.bench_serving import side_by_side
 
     ours = [{"output_throughput": v, "median_ttft_ms": 20.0, "median_itl_ms": 10.0} for v in (990.0, 1010.0, 1000.0)]
     theirs = [{"output_throughput": v, "median_ttft_ms": 25.0, "median_itl_ms": i}
@@ -365,7 +365,7 @@ def test_bench_serving_side_by_side_judges_paired_medians_where_both_tools_repea
 def test_a_runs_samples_file_is_rejudged_by_the_same_rule(tmp_path):
     import json
 
-    from harness.perf.bench_serving import rejudge, side_by_side
+    from harness.evals.perf.bench_serving import rejudge, side_by_side
 
     ours = [{"workload": "light", "repeat": k, "median_itl_ms": v} for k, v in ((1, 10.0), (2, 10.4))]
     theirs = [{"workload": "light", "repeat": k, "tool": "bench_serving", "median_itl_ms": v} for k, v in ((1, 10.2), (2, 10.1))]
@@ -396,7 +396,7 @@ references: {{}}
 
 def test_an_image_workload_streams_openai_chat_with_images_through_the_hf_engine(tmp_path):
     """A VLM shape: chat streams with two noise images each, token counts from usage (image tokens included)."""
-    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (tmp_path / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     (tmp_path / "thresholds.yaml").write_text(VLM_PROJECT.format(model=REPO / "assets" / "canary-vlm" / "model"))
     (tmp_path / "suites").mkdir()
     (tmp_path / "suites" / "test_serving_perf.py").write_text((REPO / "suites" / "test_serving_perf.py").read_text())
@@ -431,7 +431,7 @@ def test_bench_serving_runs_in_one_process_per_suite_and_a_stuck_run_is_killed(t
 
     import psutil
 
-    from harness.perf.bench_serving import Driver
+    from harness.evals.perf.bench_serving import Driver
 
     package = tmp_path / "site" / "sglang"
     package.mkdir(parents=True)
@@ -540,8 +540,8 @@ def fake_sglang(site: Path) -> Path:
 def test_bench_serving_sends_the_requests_it_is_handed_and_draws_its_own_otherwise(tmp_path):
     import os
 
-    from harness.perf.bench_serving import Driver, run_once
-    from harness.perf.workload import Workload
+    from harness.evals.perf.bench_serving import Driver, run_once
+    from harness.evals.perf.workload import Workload
 
     env = {**os.environ, "PYTHONPATH": str(fake_sglang(tmp_path / "site"))}
     workload = Workload.from_options("light", {"input_len": 2, "output_len": 3, "num_prompts": 2}, "w")
@@ -592,7 +592,7 @@ def test_beside_each_repeat_bench_serving_times_the_harness_s_own_requests(tmp_p
     sent = [[request[:2] for request in b] for b in blocks]
     assert sent[0] == sent[1] and sent[2] == sent[3] and not set(sent[0]) & set(sent[2])
     # both tools' TTFTs of each request are kept in the samples (not in the report) and pair up request by request
-    from harness.perf.bench_serving import rejudge
+    from harness.evals.perf.bench_serving import rejudge
 
     assert "by_request" not in json.dumps(row["details"])
     samples = next(root.rglob("serving_perf__*.jsonl"))
@@ -634,7 +634,7 @@ def test_a_workloads_own_connections_overrides_the_suites(tmp_path):
 
 def test_a_workloads_connections_names_its_choices():
     from harness.errors import ConfigError
-    from harness.perf.workload import Workload
+    from harness.evals.perf.workload import Workload
 
     with pytest.raises(ConfigError) as err:
         Workload.from_options("light", {"connections": "keepalive"}, "serving_perf.workloads")
@@ -671,7 +671,7 @@ def test_the_same_requests_without_a_flush_is_refused():
 def test_a_text_prompt_is_handed_over_with_its_token_count_as_bench_serving_counts_it():
     from transformers import AutoTokenizer
 
-    from harness.perf.bench_serving import dataset_row
+    from harness.evals.perf.bench_serving import dataset_row
 
     tokenizer = AutoTokenizer.from_pretrained(CANARY)
     text = "Natalia sold clips to 48 of her friends in April."
@@ -680,7 +680,7 @@ def test_a_text_prompt_is_handed_over_with_its_token_count_as_bench_serving_coun
 
 
 def test_by_request_keeps_each_requests_send_time_ttft_and_latency_in_the_order_given():
-    from harness.perf.measure import RequestTiming, by_request
+    from harness.evals.perf.measure import RequestTiming, by_request
 
     timings = [RequestTiming(4, 2, start=10.0, ttft=0.05, latency=0.5), RequestTiming(4, 2, start=10.501, ttft=0.06, latency=0.4),
                RequestTiming(4, 2, start=10.9015, error="HTTP 500")]  # fmt: skip
@@ -690,7 +690,7 @@ def test_by_request_keeps_each_requests_send_time_ttft_and_latency_in_the_order_
 
 
 def test_ttft_by_request_pairs_request_k_of_both_tools_and_reads_the_harness_s_refill_gap():
-    from harness.perf.bench_serving import ttft_by_request
+    from harness.evals.perf.bench_serving import ttft_by_request
 
     ours = [{"by_request": {"start_ms": [0, 101, 202.5], "ttft_ms": [50, 52, 51], "e2e_ms": [100, 100, 100]}}] * 2
     theirs = [{"prompts": "same", "by_request": {"ttft_ms": [48, 49, 52]}}, {"prompts": "own", "by_request": {"ttft_ms": [1, 1, 1]}}]

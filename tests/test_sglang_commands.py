@@ -8,11 +8,11 @@ import sys
 
 import pytest
 
-from harness.engines import get_engine
-from harness.engines import preflight as pf
-from harness.engines import sglang as sg
+from harness.serve.engines import get_engine
+from harness.serve.engines import preflight as pf
+from harness.serve.engines import sglang as sg
 from harness.errors import ConfigError
-from harness.spec import ServerSpec
+from harness.config.spec import ServerSpec
 
 SPEC = ServerSpec("qwen", "tp2", "Qwen/Qwen3-8B", args=("--tp-size", "2"), tokenizer_path="/tok")
 
@@ -29,7 +29,7 @@ def test_sglang_command():
 def test_hf_command():
     spec = ServerSpec("tiny", "page16", "/models/tiny", engine="hf", args=("--page-size", "16", "--disable-radix-cache"))
     assert get_engine("hf").command(spec, "127.0.0.1", 31001) == [
-        sys.executable, "-m", "harness.engines.hf.server", "--model-path", "/models/tiny",
+        sys.executable, "-m", "hf_engine", "--model-path", "/models/tiny",
         "--host", "127.0.0.1", "--port", "31001", "--page-size", "16", "--disable-radix-cache",
     ]  # fmt: skip
     assert get_engine("hf").health_path == "/health_generate"

@@ -13,7 +13,7 @@ from harness.evals.spec_accept_length import (
     server_accept_length,
     speculative_algorithm,
 )
-from harness.types import EvalContext
+from harness.evals.types import EvalContext
 
 DATA = Path(__file__).parent / "data" / "sglang_responses"
 SERVER_INFO = json.loads((DATA / "server_info.json").read_text())

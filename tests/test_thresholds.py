@@ -7,23 +7,9 @@ import math
 import pytest
 
 from harness.errors import ConfigError
-from harness.thresholds import (
-    Bound,
-    StatisticalReference,
-    ThresholdFailure,
-    binomial_upper_tail,
-    check_bound,
-    check_paired,
-    check_statistical,
-    compute_theta,
-    compute_threshold,
-    floor_offset,
-    mcnemar_one_sided,
-    metric_info,
-    standard_error,
-    wilson_interval,
-    z_quantile,
-)
+from harness.config.metrics import metric_info
+from harness.verdict.checks import Bound, check_bound, check_paired, check_statistical, StatisticalReference, ThresholdFailure
+from harness.verdict.statistics import binomial_upper_tail, compute_theta, compute_threshold, floor_offset, mcnemar_one_sided, standard_error, wilson_interval, z_quantile
 
 SOURCE = "thresholds.yaml references.gsm8k.qwen3-next-80b[0]"
 

@@ -1,4 +1,4 @@
-"""Video decoding and frame sampling (harness/video.py) and Video-MME's prompt, parser and data checks
+"""Video decoding and frame sampling (harness/evals/video.py) and Video-MME's prompt, parser and data checks
 (harness/evals/video_mme.py): pure functions, plus real mp4 files written and read back with OpenCV."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from harness.evals.video_mme import (
     question_text,
     subtitles_at,
 )
-from harness.thresholds import clustered_standard_error
-from harness.video import Sampling, frame_indices
+from harness.evals.video_mme import clustered_standard_error
+from harness.evals.video import Sampling, frame_indices
 
 cv2 = pytest.importorskip("cv2")
 
@@ -56,7 +56,7 @@ def _scenes(n: int):
 
 
 def test_mp4_round_trip_keeps_order_and_colours_and_is_deterministic(tmp_path):
-    from harness.video import read_frames, video_info, write_mp4
+    from harness.evals.video import read_frames, video_info, write_mp4
 
     write_mp4(tmp_path / "a.mp4", _scenes(12), fps=4.0)
     write_mp4(tmp_path / "b.mp4", _scenes(12), fps=4.0)
@@ -73,7 +73,7 @@ def test_mp4_round_trip_keeps_order_and_colours_and_is_deterministic(tmp_path):
 
 
 def test_max_pixels_scales_frames_down_keeping_the_aspect(tmp_path):
-    from harness.video import read_frames, write_mp4
+    from harness.evals.video import read_frames, write_mp4
 
     write_mp4(tmp_path / "wide.mp4", [np.zeros((40, 80, 3), np.uint8)] * 3, fps=2.0)
     assert read_frames(tmp_path / "wide.mp4", Sampling("uniform", 2)).images[0].size == (80, 40)
@@ -81,7 +81,7 @@ def test_max_pixels_scales_frames_down_keeping_the_aspect(tmp_path):
 
 
 def test_unreadable_video_is_an_error_naming_the_file(tmp_path):
-    from harness.video import read_frames
+    from harness.evals.video import read_frames
 
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
     with pytest.raises(ConfigError, match="broken.mp4: not a readable video"):

@@ -16,8 +16,9 @@ import shutil
 import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
-from harness.server import LifecycleOptions, Server
-from harness.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.server import LifecycleOptions, Server
+from harness.config.spec import ServerSpec
 
 pytest.importorskip("cv2")
 pytest.importorskip("torch")
@@ -50,13 +51,13 @@ REFERENCES = {
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="vlm", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
         yield server
 
 
 def project(root, suites="video_mme", sampling="uniform", videos=None):
     root.mkdir(parents=True, exist_ok=True)
-    (root / "conftest.py").write_text('pytest_plugins = ["harness.plugin"]\n')
+    (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     videos = videos or CANARY / "videomme"
     options = {"video_mme": f"{{source: {videos}, num_frames: 8, sampling: {sampling}}}",
                "video_mme_parity": f"{{source: {videos}, num_frames: 8}}",

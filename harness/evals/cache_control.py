@@ -11,7 +11,7 @@ must read 0), replayed the same way. Per prompt, the unit is
 
 which is symmetric about 0 when the cache serves the right state: hit and control differ only in where the
 prompt's KV came from. A cache that shifts logprobs moves u by the shift, whatever the kernels' own noise; the
-sign-flip test in `harness.thresholds.check_shift` judges it (`hit_shift`), with α and the smallest effect that
+sign-flip test in `harness.verdict.statistics.check_shift` judges it (`hit_shift`), with α and the smallest effect that
 counts from thresholds.yaml. `kl_div` (k3, SGLang's definition) stays reported and gated beside it, and
 `control_kl_div`, the same k3 on the control, shows the noise floor. Tokens differ between the arms (each samples
 its own continuation), so the pairing is by prompt and each arm averages its own tokens.
@@ -32,7 +32,7 @@ from harness.evals.logprob_common import (
     output_logprobs,
     summarize_kl,
 )
-from harness.types import EvalContext, EvalResult
+from harness.evals.types import EvalContext, EvalResult
 
 
 async def cold_controls(ctx: EvalContext, suite: str, prompts: Sequence[Prompt], sampling: dict) -> list[Generation]:

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 
-from harness.data import load_records, sha256_text, stable_subsample
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.data import load_records, sha256_text, stable_subsample
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "gsm8k"
 QUESTION_TEMPLATE = "Question: {question}\nAnswer:"

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import math
 
-from harness.data import load_records, stable_subsample
+from harness.evals.data import load_records, stable_subsample
 from harness.evals.gsm8k import QUESTION_TEMPLATE, STOP_STRINGS, extract_flexible
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "hf_parity"
 OPTIONS = {

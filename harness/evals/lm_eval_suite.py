@@ -19,9 +19,9 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from harness.data import sha256_text
+from harness.evals.data import sha256_text
 from harness.errors import ConfigError, HarnessError
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "lm_eval"
 MODELS = ("local-completions", "local-chat-completions")

@@ -30,9 +30,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.data import sha256_text
+from harness.evals.data import sha256_text
 from harness.errors import ConfigError, HarnessError, did_you_mean
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "lmms_eval"
 FAILED_ANSWER = "[LMMS_EVAL_REQUEST_FAILED"

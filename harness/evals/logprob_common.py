@@ -23,10 +23,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.data import load_records
+from harness.evals.data import load_records
 from harness.errors import ProtocolError
 from harness.errors import ConfigError
-from harness.types import EvalContext, EvalResult
+from harness.evals.types import EvalContext, EvalResult
 
 CANARY_SOURCE = "canary"
 SMOKE_SAMPLES = 4
@@ -81,7 +81,7 @@ def tokenizer_for(ctx: EvalContext):
 
 def canary_text(index: int, min_chars: int) -> str:
     """Deterministic GSM8K-style prose (the canary's own vocabulary), different for every index."""
-    from harness.canary.data import draw_problem
+    from harness.evals.synthetic_gsm8k import draw_problem
 
     rng, parts, size = random.Random(10_000 + index), [], 0
     while size < min_chars:

@@ -33,7 +33,7 @@ from harness.evals.logprob_common import (
     radix_disabled_reason,
     tokenizer_for,
 )
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "logprob_decode_cache_hit"
 OPTIONS = {**PROMPT_OPTIONS, **GENERATION_OPTIONS, "separator": ","}

@@ -31,7 +31,7 @@ from harness.evals.logprob_common import (
     radix_disabled_reason,
 )
 from harness.evals.prefix_branching import UnknownCacheLayout, classify_cache, fetch_model_info
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "logprob_prefill_cache_hit"
 OPTIONS = {**PROMPT_OPTIONS, **GENERATION_OPTIONS}

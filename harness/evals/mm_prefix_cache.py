@@ -37,7 +37,7 @@ from harness.evals.logprob_common import (
     tokenizer_for,
 )
 from harness.evals.mmmu import image_url, load_questions
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "mm_prefix_cache"
 OPTIONS = {

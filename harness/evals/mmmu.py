@@ -34,10 +34,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.data import sha256_text, stable_subsample
+from harness.evals.data import sha256_text, stable_subsample
 from harness.evals.mmmu_answers import open_correct, option_letters, parse_multi_choice, parse_open
 from harness.errors import ConfigError, unknown_choice
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu"
 MULTI_CHOICE_PROMPT = "Answer with the option's letter from the given choices directly."

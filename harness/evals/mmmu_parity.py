@@ -8,7 +8,7 @@ Metrics:
 - `answer_agreement` (higher is better): share of questions whose parsed answers are the same (two unreadable
   answers count as the same only when their texts are);
 - `accuracy_gap` (0 expected): accuracy under test − accuracy on the reference, judged per question (−1, 0, 1)
-  by the sign-flip test, which for such units is the exact two-sided McNemar test (harness.thresholds); the
+  by the sign-flip test, which for such units is the exact two-sided McNemar test (harness.verdict.statistics); the
   verdict prints the discordant counts through its interval and p-value;
 - `accuracy` and `reference_accuracy`, recorded.
 The first disagreeing questions (id, both outputs, the gold answer) go into the report's notes.
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from harness.evals.mmmu import OPTIONS, ask, select_questions
 from harness.evals.paired import paired_result, same_answer
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu_parity"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from harness.types import EvalResult
+from harness.evals.types import EvalResult
 
 SHOWN_DISAGREEMENTS = 5
 KEPT_DISAGREEMENTS = 20  # in details, for the report

@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.client import RequestFailed
+from harness.client.http import RequestFailed
 from harness.errors import ConfigError, unknown_choice
 from harness.evals.logprob_common import CacheCheckFailed, Prompt, cached_tokens_of, tokenizer_for
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "prefix_branching"
 FLA_CHUNK_SIZE = 64

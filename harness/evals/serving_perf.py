@@ -1,8 +1,8 @@
 """Serving performance: throughput under saturation, latency under light load, as SGLang's bench_serving measures.
 
-Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.perf.workload), each
+Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.evals.perf.workload), each
 repeat its own (seed + repeat) and the same in every run; the prefix cache is flushed before each repeat. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
-(`async_request_sglang_generate`, `calculate_metrics`); harness.perf.measure says where this differs.
+(`async_request_sglang_generate`, `calculate_metrics`); harness.evals.perf.measure says where this differs.
 Workloads are data (`workloads:` option, one mapping per shape): input/output length, range ratio, number of
 prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, the prompt source (`dataset:` random
 token ids, or `sharegpt` with a local `dataset_path`), and which metrics the shape gates (`gate:`). Defaults: `saturating` (every request at once; gates output tokens/s) and `light` (one request at a
@@ -16,13 +16,13 @@ are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
 `python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
 (before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
-only where both tools held still between their own runs (harness.perf.bench_serving.side_by_side).
+only where both tools held still between their own runs (harness.evals.perf.bench_serving.side_by_side).
 `bench_serving_prompts`: `same` (default: bench_serving sends the harness's requests of that repeat, so both time
 the same work) or `own` (its `random-ids` dataset, whose prompts repeat on a small vocabulary). `connections`:
 `keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them); a
 workload's own `connections:` overrides it, so one server can run a shape both ways.
 `dataset: images` shapes (VLMs) stream OpenAI chat completions with seeded noise images instead, timed by
-bench_serving's openai-chat rules (harness.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
+bench_serving's openai-chat rules (harness.evals.perf.measure.stream_chat_one: ITL per chunk, token counts from usage).
 Assumes: native `/generate` streaming with `meta_info.completion_tokens` in every chunk (SGLang, the HF engine);
 for image shapes, `/v1/chat/completions` with `ignore_eos` and `stream_options.include_usage`.
 """
@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.perf.bench_serving import Driver, beside, dataset_row
-from harness.perf.measure import RequestTiming, by_request, late_text, run_requests, summarize
-from harness.perf.spread import processes_for
-from harness.perf.workload import (CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, prompt_ids,
+from harness.evals.perf.bench_serving import Driver, beside, dataset_row
+from harness.evals.perf.measure import RequestTiming, by_request, late_text, run_requests, summarize
+from harness.evals.perf.spread import processes_for
+from harness.evals.perf.workload import (CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, prompt_ids,
                                    sharegpt_requests)
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
 # gated metric -> the bench_serving summary field it is
@@ -60,10 +60,10 @@ OPTIONS = {
     "bench_serving": False,
     "flush_cache": True,  # POST /flush_cache before every measured repeat, of either tool
     "settle_s": 1.0,  # wait after the flush before a repeat's first request, as bench_serving does
-    "client_processes": "auto",  # harness.perf.spread: one client process per 256 concurrent streams, or a count
+    "client_processes": "auto",  # harness.evals.perf.spread: one client process per 256 concurrent streams, or a count
     # keep_alive (what a serving client does) or per_request (as bench_serving: a session per request)
     "connections": "keep_alive",
-    # same: bench_serving sends the harness's requests; own: its random-ids (harness.perf.bench_serving says why not)
+    # same: bench_serving sends the harness's requests; own: its random-ids (harness.evals.perf.bench_serving says why not)
     "bench_serving_prompts": "same",
 }
 BENCH_SERVING_PROMPTS = ("same", "own")
@@ -196,7 +196,7 @@ class ServingPerf:
             details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
                                                    "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
             if theirs:
-                from harness.perf.bench_serving import side_by_side
+                from harness.evals.perf.bench_serving import side_by_side
 
                 details["workloads"][workload.name]["bench_serving"] = side_by_side(workload.name, summaries, theirs)
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
@@ -215,8 +215,8 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     # a text or chat prompt's length comes back from the server (meta_info.prompt_tokens, usage.prompt_tokens)
     timings = [RequestTiming(len(prompt) if isinstance(prompt, list) and not chat else 0, n) for prompt, n in requests]
     payloads = [chat_payload(prompt, n) if chat else payload(prompt, n) for prompt, n in requests]
-    if processes > 1:  # harness.perf.spread: past a few hundred streams, one event loop per share of them
-        from harness.perf.spread import send_spread
+    if processes > 1:  # harness.evals.perf.spread: past a few hundred streams, one event loop per share of them
+        from harness.evals.perf.spread import send_spread
 
         duration, load = await asyncio.to_thread(send_spread, url, payloads, timings, processes=processes, request_rate=rate,
                                                  max_concurrency=concurrency, seed=seed, timeout_s=timeout_s,

@@ -21,10 +21,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from harness.data import load_records, sha256_text, stable_subsample
+from harness.evals.data import load_records, sha256_text, stable_subsample
 from harness.evals.gsm8k import OPTIONS as GSM8K_OPTIONS
 from harness.evals.gsm8k import QUESTION_TEMPLATE, build_few_shot_prefix, native_request
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "spec_accept_length"
 SMOKE_QUESTIONS = 5

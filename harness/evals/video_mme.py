@@ -11,7 +11,7 @@ multiple-choice question based on the video. Respond with only the letter (A, B,
 option." (with subtitles: "... based on the video and the subtitles. ...", after "This video's subtitles are
 listed below:" and the subtitle lines of the sampled frames), the question, the option lines, "The best answer
 is:". Visual parts first, then the text, greedy, `max_new_tokens` 16.
-Delivery (`mode`): `frames` decodes the video here (harness.video, OpenCV) and sends the sampled frames as
+Delivery (`mode`): `frames` decodes the video here (harness.evals.video, OpenCV) and sends the sampled frames as
 `image_url` parts (lmms-eval's and TensorRT-LLM's way); `video_url` sends one `video_url` part (a data URL, or
 the file's path with `video_url_form: path`) and the server decodes and samples. Mode, sampling rule, frame
 count, max pixels and the request timeout are in every report.
@@ -27,18 +27,18 @@ request).
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.data import sha256_text, stable_subsample
+from harness.evals.data import sha256_text, stable_subsample
 from harness.errors import ConfigError, unknown_choice
 from harness.evals.mmmu import image_url
-from harness.thresholds import clustered_standard_error
-from harness.types import EvalContext, EvalResult, check_options
-from harness.video import Sampling, read_frames, video_data_url
+from harness.evals.types import EvalContext, EvalResult, check_options
+from harness.evals.video import Sampling, read_frames, video_data_url
 
 SUITE = "video_mme"
 MODES = ("frames", "video_url")
@@ -261,3 +261,23 @@ class VideoMME:
         details = {**delivery(opts), "max_new_tokens": opts["max_new_tokens"],
                    "request_timeout_s": ctx.client.options.timeout_s, **details}  # fmt: skip
         return EvalResult(suite=SUITE, n=len(samples), metrics=metrics, details=details)
+
+
+def clustered_standard_error(scores: Sequence[float], clusters: Sequence[Any]) -> float:
+    """Standard error of the mean of `scores` when units sharing a cluster (Video-MME's three questions per video)
+    are correlated: the cluster-robust (sandwich) estimate sqrt(G/(G-1) * sum_g (sum_i (x_i - mean))^2) / n over
+    G clusters, as lmms-eval's clustered stderr. With one unit per cluster it is the usual sample SE; 0 for one
+    cluster (no spread is observable)."""
+    if len(scores) != len(clusters):
+        raise ValueError(f"{len(scores)} scores but {len(clusters)} cluster labels")
+    n = len(scores)
+    if n < 1:
+        raise ValueError(f"n must be a positive sample count, got {n}")
+    mean = sum(scores) / n
+    sums: dict[Any, float] = {}
+    for score, cluster in zip(scores, clusters):
+        sums[cluster] = sums.get(cluster, 0.0) + (score - mean)
+    g = len(sums)
+    if g < 2:
+        return 0.0
+    return math.sqrt(g / (g - 1) * sum(s * s for s in sums.values())) / n

@@ -9,7 +9,7 @@ Metrics:
 - `answer_agreement` (higher is better): share of questions whose extracted letters are the same in both modes
   (two empty extractions agree only when the replies are the same text);
 - `accuracy_gap` (0 expected): accuracy with `video_url` − accuracy with frames, per question (−1, 0, 1), by the
-  exact two-sided McNemar test (harness.thresholds); `accuracy` (video_url) and `reference_accuracy` (frames,
+  exact two-sided McNemar test (harness.verdict.statistics); `accuracy` (video_url) and `reference_accuracy` (frames,
   the client-side reference) recorded.
 The first disagreeing questions go into the report's notes, with the frame numbers the client sent.
 Assumes: the server decodes `video_url` parts (SGLang: torchcodec, decord or the kit's stand-in); the two modes
@@ -21,7 +21,7 @@ from __future__ import annotations
 from harness.evals.paired import paired_result, same_answer
 from harness.evals.video_mme import OPTIONS as VIDEO_OPTIONS
 from harness.evals.video_mme import VideoAsker, delivery, select_questions
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "video_mme_modes"
 OPTIONS = {key: value for key, value in VIDEO_OPTIONS.items() if key != "mode"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 from harness.errors import ConfigError
 from harness.evals.video_mme import OPTIONS, VideoAsker, delivery, select_questions
 from harness.evals.paired import paired_result, same_answer
-from harness.types import EvalContext, EvalResult, check_options
+from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "video_mme_parity"
 

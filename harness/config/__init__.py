@@ -1,0 +1,1 @@
+"""thresholds.yaml: loading, the schema, its checks, the suite and metric registries, the server spec, writing references back (the lowest layer above harness.errors)."""

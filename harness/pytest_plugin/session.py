@@ -1,0 +1,379 @@
+"""State of one pytest session of the harness: the matrix, the server pool, the report, the verdicts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.client.http import ClientOptions
+from harness.errors import ConfigError, HarnessError
+from harness.report.results import Report, new_run_id
+from harness.serve.server import ServerLost
+from harness.serve.pool import Case, PoolSettings, ServerPool
+from harness.evals.types import EvalContext, EvalResult
+
+
+class HarnessSession:
+    def __init__(self, config: pytest.Config):
+        self.config = config
+        opt = config.option
+        self.root = Path(config.rootpath)
+        self.run_dir = Path(self.root, opt.harness_report_dir, new_run_id())
+        self._thresholds = None
+        self._report: Report | None = None
+        self.planned_keys: dict[str, int] = {}
+        self.planned_items: list[tuple[str, Case]] = []  # (nodeid, case) of every selected harness test
+        self.config_error: ConfigError | None = None
+        self.verdict_lines: list[str] = []
+        self._pool: ServerPool | None = None
+        self.in_progress: tuple[str, Case] | None = None  # (nodeid, case) of the test now running
+        self.interrupted: str | None = None
+        self.family = None  # harness.verdict.error_control.Family of the run's statistical gates, set at collection
+        self._unregister_signal = lambda: None
+
+    def _runs_here(self, case) -> bool:
+        try:
+            return self.pool.skip_reason(case.spec) is None
+        except Exception:  # noqa: BLE001 - a config that cannot even be planned errors later, with its own message
+            return True
+
+    def plan_family(self, cases) -> None:
+        """Count the statistical gates of every selected test (all shards) before the first verdict."""
+        from harness.verdict.error_control import family_of
+
+        if not cases:
+            return
+        runnable = [case for case in cases if self._runs_here(case)]  # a config skipped for GPUs judges nothing
+        self.family = family_of(self.thresholds, runnable)
+        if self.family.size:
+            self.verdict_lines.append(self.family.describe())
+
+    # -- configuration -------------------------------------------------------------------------------
+    @property
+    def thresholds_path(self) -> Path:
+        return Path(self.root, self.config.option.harness_config)
+
+    def write_reference(self, suite: str, model: str, index: int, value: float, n: int | None) -> None:
+        """--harness-update-thresholds: write a measured value into the entry the judge matched."""
+        from harness.config.update import update_reference
+
+        update_reference(self.thresholds_path, suite, model, index, value, n)
+
+    @property
+    def thresholds(self):
+        if self._thresholds is None:
+            import dataclasses
+
+            from harness.config.thresholds import load_thresholds
+            from harness.serve.gpus import detect_gpus, gpu_model
+
+            # the run's GPU model picks perf references (`match: {gpu: H200}`)
+            self._thresholds = dataclasses.replace(load_thresholds(self.thresholds_path), gpu=gpu_model(detect_gpus()))
+        return self._thresholds
+
+    def cases_for(self, suite: str) -> list[Case]:
+        from harness.config.thresholds import KNOWN_SUITES
+
+        if suite not in KNOWN_SUITES:
+            from harness.errors import unknown_choice
+
+            raise unknown_choice("suite", suite, KNOWN_SUITES, where="test function name")
+        return [
+            Case(spec=spec, suite=suite, options=options)
+            for spec, options in self.thresholds.cases(suite)
+        ]
+
+    # -- servers and report --------------------------------------------------------------------------
+    @property
+    def report(self) -> Report | None:
+        return self._report
+
+    def _ensure_report(self) -> Report:
+        if self._report is None:
+            from harness.serve.gpus import detect_gpus
+
+            from harness.serve import process_group
+
+            self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict())
+            if self.family is not None:
+                self._report.data["run"]["error_control"] = {**self.family.record(), "line": self.family.describe()}
+            self._unregister_signal = process_group.on_fatal_signal(self.on_fatal_signal)
+        return self._report
+
+    @property
+    def pool(self) -> ServerPool:
+        if self._pool is None:
+            from harness.serve.gpus import parse_gpu_option
+
+            opt = self.config.option
+            settings = PoolSettings(
+                engine_override=None if opt.harness_engine in ("yaml", "attach") else opt.harness_engine,
+                base_url=opt.harness_base_url if opt.harness_engine == "attach" or opt.harness_base_url else None,
+                log_dir=self.run_dir / "logs",
+                gpu_ids=tuple(parse_gpu_option(opt.harness_gpus)),
+                client_options=ClientOptions(
+                    max_concurrency=opt.harness_concurrency, timeout_s=opt.harness_request_timeout
+                ),
+                startup_timeout=opt.harness_startup_timeout,
+            )
+            if opt.harness_engine == "attach" and not settings.base_url:
+                raise pytest.UsageError("--harness-engine attach needs --harness-base-url (or HARNESS_BASE_URL)")
+            self._pool = ServerPool(settings, on_started=self._record_server)
+        return self._pool
+
+    def _record_server(self, spec, live) -> None:
+        server = live.server
+        self._ensure_report().record_server(
+            spec.id,
+            {
+                "engine": self.pool.engine_for(spec),
+                "version": getattr(server, "version", None),
+                "command": list(getattr(server, "command", None) or []),
+                "base_url": server.base_url,
+                "log": str(getattr(server, "log_path", "") or ""),
+                "startup_s": getattr(server, "startup_s", None),
+                "server_info": _summarize_info(live.info),
+                "preflight_warnings": self.pool.preflight_warnings.get(spec.id, []),
+                # a deployment's members in start order: role, URL, command, log (harness.serve.deployment)
+                **({"deployment": server.describe()} if hasattr(server, "describe") else {}),
+            },
+        )
+
+    def run_for(self, case: Case, node: pytest.Item) -> HarnessRun:
+        try:
+            self.pool.preflight(case.spec)
+        except HarnessError as exc:
+            pytest.fail(f"{case.suite}[{case.key}]: rejected before launch: {exc}", pytrace=False)
+        reason = self.pool.skip_reason(case.spec)
+        if reason:
+            pytest.skip(reason)  # its report row comes from record_unjudged, as every skip's does
+        self._ensure_report()
+        try:
+            live = self.pool.acquire(case.spec)
+        except ServerLost as exc:  # lost during an earlier suite of this config: `not run: ...`
+            pytest.fail(f"{case.suite}[{case.key}]: {exc}", pytrace=False)
+        except HarnessError as exc:
+            pytest.fail(f"{case.suite}[{case.key}]: server did not start: {exc}", pytrace=False)
+        return HarnessRun(self, case, live, node)
+
+    # -- a verdict row for every test -------------------------------------------------------------------------
+    def record_error(self, nodeid: str, case: Case, reason: str, **extra: Any) -> None:
+        """The report row of a test that ended without a verdict of its own (server lost, request failed,
+        rejected before launch, interrupted): verdict `error`, the reason's first line, whatever was measured."""
+        first = reason.strip().splitlines()[0] if reason.strip() else "error"
+        row = {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "error", "error": first, **extra}
+        self._ensure_report().record_test(row)
+        prefix = f"{case.suite}[{case.key}]: "
+        self.verdict_lines.append(prefix + "ERROR: " + first.removeprefix(prefix))
+
+    def record_run_error(self, message: str) -> None:
+        """A run that could not start at all (a bad thresholds.yaml): the report says why, with no test rows."""
+        self._ensure_report().record_run_error(message)
+
+    def record_unjudged(self, nodeid: str, case: Case, outcome: str, reason: str) -> None:
+        """After a test's last phase: a row for it unless the harness already wrote one (plugin hook)."""
+        if self._report is not None and self._report.has_test(nodeid):
+            return
+        if outcome == "failed":
+            self.record_error(nodeid, case, reason)
+        elif outcome == "skipped":
+            self._ensure_report().record_test(
+                {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "skipped", "skipped": reason}
+            )
+        else:  # a suite that passed without calling harness.check: say so rather than leave no trace
+            self._ensure_report().record_test(
+                {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "pass", "checks": [],
+                 "notes": ["passed without a judged metric (the test did not call harness.check)"]}
+            )  # fmt: skip
+
+    def record_interrupt(self, how: str) -> None:
+        """Rows for the running test and every test not reached when the session is stopped (Ctrl-C, SIGTERM)."""
+        if self._report is None:
+            return
+        running, self.in_progress = self.in_progress, None
+        if running is not None and not self._report.has_test(running[0]):
+            nodeid, case = running
+            self.record_error(nodeid, case, f"{case.suite}[{case.key}]: interrupted by {how}")
+        for nodeid, case in self.planned_items:
+            if not self._report.has_test(nodeid):
+                self.record_error(nodeid, case, f"{case.suite}[{case.key}]: not run: the session was interrupted by {how}")
+
+    def on_fatal_signal(self, signum: int) -> None:
+        """SIGTERM/SIGHUP: the safety net has killed the servers; write the interrupted row and close the report."""
+        import signal
+
+        self.record_interrupt(f"{signal.Signals(signum).name} (servers killed, report closed)")
+        if self._report is not None:
+            self._report.close()
+
+    def after_run(self) -> int | None:
+        """After the report is closed: the run appended to the history (`<report dir>/history.sqlite`), the
+        cross-config agreement of models with a `reference_config`
+        (agreement.json), and this run against --harness-baseline (comparison.json); lines in the terminal
+        summary. 1 when either found a worse row, else the baseline's status, or None."""
+        if self._report is None:
+            return None
+        from harness.report.compare import Run, compare_runs, cross_config, release_verdict, write_comparison
+
+        from harness.report.history import append_run
+
+        append_run(self.run_dir.parent / "history.sqlite", self.run_dir)  # the nightly trend (python -m harness history)
+        new, status = Run.load(self.run_dir), None
+        try:
+            models = self.thresholds.doc.models
+        except ConfigError:  # a bad thresholds.yaml was already reported as the session's usage error
+            models = {}
+        references = {name: m.reference_config for name, m in models.items() if m.reference_config}
+        agreement = cross_config(new, references)
+        if agreement:
+            verdict, status = release_verdict(agreement)
+            write_comparison(self.run_dir / "agreement.json", new, new, agreement, verdict)
+            self.verdict_lines += ["cross-config agreement:", *(r.line for r in agreement)]
+        baseline, baseline_status = self.config.option.harness_baseline, None
+        if baseline:
+            base = Run.load(baseline)
+            rows = compare_runs(base, new)
+            release, baseline_status = release_verdict(rows)
+            write_comparison(self.run_dir / "comparison.json", base, new, rows, release)
+            self.verdict_lines += [f"baseline: {base.root}", *(r.line for r in rows), release]
+        self._write_html()
+        if not baseline:
+            return 1 if status == 1 else None
+        return 1 if 1 in (status, baseline_status) else baseline_status
+
+    def _write_html(self) -> None:
+        """report.html beside summary.md; a rendering bug costs the page, not the run's verdicts (said in the terminal)."""
+        from harness.report.html import write_html
+
+        try:
+            path = write_html(self.run_dir, self.run_dir.parent / "history.sqlite")
+            self.verdict_lines.append(f"HTML report: {path}")
+        except Exception as exc:  # noqa: BLE001 - reported, and results.json/summary.md are already complete
+            self.verdict_lines.append(f"HTML report not written: {type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        if self.interrupted:
+            self.record_interrupt(self.interrupted)
+        if self._pool is not None:
+            self._pool.release()
+        if self._report is not None:
+            self._report.close()
+        self._unregister_signal()
+
+
+def _summarize_info(info: dict[str, Any]) -> dict[str, Any]:
+    keys = ("version", "page_size", "disable_radix_cache", "mamba_radix_cache_strategy", "mamba_track_interval",
+            "speculative_algorithm", "tp_size", "dp_size", "ep_size", "pp_size", "dtype", "engine", "model_path")
+    return {key: info[key] for key in keys if key in info}
+
+
+class HarnessRun:
+    """What a suite test gets: run an eval against the shared server, then judge and record it."""
+
+    def __init__(self, session: HarnessSession, case: Case, live, node: pytest.Item):
+        self.session, self.case, self.live, self.node = session, case, live, node
+        self.samples_kept = 0  # per-sample records this test wrote to samples/*.jsonl
+
+    @property
+    def client(self):
+        return self.live.client
+
+    @property
+    def server_info(self) -> dict[str, Any]:
+        return self.live.info
+
+    def context(self) -> EvalContext:
+        opt = self.session.config.option
+        report = self.session._ensure_report()
+        sink = report.sample_sink(self.case.suite, self.case.spec.slug)
+
+        def on_sample(record: dict) -> None:
+            sink(record)
+            self.samples_kept += 1
+
+        return EvalContext(
+            client=self.live.client,
+            case_id=self.case.key,
+            server_info=self.live.info,
+            options=self.case.options,
+            model_path=self.case.spec.model_path,
+            tokenizer_path=self.case.spec.tokenizer_path or self.case.spec.model_path,
+            base_dir=str(self.session.thresholds_path.parent),
+            limit=opt.harness_limit,
+            smoke=opt.harness_smoke,
+            on_sample=on_sample,
+            reference=self.live.reference_client,
+        )
+
+    def run(self, eval_obj) -> EvalResult:
+        started, counted = time.perf_counter(), self.live.client.stats.as_dict()  # the client is the server's, shared
+        self.live.client.progress = None  # a verdict on a lost server quotes this eval's progress, not the last one's
+        try:
+            result = self.live.run(eval_obj(self.context()))
+        except AssertionError as exc:
+            # An eval that finds a bug mid-way (too few cache hits, wrong cached positions) raises with a
+            # message; the partial numbers it attached still go into the report before the test fails.
+            partial = getattr(exc, "result", None)
+            self._record_failure(partial if isinstance(partial, EvalResult) else None, str(exc))
+            pytest.fail(f"{self.case.suite}[{self.case.key}]: {exc}", pytrace=False)
+        except ServerLost as exc:
+            self._fail_lost(exc)
+        except HarnessError as exc:  # a request that failed for good, a malformed answer, a field the server lacks
+            message = f"{self.case.suite}[{self.case.key}]: {exc}"
+            self.session.record_error(self.node.nodeid, self.case, message, samples_kept=self.samples_kept,
+                                      client=self.live.client.stats.since(counted))  # fmt: skip
+            pytest.fail(message, pytrace=False)
+        result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
+        result.details.setdefault("client", self.live.client.stats.since(counted))
+        return result
+
+    def _fail_lost(self, exc: ServerLost) -> None:
+        """One line for the running test (`... after 134 of 1319 samples: <cause>`), the log tail below it;
+        the config's remaining tests then fail at once (`not run: ...`)."""
+        progress = self.live.client.progress
+        after = f" after {progress.done} of {progress.total} samples" if progress else ""
+        cause = f": {exc.cause}" if exc.cause else ""
+        message = f"{self.case.suite}[{self.case.key}]: {exc.what}{after}{cause}\n" + str(exc).partition("\n")[2]
+        self.session.record_error(
+            self.node.nodeid, self.case, message, samples_kept=self.samples_kept, exit_code=exc.exit_code,
+            log=str(exc.log_path or ""), log_tail=exc.log_tail.splitlines()[-20:],
+        )  # fmt: skip
+        lost = type(exc)(f"{exc.what} during {self.case.suite}{after}", cause=exc.cause, exit_code=exc.exit_code,
+                         log_path=exc.log_path)  # fmt: skip
+        self.session.pool.mark_lost(self.case.spec, lost)
+        pytest.fail(message.rstrip(), pytrace=False)
+
+    def _record_failure(self, result: EvalResult | None, message: str) -> None:
+        from harness.verdict.judge import Outcome
+
+        result = result or EvalResult(self.case.suite, {}, 0, {"samples_kept": self.samples_kept})
+        checks = [{"metric": m, "observed": v, "bound": None, "passed": False} for m, v in result.metrics.items()]
+        checks = checks or [{"metric": "-", "observed": None, "bound": None, "passed": False, "message": message}]
+        outcome = Outcome(failures=[message], verdict="fail", checks=checks)
+        self.session._ensure_report().record_test(outcome.as_record(self.node.nodeid, self.case, result))
+        self.session.verdict_lines.append(f"{self.case.suite}[{self.case.key}]: FAILED: {message.splitlines()[0]}")
+
+    def check(self, result: EvalResult) -> None:
+        from harness.verdict.judge import judge
+
+        opt = self.session.config.option
+        try:
+            outcome = judge(self.session, self.case, result)
+        except HarnessError as exc:  # e.g. --harness-update-thresholds refused: the measured numbers still go in
+            message = f"{self.case.suite}[{self.case.key}]: {exc}"
+            self._record_failure(result, message)
+            pytest.fail(message, pytrace=False)
+        self.session._ensure_report().record_test(outcome.as_record(self.node.nodeid, self.case, result))
+        self.session.verdict_lines.extend(outcome.lines())
+        if result.skipped:
+            pytest.skip(f"{self.case.suite}[{self.case.key}]: {result.skipped}")
+        if opt.harness_smoke or opt.harness_no_reference:
+            return
+        if outcome.failures:
+            pytest.fail("\n".join([*outcome.failures, *result.notes]), pytrace=False)
+
+
+__all__ = ["HarnessSession", "HarnessRun", "ConfigError"]
