@@ -37,8 +37,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from harness.verdict.checks import check_statistical, StatisticalReference
-from harness.verdict.statistics import compute_theta
+from harness.verdict.checks import StatisticalReference, check_statistical  # noqa: E402
+from harness.verdict.statistics import compute_theta  # noqa: E402
 
 SUITES = ("gsm8k", "logprob_prefill_cache_hit", "logprob_decode_cache_hit")
 CONFIGS = ("cpu", "cpu-page16")
@@ -49,20 +49,24 @@ KL = "{num_samples: 32, max_prompt_tokens: 300, max_new_tokens: 32, temperature:
 
 def thresholds_yaml(seed: int, bound: float, questions: int, reference: float | None) -> str:
     configs = "".join(
-        f"      {name}:\n        args: [--logit-noise, \"{bound}\", --logit-noise-seed, \"{2 * seed + i}\"{page}]\n"
+        f'      {name}:\n        args: [--logit-noise, "{bound}", --logit-noise-seed, "{2 * seed + i}"{page}]\n'
         f"        suites: [{', '.join(SUITES)}]\n"
-        for i, (name, page) in enumerate(zip(CONFIGS, ("", ", --page-size, \"16\""))))  # fmt: skip
-    gsm8k = ("[]" if reference is None else
-             f"[{{metric: accuracy, value: {reference:.6f}, n: {questions}, sigma: {math.sqrt(reference * (1 - reference)):.6f}, "
-             "provenance: the bench's calibration runs}]")  # fmt: skip
+        for i, (name, page) in enumerate(zip(CONFIGS, ("", ', --page-size, "16"')))
+    )
+    gsm8k = (
+        "[]"
+        if reference is None
+        else f"[{{metric: accuracy, value: {reference:.6f}, n: {questions}, sigma: {math.sqrt(reference * (1 - reference)):.6f}, "
+        "provenance: the bench's calibration runs}]"
+    )
     shift = "{metric: hit_shift, alpha: 0.01, min_effect: 0.005, provenance: the repository's entry}"
     return f"""models:
   canary:
-    path: {REPO / 'assets/canary/model'}
+    path: {REPO / "assets/canary/model"}
     engine: hf
     dtype: float32
     options:
-      gsm8k: {{source: {REPO / 'assets/canary/data'}, num_shots: 5, max_new_tokens: 96, limit: {questions}}}
+      gsm8k: {{source: {REPO / "assets/canary/data"}, num_shots: 5, max_new_tokens: 96, limit: {questions}}}
       logprob_prefill_cache_hit: {KL}
       logprob_decode_cache_hit: {KL}
     configs:
@@ -90,10 +94,14 @@ def one_run(out: Path, name: str, seed: int, args, reference: float | None) -> d
         command.append("--harness-no-reference")
     started = time.monotonic()
     env = {"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin", "HOME": str(Path.home())}
-    proc = subprocess.run(command, cwd=root, capture_output=True, text=True, env=env, start_new_session=True, timeout=1800)
+    proc = subprocess.run(
+        command, cwd=root, capture_output=True, text=True, env=env, start_new_session=True, timeout=1800
+    )
     runs = sorted((root / "reports").glob("*/results.json"))
     if not runs:
-        raise RuntimeError(f"{name}: no results.json; exit {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}")
+        raise RuntimeError(
+            f"{name}: no results.json; exit {proc.returncode}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"
+        )
     results = json.loads(runs[-1].read_text())
     gates, accuracy = [], {}
     for test in results["tests"]:
@@ -102,13 +110,25 @@ def one_run(out: Path, name: str, seed: int, args, reference: float | None) -> d
             accuracy[config] = {"accuracy": test["metrics"]["accuracy"], "n": test["n"]}
         for check in test.get("checks") or []:
             if "p_value" in check:
-                gates.append({"gate": f"{test['suite']}[{config}] {check['metric']}", "metric": check["metric"],
-                              "p": check["p_value"], "within_min_effect": check.get("within_min_effect", False),
-                              "passed": check["passed"]})  # fmt: skip
+                gates.append(
+                    {
+                        "gate": f"{test['suite']}[{config}] {check['metric']}",
+                        "metric": check["metric"],
+                        "p": check["p_value"],
+                        "within_min_effect": check.get("within_min_effect", False),
+                        "passed": check["passed"],
+                    }
+                )
         if test["verdict"] == "error":
             raise RuntimeError(f"{name}: {test['suite']}[{test['case']}] errored: {test.get('error')}")
-    return {"name": name, "seed": seed, "seconds": round(time.monotonic() - started, 1), "gates": gates,
-            "accuracy": accuracy, "family": results["run"].get("error_control", {}).get("size")}  # fmt: skip
+    return {
+        "name": name,
+        "seed": seed,
+        "seconds": round(time.monotonic() - started, 1),
+        "gates": gates,
+        "accuracy": accuracy,
+        "family": results["run"].get("error_control", {}).get("size"),
+    }
 
 
 def fails(gate: dict, alpha: float) -> bool:
@@ -119,7 +139,10 @@ def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, fl
     from scipy.stats import beta
 
     tail = (1 - confidence) / 2
-    return (0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1)), 1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k)))
+    return (
+        0.0 if k == 0 else float(beta.ppf(tail, k, n - k + 1)),
+        1.0 if k == n else float(beta.ppf(1 - tail, k + 1, n - k)),
+    )
 
 
 def rate(k: int, n: int) -> str:
@@ -133,8 +156,12 @@ def sensitivity(runs: list[dict], reference: StatisticalReference, n: int, level
     at_level = StatisticalReference(reference.value, reference.n, reference.sigma, alpha=level)
 
     def caught(drop_k: int) -> float:
-        hits = [not check_statistical("gsm8k", "accuracy", r["accuracy"]["cpu"]["accuracy"] - drop_k / n, at_level, n).passed
-                for r in runs]  # fmt: skip
+        hits = [
+            not check_statistical(
+                "gsm8k", "accuracy", r["accuracy"]["cpu"]["accuracy"] - drop_k / n, at_level, n
+            ).passed
+            for r in runs
+        ]
         return sum(hits) / len(hits)
 
     two_theta = caught(math.ceil(2 * theta * n))
@@ -145,14 +172,18 @@ def sensitivity(runs: list[dict], reference: StatisticalReference, n: int, level
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=40, help="clean runs (default: %(default)s)")
-    parser.add_argument("--calibration", type=int, default=4, help="runs that measure gsm8k's reference first (default: %(default)s)")
+    parser.add_argument(
+        "--calibration", type=int, default=4, help="runs that measure gsm8k's reference first (default: %(default)s)"
+    )
     parser.add_argument("--bound", type=float, default=1.5, help="--logit-noise of every engine (default: %(default)s)")
     parser.add_argument("--questions", type=int, default=400, help="GSM8K questions per config (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=2, help="runs at once (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=REPO / "reports" / "false-alarms", help="work dir (default: %(default)s)")
+    parser.add_argument(
+        "--out", type=Path, default=REPO / "reports" / "false-alarms", help="work dir (default: %(default)s)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    log = open(args.out / "runs.jsonl", "a")
+    log = open(args.out / "runs.jsonl", "a")  # noqa: SIM115 - appended to for the whole bench
 
     def batch(names_seeds, reference):
         done = []
@@ -168,33 +199,42 @@ def main() -> int:
     calibration = batch([(f"calibration-{i}", 1000 + i) for i in range(args.calibration)], None)
     accuracies = [a["accuracy"] for r in calibration for a in r["accuracy"].values()]
     ref_value = sum(accuracies) / len(accuracies)
-    print(f"reference: gsm8k accuracy {ref_value:.4f} (mean of {len(accuracies)} calibration configs; "
-          f"spread {min(accuracies):.4f}..{max(accuracies):.4f})", flush=True)  # fmt: skip
+    print(
+        f"reference: gsm8k accuracy {ref_value:.4f} (mean of {len(accuracies)} calibration configs; "
+        f"spread {min(accuracies):.4f}..{max(accuracies):.4f})",
+        flush=True,
+    )
     runs = batch([(f"run-{i}", i) for i in range(args.runs)], ref_value)
 
     m = runs[0]["family"]
     level = RUN_ALPHA / m
     names = sorted({g["gate"] for r in runs for g in r["gates"]})
-    print(f"\n{len(runs)} clean runs, noise bound {args.bound}, {args.questions} GSM8K questions per config, "
-          f"{m} statistical gates per run (run scope: α {RUN_ALPHA} / {m} = {level:.4g} each)")  # fmt: skip
+    print(
+        f"\n{len(runs)} clean runs, noise bound {args.bound}, {args.questions} GSM8K questions per config, "
+        f"{m} statistical gates per run (run scope: α {RUN_ALPHA} / {m} = {level:.4g} each)"
+    )
     print(f"{'gate':50} {'α':>6}  false alarms per gate (95% CI)")
     for name in names:
-        alpha = ENTRY_ALPHA[name.rsplit(' ', 1)[1]]
+        alpha = ENTRY_ALPHA[name.rsplit(" ", 1)[1]]
         k = sum(fails(g, alpha) for r in runs for g in r["gates"] if g["gate"] == name)
         print(f"{name:50} {alpha:>6g}  {rate(k, len(runs))}")
     per_gate = sum(any(fails(g, ENTRY_ALPHA[g["metric"]]) for g in r["gates"]) for r in runs)
     per_run = sum(any(fails(g, level) for g in r["gates"]) for r in runs)
     harness_own = sum(any(not g["passed"] for g in r["gates"]) for r in runs)
-    nominal_gate = 1 - math.prod(1 - ENTRY_ALPHA[n.rsplit(' ', 1)[1]] for n in names)
+    nominal_gate = 1 - math.prod(1 - ENTRY_ALPHA[n.rsplit(" ", 1)[1]] for n in names)
     print(f"runs with a false alarm, scope gate: {rate(per_gate, len(runs))} (nominal up to {nominal_gate:.3f})")
-    print(f"runs with a false alarm, scope run:  {rate(per_run, len(runs))} (nominal ≤ {RUN_ALPHA}); "
-          f"the harness's own verdicts: {harness_own} failing run(s)")  # fmt: skip
+    print(
+        f"runs with a false alarm, scope run:  {rate(per_run, len(runs))} (nominal ≤ {RUN_ALPHA}); "
+        f"the harness's own verdicts: {harness_own} failing run(s)"
+    )
     reference = StatisticalReference(ref_value, args.questions, math.sqrt(ref_value * (1 - ref_value)))
     theta, caught, smallest = sensitivity(runs, reference, args.questions, level)
     theta_run = compute_theta(reference.sigma, reference.n, level, 0.2, args.questions)
-    print(f"sensitivity (gsm8k[cpu], run scope): θ per gate {theta:.4f}, θ at α {level:.4g} {theta_run:.4f}; "
-          f"a drop of 2θ = {2 * theta:.4f} caught in {caught:.0%} of runs; the smallest drop caught in ≥ 80 % "
-          f"of runs: {smallest:.4f}")  # fmt: skip
+    print(
+        f"sensitivity (gsm8k[cpu], run scope): θ per gate {theta:.4f}, θ at α {level:.4g} {theta_run:.4f}; "
+        f"a drop of 2θ = {2 * theta:.4f} caught in {caught:.0%} of runs; the smallest drop caught in ≥ 80 % "
+        f"of runs: {smallest:.4f}"
+    )
     return 0
 
 

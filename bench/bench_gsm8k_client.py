@@ -23,12 +23,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from harness.client.http import Client, ClientOptions  # noqa: E402
-from harness.evals.data import load_records, stable_subsample  # noqa: E402
-from harness.serve.engines import get_engine  # noqa: E402
-from harness.evals import gsm8k  # noqa: E402
-from harness.serve.server import Server  # noqa: E402
 from harness.config.spec import ServerSpec  # noqa: E402
+from harness.evals import gsm8k  # noqa: E402
+from harness.evals.data import load_records, stable_subsample  # noqa: E402
 from harness.evals.types import EvalContext  # noqa: E402
+from harness.serve.engines import get_engine  # noqa: E402
+from harness.serve.server import Server  # noqa: E402
 
 CANARY = REPO / "assets" / "canary"
 TASK_YAML = """\
@@ -63,10 +63,14 @@ def run_harness(base_url: str, args, data_dir: Path) -> tuple[float, dict[str, f
     async def go():
         async with Client(base_url, ClientOptions(max_concurrency=args.concurrency)) as client:
             ctx = EvalContext(
-                client=client, case_id="bench", server_info={}, model_path=str(CANARY / "model"),
+                client=client,
+                case_id="bench",
+                server_info={},
+                model_path=str(CANARY / "model"),
                 options={"source": str(data_dir), "num_shots": 5, "max_new_tokens": args.max_tokens},
-                limit=args.limit, on_sample=lambda s: answers.__setitem__(s["id"], s["extracted_flexible"]),
-            )  # fmt: skip
+                limit=args.limit,
+                on_sample=lambda s: answers.__setitem__(s["id"], s["extracted_flexible"]),
+            )
             return await gsm8k.GSM8K()(ctx)
 
     started = time.perf_counter()
@@ -81,12 +85,23 @@ def run_lm_eval(base_url: str, args, task_dir: Path) -> tuple[float, list[float 
     started = time.perf_counter()
     result = lm_eval.simple_evaluate(
         model="local-completions",
-        model_args=dict(model="canary", base_url=f"{base_url}/v1/completions", tokenizer=str(CANARY / "model"),
-                        tokenizer_backend="huggingface", tokenized_requests=False,
-                        num_concurrent=args.concurrency, max_retries=1, max_length=2048, batch_size=1),
-        tasks=["canary_gsm8k_bench"], task_manager=TaskManager(include_path=str(task_dir)), num_fewshot=5,
-        log_samples=True, limit=None,
-    )  # fmt: skip
+        model_args=dict(
+            model="canary",
+            base_url=f"{base_url}/v1/completions",
+            tokenizer=str(CANARY / "model"),
+            tokenizer_backend="huggingface",
+            tokenized_requests=False,
+            num_concurrent=args.concurrency,
+            max_retries=1,
+            max_length=2048,
+            batch_size=1,
+        ),
+        tasks=["canary_gsm8k_bench"],
+        task_manager=TaskManager(include_path=str(task_dir)),
+        num_fewshot=5,
+        log_samples=True,
+        limit=None,
+    )
     elapsed = time.perf_counter() - started
     samples = sorted(result["samples"]["canary_gsm8k_bench"], key=lambda s: s["doc_id"])
     return elapsed, [gsm8k.extract_flexible(s["resps"][0][0]) for s in samples]
@@ -109,9 +124,14 @@ def main() -> None:
         test = stable_subsample(test, args.limit, key=lambda r: r["question"])
         (data_dir / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in test))
         (data_dir / "train.jsonl").write_text((CANARY / "data" / "train.jsonl").read_text())
-        (tmp / "task.yaml").write_text(TASK_YAML.format(
-            test=data_dir / "test.jsonl", train=data_dir / "train.jsonl", stops=json.dumps(gsm8k.STOP_STRINGS),
-            max_tokens=args.max_tokens))  # fmt: skip
+        (tmp / "task.yaml").write_text(
+            TASK_YAML.format(
+                test=data_dir / "test.jsonl",
+                train=data_dir / "train.jsonl",
+                stops=json.dumps(gsm8k.STOP_STRINGS),
+                max_tokens=args.max_tokens,
+            )
+        )
         servers = {
             "echo": ServerSpec(model="echo", config="bench", model_path=str(CANARY / "model"), engine="echo"),
             "hf-engine": ServerSpec(model="canary", config="bench", model_path=str(CANARY / "model"), engine="hf"),

@@ -38,10 +38,12 @@ async def post_generate(session, url: str, body: dict) -> dict:
 async def throughput(session, url: str, args) -> dict:
     rng = random.Random(0)
     bodies = [
-        {"input_ids": [rng.randrange(10, 390) for _ in range(rng.randint(16, 24))],
-         "sampling_params": {"max_new_tokens": args.max_new_tokens, "temperature": 0, "ignore_eos": True}}
+        {
+            "input_ids": [rng.randrange(10, 390) for _ in range(rng.randint(16, 24))],
+            "sampling_params": {"max_new_tokens": args.max_new_tokens, "temperature": 0, "ignore_eos": True},
+        }
         for _ in range(args.requests)
-    ]  # fmt: skip
+    ]
     queue: asyncio.Queue = asyncio.Queue()
     for body in bodies:
         queue.put_nowait(body)
@@ -92,21 +94,31 @@ async def measure(url: str, args) -> tuple[dict, dict]:
 
 def run(args, model_path: Path, log_dir: Path) -> None:
     """The engine through the harness's `Server` lifecycle: its own process group, killed and reaped on exit."""
-    from harness.serve.server import LifecycleOptions, Server
     from harness.config.spec import ServerSpec
+    from harness.serve.server import LifecycleOptions, Server
 
-    spec = ServerSpec(model=model_path.name, config=f"page{args.page_size}", model_path=str(model_path),
-                      engine="hf", args=("--page-size", str(args.page_size)))  # fmt: skip
+    spec = ServerSpec(
+        model=model_path.name,
+        config=f"page{args.page_size}",
+        model_path=str(model_path),
+        engine="hf",
+        args=("--page-size", str(args.page_size)),
+    )
     with Server(spec, log_dir=log_dir, options=LifecycleOptions(poll_interval=0.05)) as server:
         startup = server.startup_s
         tput, cache = asyncio.run(measure(server.base_url, args))
     rows = [
         ("startup (spawn -> /health_generate 200)", f"{startup:.2f} s"),
-        (f"throughput ({args.requests} req, conc {args.concurrency}, {args.max_new_tokens} out)",
-         f"{tput['req_per_s']:.1f} req/s, {tput['out_tok_per_s']:.0f} out tok/s"),
+        (
+            f"throughput ({args.requests} req, conc {args.concurrency}, {args.max_new_tokens} out)",
+            f"{tput['req_per_s']:.1f} req/s, {tput['out_tok_per_s']:.0f} out tok/s",
+        ),
         ("request latency p50 / p95", f"{tput['p50_ms']:.0f} / {tput['p95_ms']:.0f} ms"),
-        (f"1024-id prefill cold / warm (cached {cache['cached']})", f"{cache['cold_ms']:.1f} / {cache['warm_ms']:.1f} ms"),
-    ]  # fmt: skip
+        (
+            f"1024-id prefill cold / warm (cached {cache['cached']})",
+            f"{cache['cold_ms']:.1f} / {cache['warm_ms']:.1f} ms",
+        ),
+    ]
     width = max(len(name) for name, _ in rows)
     print(f"HF reference engine, {model_path.name}, page size {args.page_size}, cpu_count {os.cpu_count()}")
     for name, value in rows:

@@ -33,7 +33,7 @@ import psutil  # noqa: E402
 from harness.config.thresholds import load_thresholds  # noqa: E402
 from harness.evals.perf.bench_serving import SHARED, Driver, run_once, run_to_run_change  # noqa: E402
 from harness.evals.perf.workload import Workload  # noqa: E402
-from harness.serve.engines import get_engine
+from harness.serve.engines import get_engine  # noqa: E402
 from harness.serve.server import Server  # noqa: E402
 
 SHAPES = {
@@ -110,7 +110,9 @@ def parse_case(case: str) -> tuple[str, str, str, str | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--case", action="append", help="MODEL/CONFIG[+graphs|+eager][@shared|@pinned] (default: canary/tp1, +graphs)")
+    parser.add_argument(
+        "--case", action="append", help="MODEL/CONFIG[+graphs|+eager][@shared|@pinned] (default: canary/tp1, +graphs)"
+    )
     parser.add_argument("--runs", type=int, default=6)
     parser.add_argument("--shapes", nargs="+", default=list(SHAPES), choices=list(SHAPES))
     parser.add_argument("--placements", nargs="+", default=list(PLACEMENTS), choices=list(PLACEMENTS))
@@ -121,7 +123,10 @@ def main() -> None:
     thresholds = load_thresholds(opts.thresholds)
     cpus = sorted(os.sched_getaffinity(0))
     halves = set(cpus[: len(cpus) // 2]), set(cpus[len(cpus) // 2 :])
-    print(f"cpus {len(cpus)}: server {min(halves[0])}-{max(halves[0])}, client {min(halves[1])}-{max(halves[1])}", flush=True)
+    print(
+        f"cpus {len(cpus)}: server {min(halves[0])}-{max(halves[0])}, client {min(halves[1])}-{max(halves[1])}",
+        flush=True,
+    )
     table = []
     with open(opts.out / "steadiness.jsonl", "a", encoding="utf-8") as sink:
         for case in opts.case or ["canary/tp1", "canary/tp1+graphs"]:
@@ -135,7 +140,7 @@ def main() -> None:
             started = time.monotonic()
             try:
                 server = Server(spec, get_engine(spec.engine), log_dir=opts.out / "logs").start()
-            except Exception as exc:  # noqa: BLE001 - a case that does not start is a result too
+            except Exception as exc:
                 print(f"{case}: did not start: {str(exc)[:1500]}", flush=True)
                 sink.write(json.dumps({"case": case, "error": str(exc)[:4000]}) + "\n")
                 sink.flush()
@@ -169,8 +174,15 @@ def measure_case(case: str, server: Server, spec, placement: str, opts, halves: 
                 else:
                     placed = place(tree(server.pid) + client, all_cpus)
                 got = run_once(server.base_url, tokenizer, workload, k, opts.out / "bs.jsonl", driver=driver)
-                row = {"case": case, "placement": placement, "threads_placed": placed, "shape": shape, "run": k,
-                       "discarded": k == 0, **got}  # fmt: skip
+                row = {
+                    "case": case,
+                    "placement": placement,
+                    "threads_placed": placed,
+                    "shape": shape,
+                    "run": k,
+                    "discarded": k == 0,
+                    **got,
+                }
                 sink.write(json.dumps(row) + "\n")
                 sink.flush()
                 if "error" in got:

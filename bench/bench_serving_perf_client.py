@@ -33,16 +33,31 @@ async def run(url: str, streams: int, tokens: int):
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         for _ in range(2):  # warm the connections, then measure
             timings = [RequestTiming(8, tokens) for _ in range(streams)]
-            duration, load = await run_requests(session, url + "/generate", [payload([1] * 8, tokens)] * streams, timings,
-                                                request_rate=float("inf"), max_concurrency=None, seed=0, timeout_s=120)  # fmt: skip
+            duration, load = await run_requests(
+                session,
+                url + "/generate",
+                [payload([1] * 8, tokens)] * streams,
+                timings,
+                request_rate=float("inf"),
+                max_concurrency=None,
+                seed=0,
+                timeout_s=120,
+            )
     return summarize(timings, duration), load
 
 
 def main() -> None:
     with timed_server("--ttft-ms", "50", "--itl-ms", "10") as url:
         m, _ = asyncio.run(run(url, 16, 64))
-    truth = {"median_ttft_ms": 50.0, "mean_ttft_ms": 50.0, "median_itl_ms": 10.0, "mean_itl_ms": 10.0,
-             "median_tpot_ms": 10.0, "median_e2e_latency_ms": 680.0, "output_throughput": 16 * 64 / 0.68}  # fmt: skip
+    truth = {
+        "median_ttft_ms": 50.0,
+        "mean_ttft_ms": 50.0,
+        "median_itl_ms": 10.0,
+        "mean_itl_ms": 10.0,
+        "median_tpot_ms": 10.0,
+        "median_e2e_latency_ms": 680.0,
+        "output_throughput": 16 * 64 / 0.68,
+    }
     print("accuracy (16 streams x 64 tokens, TTFT 50 ms, ITL 10 ms)")
     print(f"{'metric':<24}{'truth':>10}{'measured':>12}{'error':>9}")
     for key, value in truth.items():
@@ -52,8 +67,10 @@ def main() -> None:
     with timed_server("--ttft-ms", "5", "--itl-ms", "1") as url:
         for streams in (4, 8, 16, 32, 64, 128):
             m, load = asyncio.run(run(url, streams, 256))
-            print(f"{streams:>8}{m['output_throughput']:>12.0f}{load.cpu_per_wall:>10.2f}{load.p99_loop_lag_ms:>12.1f}"
-                  f"{load.max_loop_lag_ms:>12.1f}{m['failed']:>8.0f}")  # fmt: skip
+            print(
+                f"{streams:>8}{m['output_throughput']:>12.0f}{load.cpu_per_wall:>10.2f}{load.p99_loop_lag_ms:>12.1f}"
+                f"{load.max_loop_lag_ms:>12.1f}{m['failed']:>8.0f}"
+            )
             if load.saturated(0.9, 100.0):
                 print(f"client budget exceeded at {streams} streams: {load.saturated(0.9, 100.0)}")
                 break

@@ -38,8 +38,13 @@ from test_serving_perf import timed_server  # noqa: E402
 from harness.evals.perf.bench_serving import Driver, run_once  # noqa: E402
 from harness.evals.perf.workload import Workload  # noqa: E402
 
-TRUTH = {"median_ttft_ms": 50.0, "median_itl_ms": 10.0, "median_tpot_ms": 10.0, "median_e2e_latency_ms": 680.0,
-         "output_throughput": 64 / 0.68}  # fmt: skip
+TRUTH = {
+    "median_ttft_ms": 50.0,
+    "median_itl_ms": 10.0,
+    "median_tpot_ms": 10.0,
+    "median_e2e_latency_ms": 680.0,
+    "output_throughput": 64 / 0.68,
+}
 SHAPE = {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency": 1, "warmup": 2}
 
 
@@ -50,13 +55,14 @@ def requests_of(workload: Workload, seed: int) -> list:
 
 
 def harness_once(url: str, workload: Workload, seed: int) -> dict:
-    from harness.evals.serving_perf import _send
     from harness.evals.perf.measure import summarize
+    from harness.evals.serving_perf import _send
 
     requests = requests_of(workload, seed)
     asyncio.run(_send(url + "/generate", requests[: workload.warmup], float("inf"), 1, seed, 60))
-    timings, duration, _ = asyncio.run(_send(url + "/generate", requests[workload.warmup :], workload.request_rate,
-                                             workload.max_concurrency, seed, 60))  # fmt: skip
+    timings, duration, _ = asyncio.run(
+        _send(url + "/generate", requests[workload.warmup :], workload.request_rate, workload.max_concurrency, seed, 60)
+    )
     return summarize(timings, duration)
 
 
@@ -74,8 +80,12 @@ def main() -> None:
     parser.add_argument("--site", default=str(REPO / ".tox" / "sglang" / "sglang-sites" / "0.5.17"))
     parser.add_argument("--extra", default=None, help="a folder with einops, gguf, compressed-tensors (see above)")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--prompts", choices=("same", "own"), default="same",
-                        help="same: bench_serving sends the harness's requests; own: its random-ids. Default: %(default)s")
+    parser.add_argument(
+        "--prompts",
+        choices=("same", "own"),
+        default="same",
+        help="same: bench_serving sends the harness's requests; own: its random-ids. Default: %(default)s",
+    )
     opts = parser.parse_args()
     paths = [opts.site, sysconfig.get_paths()["purelib"], *([opts.extra] if opts.extra else [])]
     # HF_HUB_OFFLINE: bench_serving looks the served model's name ("timed/model") up on the hub for its config, and
@@ -85,8 +95,10 @@ def main() -> None:
     ours, theirs = [], []
     driver = Driver(python=opts.python, env=env)  # as the suite runs it: one bench_serving process for all repeats
     sent_same = []
-    with tempfile.TemporaryDirectory() as folder, timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log",
-                                                                 str(Path(folder, "server.jsonl"))) as url:  # fmt: skip
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log", str(Path(folder, "server.jsonl"))) as url,
+    ):
         log = Path(folder, "server.jsonl")
         try:
             for repeat in range(opts.repeats):
@@ -94,18 +106,30 @@ def main() -> None:
                 measured = requests_of(workload, repeat)[workload.warmup :]
                 mine = logged_prompts(log, len(measured))
                 rows = [{"prompt": p, "prompt_len": len(p), "output_len": n} for p, n in measured]
-                theirs.append(run_once(url, str(REPO / "assets" / "canary" / "model"), workload, repeat,
-                                       Path(folder, f"{repeat}.jsonl"), driver=driver,
-                                       requests=rows if opts.prompts == "same" else None))  # fmt: skip
+                theirs.append(
+                    run_once(
+                        url,
+                        str(REPO / "assets" / "canary" / "model"),
+                        workload,
+                        repeat,
+                        Path(folder, f"{repeat}.jsonl"),
+                        driver=driver,
+                        requests=rows if opts.prompts == "same" else None,
+                    )
+                )
                 if "error" in theirs[-1]:
                     sys.exit(f"bench_serving failed: {theirs[-1]['error']}")
                 sent_same.append(logged_prompts(log, len(measured)) == mine)
         finally:
             driver.close()
-    print("bench_serving wall s per run (one process; the first imports sglang): "
-          + ", ".join(f"{t['wall_s']:.1f}" for t in theirs))
-    print(f"bench_serving prompts: {opts.prompts}; it sent the harness's exact requests (ids, output lengths) in "
-          f"{sum(sent_same)} of {len(sent_same)} runs")
+    print(
+        "bench_serving wall s per run (one process; the first imports sglang): "
+        + ", ".join(f"{t['wall_s']:.1f}" for t in theirs)
+    )
+    print(
+        f"bench_serving prompts: {opts.prompts}; it sent the harness's exact requests (ids, output lengths) in "
+        f"{sum(sent_same)} of {len(sent_same)} runs"
+    )
     print(f"16 requests of 256 -> 64 tokens, one at a time, TTFT 50 ms, ITL 10 ms; medians of {opts.repeats} runs each")
     print(f"{'metric':<24}{'truth':>9}{'harness':>10}{'error':>8}{'bench_serving':>15}{'error':>8}")
     for key, truth in TRUTH.items():

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from harness.verdict.statistics import mcnemar_two_sided  # noqa: E402
+from harness.verdict.statistics import mcnemar_two_sided
 
 PAIRS = ("gsm8k:lm_eval:canary/cpu", "mmmu:lmms_eval:canary-vlm/cpu")
 
@@ -53,9 +53,13 @@ def agreement(run_dir: Path, ours: str, theirs: str, case: str) -> str:
     only_ours = sum(a[i]["correct"] and not b[i]["correct"] for i in shared)
     only_theirs = sum(b[i]["correct"] and not a[i]["correct"] for i in shared)
     p = mcnemar_two_sided(only_ours, only_theirs)
-    return (f"{ours} vs {theirs} [{case}]: {len(shared)} questions in both; parsed answers alike {alike}/{len(shared)}, "
-            f"outputs identical {same_text}/{len(shared)}; "
-            f"correct in both {both}, only {ours} {only_ours}, only {theirs} {only_theirs} (McNemar two-sided p={p:.3g}" + (", below float precision" if p == 0 else "") + ")")  # fmt: skip
+    return (
+        f"{ours} vs {theirs} [{case}]: {len(shared)} questions in both; parsed answers alike {alike}/{len(shared)}, "
+        f"outputs identical {same_text}/{len(shared)}; "
+        f"correct in both {both}, only {ours} {only_ours}, only {theirs} {only_theirs} (McNemar two-sided p={p:.3g}"
+        + (", below float precision" if p == 0 else "")
+        + ")"
+    )
 
 
 def main() -> int:

@@ -26,7 +26,10 @@ import sys
 from pathlib import Path
 
 _PORT = re.compile(r'(\S+:\d+) - "POST /generate')
-_FIELD = {name: re.compile(rf"#{name}: (\d+)") for name in ("new-seq", "running-req", "queue-req", "new-token", "cached-token")}
+_FIELD = {
+    name: re.compile(rf"#{name}: (\d+)")
+    for name in ("new-seq", "running-req", "queue-req", "new-token", "cached-token")
+}
 
 
 def windows(lines) -> list[list[str]]:
@@ -71,10 +74,15 @@ def summarize(window: list[str]) -> dict | None:
     concurrency = max(decode, default=1)
     cached = sum(_field("cached-token", line) for line in prefills)
     computed = sum(_field("new-token", line) for line in prefills)
-    return {"requests": requests, "ports": len(ports), "prefill_batches": len(prefills),
-            "cached_share": cached / max(cached + computed, 1),
-            "mean_new_seqs": statistics.mean(new), "mid_run_max_queue": mid_run_max_queue(new, queues, concurrency),
-            "decode_running": decode}  # fmt: skip
+    return {
+        "requests": requests,
+        "ports": len(ports),
+        "prefill_batches": len(prefills),
+        "cached_share": cached / max(cached + computed, 1),
+        "mean_new_seqs": statistics.mean(new),
+        "mid_run_max_queue": mid_run_max_queue(new, queues, concurrency),
+        "decode_running": decode,
+    }
 
 
 def main(paths: list[str]) -> None:
@@ -82,14 +90,18 @@ def main(paths: list[str]) -> None:
         raise SystemExit(__doc__)
     for path in paths:
         print(path)
-        print(f"{'window':>6} {'requests':>8} {'ports':>6} {'prefills':>8} {'cached':>7} {'new/prefill':>11} "
-              f"{'mid-run max queue':>17}  decode running")  # fmt: skip
+        print(
+            f"{'window':>6} {'requests':>8} {'ports':>6} {'prefills':>8} {'cached':>7} {'new/prefill':>11} "
+            f"{'mid-run max queue':>17}  decode running"
+        )
         raw = gzip.decompress(Path(path).read_bytes()) if path.endswith(".gz") else Path(path).read_bytes()
         for k, window in enumerate(windows(raw.decode(errors="replace").splitlines())):
             row = summarize(window)
             if row:
-                print(f"{k:>6} {row['requests']:>8} {row['ports']:>6} {row['prefill_batches']:>8} {row['cached_share']:>7.1%} "
-                      f"{row['mean_new_seqs']:>11.1f} {row['mid_run_max_queue']:>17}  {row['decode_running']}")  # fmt: skip
+                print(
+                    f"{k:>6} {row['requests']:>8} {row['ports']:>6} {row['prefill_batches']:>8} {row['cached_share']:>7.1%} "
+                    f"{row['mean_new_seqs']:>11.1f} {row['mid_run_max_queue']:>17}  {row['decode_running']}"
+                )
 
 
 if __name__ == "__main__":

@@ -37,9 +37,12 @@ def main(argv: list[str] | None = None) -> int:
     v.add_argument("--out", required=True, help="output directory (created; existing files are overwritten)")
     v.add_argument("--seed", type=int, default=0, help="one seed for held-out set, init and training stream")
     v.add_argument("--skip-eval", action="store_true", help="train and write files but do not measure accuracy")
-    v.add_argument("--image-model", default=None,
-                   help="start the video stage from this image run's model directory instead of training one "
-                        "(its weights' sha256 and manifest go into the new manifest; default: train it)")  # fmt: skip
+    v.add_argument(
+        "--image-model",
+        default=None,
+        help="start the video stage from this image run's model directory instead of training one "
+        "(its weights' sha256 and manifest go into the new manifest; default: train it)",
+    )
     e = sub.add_parser("eagle3", help="train the canary's EAGLE3 draft (SGLang's LlamaForCausalLMEagle3 format)")
     e.add_argument("--out", default="assets/canary-eagle3", help="output directory (default: assets/canary-eagle3)")
     e.add_argument("--seed", type=int, default=0, help="seed for the sequences, init and batch order (default 0)")
@@ -47,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     s = sub.add_parser("eagle3-scramble", help="a copy of a draft whose proposals are never accepted (d2t permuted)")
     s.add_argument("--draft", default="assets/canary-eagle3", help="the trained draft (default: assets/canary-eagle3)")
     s.add_argument("--out", required=True, help="output directory")
-    g = sub.add_parser("sharegpt", help="the canary's GSM8K test set as a ShareGPT-format file (serving_perf's text workloads)")
+    g = sub.add_parser(
+        "sharegpt", help="the canary's GSM8K test set as a ShareGPT-format file (serving_perf's text workloads)"
+    )
     g.add_argument("--data", default="assets/canary/data/test.jsonl", help="GSM8K-schema JSONL (default: %(default)s)")
     g.add_argument("--out", default="assets/perf/canary-gsm8k-sharegpt.json", help="output file (default: %(default)s)")
     g.add_argument("--count", type=int, default=240, help="conversations, the first of the file (default: %(default)s)")
@@ -57,9 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         from pathlib import Path
 
         rows = [json.loads(line) for line in Path(args.data).read_text().splitlines()[: args.count]]
-        conversations = [{"id": f"canary-gsm8k-{i}", "conversations": [{"from": "human", "value": row["question"]},
-                                                                       {"from": "gpt", "value": row["answer"]}]}
-                         for i, row in enumerate(rows)]  # fmt: skip
+        conversations = [
+            {
+                "id": f"canary-gsm8k-{i}",
+                "conversations": [{"from": "human", "value": row["question"]}, {"from": "gpt", "value": row["answer"]}],
+            }
+            for i, row in enumerate(rows)
+        ]
         Path(args.out).write_text(json.dumps(conversations, indent=0) + "\n")
         print(f"wrote {args.out} ({len(conversations)} conversations)")
         return 0
@@ -69,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         from canary.eagle3 import Eagle3Options, train_draft
 
         opts = Eagle3Options(out=args.out, seed=args.seed)
-        manifest = train_draft(replace(opts, steps=args.steps) if args.steps else opts,
-                               log=lambda line: print(line, file=sys.stderr, flush=True))  # fmt: skip
+        manifest = train_draft(
+            replace(opts, steps=args.steps) if args.steps else opts,
+            log=lambda line: print(line, file=sys.stderr, flush=True),
+        )
         print(f"wrote {args.out}/manifest.json ({manifest['seconds']} s)")
         return 0
     if args.command == "eagle3-scramble":
@@ -80,10 +91,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     command = "python -m canary " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.command == "vlm":
-        from canary.vlm.build import VlmBuildOptions, build as build_vlm
+        from canary.vlm.build import VlmBuildOptions
+        from canary.vlm.build import build as build_vlm
 
-        manifest = build_vlm(VlmBuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command,
-                                             image_model=args.image_model))  # fmt: skip
+        manifest = build_vlm(
+            VlmBuildOptions(
+                out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command, image_model=args.image_model
+            )
+        )
     else:
         manifest = build(BuildOptions(out=args.out, seed=args.seed, evaluate=not args.skip_eval, command=command))
     for mode, result in manifest.get("accuracy", {}).items():

@@ -18,11 +18,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from harness.evals.synthetic_gsm8k import make_test_split, make_train_split, read_jsonl, train_stream, write_jsonl
 from canary.evaluate import MODES, build_prompts, evaluate
 from canary.prompts import plain_shot
 from canary.tokenizer import save_tokenizer, train_tokenizer
 from canary.train import ModelShape, TrainConfig, check_segment_tokenization, save_model, train
+from harness.evals.synthetic_gsm8k import make_test_split, make_train_split, read_jsonl, train_stream, write_jsonl
 
 TOKENIZER_VOCAB_SIZE = 512
 MANIFEST = "manifest.json"

@@ -77,8 +77,8 @@ def training_sequences(target_dir: str, data_dir: str, n: int, seed: int) -> lis
     own greedy answer appended (so the draft sees what the target says, cut as the harness's stops cut it)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.evals.synthetic_gsm8k import read_jsonl
     from canary.evaluate import build_prompts, generate
+    from harness.evals.synthetic_gsm8k import read_jsonl
 
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     model = AutoModelForCausalLM.from_pretrained(target_dir).eval()
@@ -143,8 +143,10 @@ def train_draft(opts: Eagle3Options, log=print) -> dict:
     to_draft = torch.full((target["vocab_size"],), -100, dtype=torch.long)
     to_draft[hot] = torch.arange(len(hot))
     coverage = float(counts[hot].sum()) / float(counts.sum())
-    log(f"eagle3: {len(features)} sequences, {sum(len(f[0]) for f in features)} tokens; the draft vocabulary "
-        f"covers {coverage:.4f} of the target's predictions")  # fmt: skip
+    log(
+        f"eagle3: {len(features)} sequences, {sum(len(f[0]) for f in features)} tokens; the draft vocabulary "
+        f"covers {coverage:.4f} of the target's predictions"
+    )
 
     model = DraftModel(config, embed)
     params = [p for name, p in model.named_parameters() if name != "embed_tokens.weight"]
@@ -163,12 +165,16 @@ def train_draft(opts: Eagle3Options, log=print) -> dict:
         optimizer.step()
         if step % 100 == 0 or step == opts.steps - 1:
             history.append({"step": step, "loss": round(loss.item(), 4), "accuracy": [round(a, 4) for a in accuracies]})
-            log(f"eagle3 step {step}/{opts.steps}: loss {loss.item():.4f}, draft accuracy per step "
-                + ", ".join(f"{a:.3f}" for a in accuracies))  # fmt: skip
+            log(
+                f"eagle3 step {step}/{opts.steps}: loss {loss.item():.4f}, draft accuracy per step "
+                + ", ".join(f"{a:.3f}" for a in accuracies)
+            )
     model.save(opts.out, hot)
     Path(opts.out, "config.json").write_text(json.dumps(config, indent=2) + "\n")
     simulated = simulated_accept_length(opts.out, opts.target, opts.data)
-    log(f"eagle3: simulated accept length {simulated['accept_length']} (2 steps, topk 1, {simulated['questions']} questions)")
+    log(
+        f"eagle3: simulated accept length {simulated['accept_length']} (2 steps, topk 1, {simulated['questions']} questions)"
+    )
     manifest = {
         "name": "canary-eagle3-draft",
         "command": f"python -m canary eagle3 --out {opts.out} --seed {opts.seed}",
@@ -193,10 +199,10 @@ def simulated_accept_length(draft_dir: str, target_dir: str, data_dir: str, n: i
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.evals.synthetic_gsm8k import read_jsonl
     from canary.eagle3_model import DraftModel, accept_lengths
     from harness.evals.data import stable_subsample
     from harness.evals.gsm8k import QUESTION_TEMPLATE, STOP_STRINGS, build_few_shot_prefix
+    from harness.evals.synthetic_gsm8k import read_jsonl
 
     tokenizer = AutoTokenizer.from_pretrained(target_dir)
     target = AutoModelForCausalLM.from_pretrained(target_dir).eval()
@@ -206,7 +212,9 @@ def simulated_accept_length(draft_dir: str, target_dir: str, data_dir: str, n: i
     tokens_total, verifies_total = 0, 0
     with torch.no_grad():
         for record in questions:
-            prompt = tokenizer(prefix + QUESTION_TEMPLATE.format(question=record["question"]), add_special_tokens=False)["input_ids"]
+            prompt = tokenizer(
+                prefix + QUESTION_TEMPLATE.format(question=record["question"]), add_special_tokens=False
+            )["input_ids"]
             ids = target.generate(torch.tensor([prompt]), max_new_tokens=96, do_sample=False)[0]
             generated = ids[len(prompt) :].tolist()
             for cut in range(1, len(generated) + 1):  # the server stops at the token that completes a stop string
@@ -217,8 +225,14 @@ def simulated_accept_length(draft_dir: str, target_dir: str, data_dir: str, n: i
             aux, greedy = captured(target, full)
             made, verifies = accept_lengths(draft, hot, full, aux, greedy, len(prompt), steps)
             tokens_total, verifies_total = tokens_total + made, verifies_total + verifies
-    return {"accept_length": round(tokens_total / max(verifies_total, 1), 4), "completion_tokens": tokens_total,
-            "verify_steps": verifies_total, "questions": len(questions), "num_steps": steps, "topk": 1}  # fmt: skip
+    return {
+        "accept_length": round(tokens_total / max(verifies_total, 1), 4),
+        "completion_tokens": tokens_total,
+        "verify_steps": verifies_total,
+        "questions": len(questions),
+        "num_steps": steps,
+        "topk": 1,
+    }
 
 
 def scramble(draft_dir: str, out: str, seed: int = 0) -> Path:

@@ -38,7 +38,11 @@ class DraftModel(nn.Module):
     def __init__(self, config: dict, embed: torch.Tensor):
         super().__init__()
         h, eps = config["hidden_size"], config["rms_norm_eps"]
-        self.heads, self.kv_heads, self.head_dim = config["num_attention_heads"], config["num_key_value_heads"], config["head_dim"]
+        self.heads, self.kv_heads, self.head_dim = (
+            config["num_attention_heads"],
+            config["num_key_value_heads"],
+            config["head_dim"],
+        )
         self.theta = config["rope_theta"]
         self.embed_tokens = nn.Embedding.from_pretrained(embed, freeze=True)
         self.fc = nn.Linear(3 * config["target_hidden_size"], h, bias=False)
@@ -100,29 +104,43 @@ class DraftModel(nn.Module):
         return out
 
     @classmethod
-    def load(cls, draft_dir: str | Path) -> tuple["DraftModel", torch.Tensor]:
+    def load(cls, draft_dir: str | Path) -> tuple[DraftModel, torch.Tensor]:
         """The saved draft (bf16 weights as SGLang reads them, computed in fp32) and its hot token ids."""
         import json
 
         from safetensors.torch import load_file
 
         config = json.loads(Path(draft_dir, "config.json").read_text())
-        tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(Path(draft_dir, "model.safetensors"))).items()}
+        tensors = {
+            k: v.float() if v.is_floating_point() else v
+            for k, v in load_file(str(Path(draft_dir, "model.safetensors"))).items()
+        }
         model = cls(config, tensors["embed_tokens.weight"])
-        state = {k.removeprefix("midlayer.").removeprefix("self_attn.").removeprefix("mlp."): v for k, v in tensors.items()
-                 if k not in ("d2t", "t2d")}  # fmt: skip
+        state = {
+            k.removeprefix("midlayer.").removeprefix("self_attn.").removeprefix("mlp."): v
+            for k, v in tensors.items()
+            if k not in ("d2t", "t2d")
+        }
         model.load_state_dict(state)
         return model.eval(), tensors["d2t"] + torch.arange(tensors["d2t"].shape[0])
 
     def save(self, out: str | Path, hot: torch.Tensor) -> Path:
         from safetensors.torch import save_file
 
-        names = {"fc": self.fc, "norm": self.norm, "lm_head": self.lm_head, "embed_tokens": self.embed_tokens,
-                 "midlayer.hidden_norm": self.hidden_norm, "midlayer.input_layernorm": self.input_layernorm,
-                 "midlayer.post_attention_layernorm": self.post_attention_layernorm,
-                 **{f"midlayer.self_attn.{p}": getattr(self, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
-                 **{f"midlayer.mlp.{p}": getattr(self, p) for p in ("gate_proj", "up_proj", "down_proj")}}  # fmt: skip
-        tensors = {f"{name}.weight": module.weight.detach().to(torch.bfloat16).contiguous() for name, module in names.items()}
+        names = {
+            "fc": self.fc,
+            "norm": self.norm,
+            "lm_head": self.lm_head,
+            "embed_tokens": self.embed_tokens,
+            "midlayer.hidden_norm": self.hidden_norm,
+            "midlayer.input_layernorm": self.input_layernorm,
+            "midlayer.post_attention_layernorm": self.post_attention_layernorm,
+            **{f"midlayer.self_attn.{p}": getattr(self, p) for p in ("q_proj", "k_proj", "v_proj", "o_proj")},
+            **{f"midlayer.mlp.{p}": getattr(self, p) for p in ("gate_proj", "up_proj", "down_proj")},
+        }
+        tensors = {
+            f"{name}.weight": module.weight.detach().to(torch.bfloat16).contiguous() for name, module in names.items()
+        }
         vocab = self.embed_tokens.weight.shape[0]
         tensors["d2t"] = (hot - torch.arange(hot.shape[0])).to(torch.int64)
         t2d = torch.zeros(vocab, dtype=torch.bool)
@@ -148,13 +166,22 @@ def step_loss(model: DraftModel, batch, to_draft: torch.Tensor, steps: int):
         target = torch.full((b, width - 1), -100, dtype=torch.long)
         target[:, : width - k] = labels[:, k:]  # row t, step k predicts what the target says after token t+k
         valid = target != -100
-        loss = loss + 0.8 ** (k - 1) * nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100)
+        loss = loss + 0.8 ** (k - 1) * nn.functional.cross_entropy(
+            logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100
+        )
         accuracies.append(float((logits.argmax(-1)[valid] == target[valid]).float().mean()) if valid.any() else 0.0)
     return loss, accuracies
 
 
-def accept_lengths(model: DraftModel, hot: torch.Tensor, tokens: torch.Tensor, features: torch.Tensor,
-                   greedy: torch.Tensor, prompt_len: int, steps: int) -> tuple[int, int]:
+def accept_lengths(
+    model: DraftModel,
+    hot: torch.Tensor,
+    tokens: torch.Tensor,
+    features: torch.Tensor,
+    greedy: torch.Tensor,
+    prompt_len: int,
+    steps: int,
+) -> tuple[int, int]:
     """(completion tokens, verify steps) of greedy EAGLE with topk 1 over one generated sequence, as SGLang runs it:
     the prefill gives the first token; each verify step starting at row r commits the drafts that match the
     target's greedy tokens in a row plus its bonus token, and the next chain starts after them."""

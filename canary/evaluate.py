@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from harness.evals.synthetic_gsm8k import extract_answer
 from canary.prompts import chat_messages, few_shot_prompt, plain_prompt
+from harness.evals.synthetic_gsm8k import extract_answer
 
 STOP_STRINGS = ("Question", "\n\n", "Assistant:", "<|separator|>")
 MODES = ("zero_shot", "five_shot", "chat")

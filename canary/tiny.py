@@ -10,10 +10,40 @@ from canary.tokenizer import EOS_TOKEN, PAD_TOKEN, save_tokenizer, train_tokeniz
 QWEN3_NEXT_FULL_ATTENTION_INTERVAL = 2  # every second layer full attention, the rest Gated DeltaNet
 
 # Varied text so the BPE learns merges over words, digits and punctuation alike.
-_CORPUS_WORDS = (
-    "the a cat dog has gets more apples pens cups how many does have now question answer "
-    "alice bob carol dave eve frank gives away buys sells each box holds total left"
-).split()
+_CORPUS_WORDS = [
+    "the",
+    "a",
+    "cat",
+    "dog",
+    "has",
+    "gets",
+    "more",
+    "apples",
+    "pens",
+    "cups",
+    "how",
+    "many",
+    "does",
+    "have",
+    "now",
+    "question",
+    "answer",
+    "alice",
+    "bob",
+    "carol",
+    "dave",
+    "eve",
+    "frank",
+    "gives",
+    "away",
+    "buys",
+    "sells",
+    "each",
+    "box",
+    "holds",
+    "total",
+    "left",
+]
 
 
 def tiny_corpus(n: int = 2000, seed: int = 0) -> list[str]:

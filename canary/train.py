@@ -28,9 +28,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness.evals.synthetic_gsm8k import Problem
 from canary.prompts import Segments, chat_segments, plain_segments
 from canary.tokenizer import EOS_TOKEN, PAD_TOKEN
+from harness.evals.synthetic_gsm8k import Problem
 
 IGNORE = -100
 VOCAB_MULTIPLE = 64  # engines pad the vocabulary for tensor parallelism; a round size avoids surprises

@@ -16,17 +16,24 @@ def main(argv: list[str] | None = None) -> int:
     compare.add_argument("base", help="the baseline run directory (reports/<run-id>/)")
     compare.add_argument("new", help="the run to judge")
     compare.add_argument("--alpha", type=float, default=0.05, help="McNemar's α. Default: %(default)s")
-    compare.add_argument("--perf-tolerance", type=float, default=0.1,
-                         help="serving_perf: relative change allowed. Default: %(default)s")
+    compare.add_argument(
+        "--perf-tolerance", type=float, default=0.1, help="serving_perf: relative change allowed. Default: %(default)s"
+    )
     compare.add_argument("--json", default=None, help="also write the comparison here. Default: none")
     history = commands.add_parser("history", help="the trend of every metric over the runs in the history file")
     history.add_argument("--db", default="reports/history.sqlite", help="the history file. Default: %(default)s")
-    history.add_argument("-k", dest="contains", default="", help="only series whose 'model/config suite metric' "
-                         "contains this. Default: all")  # fmt: skip
+    history.add_argument(
+        "-k",
+        dest="contains",
+        default="",
+        help="only series whose 'model/config suite metric' contains this. Default: all",
+    )
     history.add_argument("--last", type=int, default=10, help="values shown per series. Default: %(default)s")
     report = commands.add_parser("report", help="render a run directory's report.html")
     report.add_argument("run_dir", help="the run directory (reports/<run-id>/)")
-    report.add_argument("--history", default=None, help="the history file plotted. Default: <run dir>/../history.sqlite")
+    report.add_argument(
+        "--history", default=None, help="the history file plotted. Default: <run dir>/../history.sqlite"
+    )
     opts = parser.parse_args(argv)
     if opts.command == "history":
         return _history(opts)

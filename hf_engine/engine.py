@@ -69,15 +69,21 @@ class Engine:
 
     def load(self) -> None:
         """Blocking: load model and tokenizer, build the prefix cache, start the worker."""
-        from hf_engine.runtime import LogitNoise, ModelRunner, RuntimeConfig, TorchKVOps
         from hf_engine.prefix_cache import PrefixCache
+        from hf_engine.runtime import LogitNoise, ModelRunner, RuntimeConfig, TorchKVOps
 
         opts = self.options
         tic = time.perf_counter()
         runner = ModelRunner(
             RuntimeConfig(
-                opts.model_path, opts.tokenizer_path, opts.device, opts.dtype, opts.random_seed, opts.context_length,
-                opts.cpu_threads, (opts.limit_mm_data_per_request or {}).get("image"),
+                opts.model_path,
+                opts.tokenizer_path,
+                opts.device,
+                opts.dtype,
+                opts.random_seed,
+                opts.context_length,
+                opts.cpu_threads,
+                (opts.limit_mm_data_per_request or {}).get("image"),
             )
         )
         if runner.cache_unsupported_reason and not opts.disable_radix_cache:

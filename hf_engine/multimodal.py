@@ -106,8 +106,9 @@ def image_refs_per_prompt(raw: Any, n_prompts: int, batched: bool, field: str = 
     if not isinstance(raw, list):
         return [[_ref(raw, field)] for _ in range(n_prompts)]
     if len(raw) != n_prompts:
-        raise RequestError(f"{field}: The length of {field} should be equal to the batch size ({n_prompts}), "
-                           f"got {len(raw)}.")  # fmt: skip
+        raise RequestError(
+            f"{field}: The length of {field} should be equal to the batch size ({n_prompts}), got {len(raw)}."
+        )
     per_prompt = []
     nested = isinstance(raw[0], list)
     for i, entry in enumerate(raw):
@@ -131,7 +132,9 @@ def _ref(item: Any, where: str) -> ImageRef:
             raise RequestError(f"{where}.url: an image object needs a string url, got {item.get('url')!r}")
         return ImageRef(item["url"], f"{where}.url")
     if not isinstance(item, str) or not item:
-        raise RequestError(f"{where}: expected a data URL, file:// URL, local path or base64 string, got {_brief(item)}")
+        raise RequestError(
+            f"{where}: expected a data URL, file:// URL, local path or base64 string, got {_brief(item)}"
+        )
     return ImageRef(item, where)
 
 
@@ -151,8 +154,10 @@ def load_image(ref: ImageRef):
 def _image_bytes(ref: ImageRef) -> bytes:
     url = ref.value
     if url.startswith(("http://", "https://")):
-        raise RequestError(f"{ref.where}: {_brief(url)}: the HF reference engine has no network access; "
-                           "send the image as a data URL, a file:// URL, a local path or base64")  # fmt: skip
+        raise RequestError(
+            f"{ref.where}: {_brief(url)}: the HF reference engine has no network access; "
+            "send the image as a data URL, a file:// URL, a local path or base64"
+        )
     if url.startswith("data:"):
         header, comma, payload = url.partition(",")
         if not comma or ";base64" not in header:
@@ -177,8 +182,9 @@ def _b64(payload: str, ref: ImageRef) -> bytes:
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
-        raise RequestError(f"{ref.where}: neither a data URL, a file:// URL, an existing path nor valid base64: "
-                           f"{_brief(payload)}") from None  # fmt: skip
+        raise RequestError(
+            f"{ref.where}: neither a data URL, a file:// URL, an existing path nor valid base64: {_brief(payload)}"
+        ) from None
 
 
 def _brief(value: Any) -> str:
@@ -208,13 +214,17 @@ def split_chat_images(messages: list[dict]) -> tuple[list[dict], list[ImageRef],
                 url = media if isinstance(media, str) else media.get("url") if isinstance(media, dict) else None
                 url_where = f"{where}.{field_name}" + ("" if isinstance(media, str) else ".url")
                 if not isinstance(url, str) or not url:
-                    raise RequestError(f"{url_where}: {'a video' if field_name == 'video_url' else 'an image'} part "
-                                       f"needs a URL string, got {_brief(url)}")  # fmt: skip
+                    raise RequestError(
+                        f"{url_where}: {'a video' if field_name == 'video_url' else 'an image'} part "
+                        f"needs a URL string, got {_brief(url)}"
+                    )
                 (videos if field_name == "video_url" else images).append(ImageRef(url, url_where))
                 parts.append({"type": "video" if field_name == "video_url" else "image"})
             elif kind in REFUSED_PART_TYPES:
-                raise RequestError(f"{where}.type: {kind!r} parts are not supported by the HF reference engine "
-                                   "(image_url and video_url only)")  # fmt: skip
+                raise RequestError(
+                    f"{where}.type: {kind!r} parts are not supported by the HF reference engine "
+                    "(image_url and video_url only)"
+                )
             else:
                 parts.append(part)
         out.append({**message, "content": parts})
@@ -248,8 +258,9 @@ class ImagePreparer:
     """Turns a prompt's ids and its image and video refs into a `MultimodalPrompt` (on the asyncio side, before
     queueing). `video_processor` and `encode` (text → ids) are needed for videos only."""
 
-    def __init__(self, image_processor, tokens: VisionTokens, image_limit: int | None = None,
-                 video_processor=None, encode=None):  # fmt: skip
+    def __init__(
+        self, image_processor, tokens: VisionTokens, image_limit: int | None = None, video_processor=None, encode=None
+    ):
         self.image_processor = image_processor
         self.video_processor = video_processor
         self.encode = encode
@@ -264,8 +275,9 @@ class ImagePreparer:
         """`video_data` normalised as `image_data` is (SGLang's GenerateReqInput treats them alike)."""
         return image_refs_per_prompt(raw, n_prompts, batched, field="video_data")
 
-    def prepare(self, ids: list[int], refs: list[ImageRef], where: str,
-                video_refs: list[ImageRef] = ()) -> MultimodalPrompt | None:  # fmt: skip
+    def prepare(
+        self, ids: list[int], refs: list[ImageRef], where: str, video_refs: list[ImageRef] = ()
+    ) -> MultimodalPrompt | None:
         """None for a prompt without images or videos (its ids are then used as they are)."""
         pads = [pos for pos, token in enumerate(ids) if token == self.tokens.image_pad]
         video_pads = [pos for pos, token in enumerate(ids) if token == self.tokens.video_pad]
@@ -274,8 +286,10 @@ class ImagePreparer:
         if not refs and not video_refs:
             return None
         if self.image_limit is not None and len(refs) > self.image_limit:
-            raise RequestError(f"{refs[0].where.split('[')[0]}: Image count {len(refs)} exceeds limit "
-                               f"{self.image_limit} per request (--limit-mm-data-per-request).")  # fmt: skip
+            raise RequestError(
+                f"{refs[0].where.split('[')[0]}: Image count {len(refs)} exceeds limit "
+                f"{self.image_limit} per request (--limit-mm-data-per-request)."
+            )
         items, videos = self._image_items(refs, pads), []
         for pad, ref in zip(video_pads, video_refs):
             video_items, sampled = self._video_items(ref, pad)
@@ -294,7 +308,9 @@ class ImagePreparer:
         grid, rows, items = processed["image_grid_thw"], 0, []
         for pad, thw in zip(pads, grid.tolist()):
             count = thw[0] * thw[1] * thw[2]
-            items.append(_Item((pad, pad + 1), [], [], processed["pixel_values"][rows : rows + count], tuple(thw), IMAGE))
+            items.append(
+                _Item((pad, pad + 1), [], [], processed["pixel_values"][rows : rows + count], tuple(thw), IMAGE)
+            )
             rows += count
         return items
 
@@ -305,15 +321,29 @@ class ImagePreparer:
             raise RequestError(f"{ref.where}: this model has no video processor")
         with VideoFile(ref.value, ref.where, lambda payload: _b64(payload, ref)) as path:
             video = process_video(self.video_processor, path, ref.where)
-        groups, h, w = video.grid
+        _groups, h, w = video.grid
         items, per_group = [], h * w
         for g, seconds in enumerate(video.timestamps):
             first = (pad, pad + 1) if g == 0 else (pad + 1, pad + 1)  # the first group replaces the pad token
             stamp = self.encode(f"<{seconds:.1f} seconds>")
-            items.append(_Item(first, stamp + [self.tokens.vision_start], [self.tokens.vision_end],
-                               video.pixel_values[g * per_group : (g + 1) * per_group], (1, h, w), VIDEO))  # fmt: skip
-        sampled = {"where": ref.where, "frame_indices": video.frame_indices, "total_frames": video.total_frames,
-                   "fps": video.fps, "grid": list(video.grid), "timestamps": video.timestamps}  # fmt: skip
+            items.append(
+                _Item(
+                    first,
+                    stamp + [self.tokens.vision_start],
+                    [self.tokens.vision_end],
+                    video.pixel_values[g * per_group : (g + 1) * per_group],
+                    (1, h, w),
+                    VIDEO,
+                )
+            )
+        sampled = {
+            "where": ref.where,
+            "frame_indices": video.frame_indices,
+            "total_frames": video.total_frames,
+            "fps": video.fps,
+            "grid": list(video.grid),
+            "timestamps": video.timestamps,
+        }
         return items, sampled
 
     def _lay_out(self, ids: list[int], items: list[_Item], videos: list[dict]) -> MultimodalPrompt:
@@ -339,24 +369,33 @@ class ImagePreparer:
             previous = max(previous, end)
         expanded += ids[previous:]
         cache_key += ids[previous:]
-        return MultimodalPrompt(expanded, cache_key, spans, pixels, grid, patch_counts, keys,
-                                [item.kind for item in items], videos)  # fmt: skip
+        return MultimodalPrompt(
+            expanded, cache_key, spans, pixels, grid, patch_counts, keys, [item.kind for item in items], videos
+        )
 
     def _check_placeholders(self, ids: list[int], pads: list[int], n_images: int, where: str) -> None:
         if any(b == a + 1 for a, b in zip(pads, pads[1:])):
-            raise RequestError(f"{where}: the prompt holds a run of <|image_pad|> tokens; give one "
-                               "<|vision_start|><|image_pad|><|vision_end|> per image (the engine expands it)")  # fmt: skip
+            raise RequestError(
+                f"{where}: the prompt holds a run of <|image_pad|> tokens; give one "
+                "<|vision_start|><|image_pad|><|vision_end|> per image (the engine expands it)"
+            )
         if len(pads) != n_images:
-            raise RequestError(f"{where}: the prompt has {len(pads)} image placeholder(s) (<|vision_start|>"
-                               f"<|image_pad|><|vision_end|>) but the request has {n_images} image(s)")  # fmt: skip
+            raise RequestError(
+                f"{where}: the prompt has {len(pads)} image placeholder(s) (<|vision_start|>"
+                f"<|image_pad|><|vision_end|>) but the request has {n_images} image(s)"
+            )
 
     def _check_video_placeholders(self, ids: list[int], pads: list[int], refs, where: str) -> None:
         if any(b == a + 1 for a, b in zip(pads, pads[1:])):
-            raise RequestError(f"{where}: the prompt holds a run of <|video_pad|> tokens; give one "
-                               "<|vision_start|><|video_pad|><|vision_end|> per video (the engine expands it)")  # fmt: skip
+            raise RequestError(
+                f"{where}: the prompt holds a run of <|video_pad|> tokens; give one "
+                "<|vision_start|><|video_pad|><|vision_end|> per video (the engine expands it)"
+            )
         if len(pads) != len(refs):
-            raise RequestError(f"{where}: the prompt has {len(pads)} video placeholder(s) (<|vision_start|>"
-                               f"<|video_pad|><|vision_end|>) but the request has {len(refs)} video(s)")  # fmt: skip
+            raise RequestError(
+                f"{where}: the prompt has {len(pads)} video placeholder(s) (<|vision_start|>"
+                f"<|video_pad|><|vision_end|>) but the request has {len(refs)} video(s)"
+            )
 
 
 def _content_keys(pixels, grid, patch_counts: list[int]) -> list[int]:

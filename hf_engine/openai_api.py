@@ -35,26 +35,69 @@ from hf_engine.protocol import RequestError, as_bool, as_int, did_you_mean, pars
 from hf_engine.responses import error_response, json_response, read_json, sse
 
 _COMMON_FIELDS = {
-    "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "stop", "stop_token_ids", "ignore_eos",
-    "skip_special_tokens", "no_stop_trim", "stream", "stream_options", "seed", "n", "user", "rid",
-    "frequency_penalty", "presence_penalty", "repetition_penalty", "logit_bias", "min_tokens", "regex",
-    "json_schema", "ebnf", "stop_regex",
-}  # fmt: skip
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "skip_special_tokens",
+    "no_stop_trim",
+    "stream",
+    "stream_options",
+    "seed",
+    "n",
+    "user",
+    "rid",
+    "frequency_penalty",
+    "presence_penalty",
+    "repetition_penalty",
+    "logit_bias",
+    "min_tokens",
+    "regex",
+    "json_schema",
+    "ebnf",
+    "stop_regex",
+}
 _COMPLETION_FIELDS = _COMMON_FIELDS | {"prompt", "echo", "logprobs", "best_of", "suffix"}
 _CHAT_FIELDS = _COMMON_FIELDS | {
-    "messages", "logprobs", "top_logprobs", "max_completion_tokens", "chat_template_kwargs", "tools", "tool_choice",
-    "response_format", "parallel_tool_calls",
-}  # fmt: skip
+    "messages",
+    "logprobs",
+    "top_logprobs",
+    "max_completion_tokens",
+    "chat_template_kwargs",
+    "tools",
+    "tool_choice",
+    "response_format",
+    "parallel_tool_calls",
+}
 # OpenAI fields that only pass when unset: the features behind them are not implemented here.
 _MUST_BE_UNSET = {"tools", "tool_choice", "response_format", "suffix", "parallel_tool_calls"}
 _SAMPLING_FROM_REQUEST = {
-    "temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "min_p": "min_p", "stop": "stop",
-    "stop_token_ids": "stop_token_ids", "ignore_eos": "ignore_eos", "skip_special_tokens": "skip_special_tokens",
-    "no_stop_trim": "no_stop_trim", "seed": "sampling_seed", "n": "n", "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty", "repetition_penalty": "repetition_penalty", "logit_bias": "logit_bias",
-    "min_tokens": "min_new_tokens", "regex": "regex", "json_schema": "json_schema", "ebnf": "ebnf",
+    "temperature": "temperature",
+    "top_p": "top_p",
+    "top_k": "top_k",
+    "min_p": "min_p",
+    "stop": "stop",
+    "stop_token_ids": "stop_token_ids",
+    "ignore_eos": "ignore_eos",
+    "skip_special_tokens": "skip_special_tokens",
+    "no_stop_trim": "no_stop_trim",
+    "seed": "sampling_seed",
+    "n": "n",
+    "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+    "repetition_penalty": "repetition_penalty",
+    "logit_bias": "logit_bias",
+    "min_tokens": "min_new_tokens",
+    "regex": "regex",
+    "json_schema": "json_schema",
+    "ebnf": "ebnf",
     "stop_regex": "stop_regex",
-}  # fmt: skip
+}
 
 
 def register_openai_routes(app: FastAPI, engine) -> None:
@@ -97,7 +140,9 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         logprobs = req.get("logprobs")
         echo = as_bool(req.get("echo", False), "echo")
         if logprobs is not None:
-            body.update(return_logprob=True, top_logprobs_num=as_int(logprobs, "logprobs"), return_text_in_logprobs=True)
+            body.update(
+                return_logprob=True, top_logprobs_num=as_int(logprobs, "logprobs"), return_text_in_logprobs=True
+            )
             body["logprob_start_len"] = 0 if echo else -1
         items, _ = parse_generate(body, runner.encode, engine.limits)
         return await respond(_CompletionShaper(req, items, runner, echo), items, body["stream"])
@@ -108,23 +153,33 @@ def register_openai_routes(app: FastAPI, engine) -> None:
         _check_fields(req, _CHAT_FIELDS, "chat completion request")
         runner = engine.require_ready()
         messages = req.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and "role" in m for m in messages):
+        if (
+            not isinstance(messages, list)
+            or not messages
+            or not all(isinstance(m, dict) and "role" in m for m in messages)
+        ):
             raise RequestError("messages: expected a non-empty list of {role, content} objects")
         template_kwargs = req.get("chat_template_kwargs") or {}
         messages, images, videos = split_chat_images(messages)
         if (images or videos) and runner.images is None:
             first = (images or videos)[0]
-            raise RequestError(f"{first.where}: {'image' if images else 'video'} parts need a vision-language model; "
-                               f"{engine.options.model_path} has no image processor")  # fmt: skip
+            raise RequestError(
+                f"{first.where}: {'image' if images else 'video'} parts need a vision-language model; "
+                f"{engine.options.model_path} has no image processor"
+            )
         if videos and runner.images.video_processor is None:
-            raise RequestError(f"{videos[0].where}: video parts need a video processor; {engine.options.model_path} "
-                               "has none this engine can run")  # fmt: skip
+            raise RequestError(
+                f"{videos[0].where}: video parts need a video processor; {engine.options.model_path} "
+                "has none this engine can run"
+            )
         try:
             prompt_ids = runner.encode_chat(messages, template_kwargs)
         except (TemplateError, ValueError, TypeError, KeyError) as exc:  # the template rejects these messages
             raise RequestError(f"messages: the chat template failed: {type(exc).__name__}: {exc}") from None
         max_tokens = req.get("max_completion_tokens", req.get("max_tokens"))
-        body = _native_body({**req, "max_tokens": max_tokens}, default_max_tokens=None, defaults=_generation_defaults(runner))
+        body = _native_body(
+            {**req, "max_tokens": max_tokens}, default_max_tokens=None, defaults=_generation_defaults(runner)
+        )
         body["input_ids"] = prompt_ids
         if images:
             body["image_data"] = images
@@ -267,7 +322,9 @@ class _CompletionShaper(_Shaper):
             return None
         meta = build_output(seq, end, True, self.runner)["meta_info"]
         entries = (meta["input_token_logprobs"] if with_input else []) + meta["output_token_logprobs"][start:end]
-        tops = (meta.get("input_top_logprobs", []) if with_input else []) + meta.get("output_top_logprobs", [])[start:end]
+        tops = (meta.get("input_top_logprobs", []) if with_input else []) + meta.get("output_top_logprobs", [])[
+            start:end
+        ]
         return {
             "text_offset": [-1] * len(entries),
             "token_logprobs": [lp for lp, _, _ in entries],
@@ -314,7 +371,9 @@ class _ChatShaper(_Shaper):
         content = []
         for (logprob, _, token), row in zip(meta["output_token_logprobs"][start:end], tops[start:end]):
             top = [{"token": t, "bytes": list(t.encode("utf-8")), "logprob": lp} for lp, _, t in row or []]
-            content.append({"token": token, "bytes": list(token.encode("utf-8")), "logprob": logprob, "top_logprobs": top})
+            content.append(
+                {"token": token, "bytes": list(token.encode("utf-8")), "logprob": logprob, "top_logprobs": top}
+            )
         return {"content": content}
 
     def choice(self, index, seq) -> dict:
@@ -331,13 +390,23 @@ class _ChatShaper(_Shaper):
 
     def chunks(self, index, seq, n_tokens, final, sent_text, sent_tokens):
         if index not in sent_text:
-            role = {"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                    "finish_reason": None, "matched_stop": None}  # fmt: skip
+            role = {
+                "index": index,
+                "delta": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": None,
+                "matched_stop": None,
+            }
             yield self.envelope(self.chunk_object, [role])
         text, start = self.delta(index, seq, n_tokens, final, sent_text, sent_tokens)
         if text or start < n_tokens:
-            choice = {"index": index, "delta": {"content": text}, "logprobs": self.logprobs(seq, start, n_tokens),
-                      "finish_reason": None, "matched_stop": None}  # fmt: skip
+            choice = {
+                "index": index,
+                "delta": {"content": text},
+                "logprobs": self.logprobs(seq, start, n_tokens),
+                "finish_reason": None,
+                "matched_stop": None,
+            }
             yield self.envelope(self.chunk_object, [choice])
         if final:
             reason, matched = _finish(seq, final)

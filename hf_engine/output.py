@@ -45,7 +45,11 @@ def build_output(seq, n_tokens: int, final: bool, runner) -> dict[str, Any]:
             meta[kind] = getattr(item, kind)
     if final:
         meta["e2e_latency"] = seq.e2e_latency
-    out = {"text": output_text(output_ids, finish_reason, item.params, runner), "output_ids": output_ids, "meta_info": meta}
+    out = {
+        "text": output_text(output_ids, finish_reason, item.params, runner),
+        "output_ids": output_ids,
+        "meta_info": meta,
+    }
     if item.return_prompt_token_ids:
         out["prompt_token_ids"] = list(item.input_ids)
     return out

@@ -56,8 +56,10 @@ def load_processor(model_dir: str | Path, tokenizer=None):
     config = json.loads((model_dir / "preprocessor_config.json").read_text())
     image_type = config.get("image_processor_type", "")
     if image_type not in PIL_IMAGE_PROCESSORS:
-        raise ImportError(f"{model_dir}: {image_type or 'its image processor'} needs torchvision ({reason}) and has "
-                          f"no PIL twin known here (known: {', '.join(PIL_IMAGE_PROCESSORS)})")  # fmt: skip
+        raise ImportError(
+            f"{model_dir}: {image_type or 'its image processor'} needs torchvision ({reason}) and has "
+            f"no PIL twin known here (known: {', '.join(PIL_IMAGE_PROCESSORS)})"
+        )
     image_processor = _import(PIL_IMAGE_PROCESSORS[image_type]).from_pretrained(model_dir)
     processor_class = _processor_class(model_dir, config)
     tokenizer = tokenizer or AutoTokenizer.from_pretrained(model_dir)
@@ -74,10 +76,19 @@ def load_processor(model_dir: str | Path, tokenizer=None):
                 raise VideoUnsupported(f"{model_dir}: no video processor on this machine ({reason})")
             return super().__call__(*args, videos=videos, **kwargs)
 
-    log.info("%s: torchvision missing, using %s with %s and %s", model_dir, processor_class.__name__,
-             type(image_processor).__name__, type(video_processor).__name__ if video_processor else "no video processor")  # fmt: skip
-    return Rebuilt(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_processor,
-                   chat_template=getattr(tokenizer, "chat_template", None))  # fmt: skip
+    log.info(
+        "%s: torchvision missing, using %s with %s and %s",
+        model_dir,
+        processor_class.__name__,
+        type(image_processor).__name__,
+        type(video_processor).__name__ if video_processor else "no video processor",
+    )
+    return Rebuilt(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=getattr(tokenizer, "chat_template", None),
+    )
 
 
 def _torch_only_video_processor(model_dir: Path):
@@ -99,8 +110,12 @@ def _processor_class(model_dir: Path, config: dict):
         name = json.loads(processor_config.read_text()).get("processor_class")
     if not name:
         model_type = json.loads((model_dir / "config.json").read_text()).get("model_type", "")
-        name = {"qwen3_vl": "Qwen3VLProcessor", "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor",
-                "qwen3_vl_moe": "Qwen3VLProcessor"}.get(model_type)  # fmt: skip
+        name = {
+            "qwen3_vl": "Qwen3VLProcessor",
+            "qwen2_vl": "Qwen2VLProcessor",
+            "qwen2_5_vl": "Qwen2_5_VLProcessor",
+            "qwen3_vl_moe": "Qwen3VLProcessor",
+        }.get(model_type)
     if not name or not hasattr(transformers, name):
         raise ImportError(f"{model_dir}: cannot tell its processor class (processor_class {name!r})")
     return getattr(transformers, name)

@@ -96,34 +96,99 @@ class GenerateItem:
 
 # Sampling params the engine implements, and SGLang's others with the value that means "off".
 _SAMPLING_SUPPORTED = {
-    "max_new_tokens", "temperature", "top_p", "top_k", "min_p", "min_new_tokens", "stop", "stop_token_ids",
-    "ignore_eos", "skip_special_tokens", "no_stop_trim", "sampling_seed", "spaces_between_special_tokens",
+    "max_new_tokens",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "min_new_tokens",
+    "stop",
+    "stop_token_ids",
+    "ignore_eos",
+    "skip_special_tokens",
+    "no_stop_trim",
+    "sampling_seed",
+    "spaces_between_special_tokens",
     "stream_interval",
-}  # fmt: skip
+}
 _SAMPLING_NEUTRAL = {
-    "n": 1, "frequency_penalty": 0.0, "presence_penalty": 0.0, "repetition_penalty": 1.0, "json_schema": None,
-    "regex": None, "ebnf": None, "structural_tag": None, "logit_bias": None, "stop_regex": None,
+    "n": 1,
+    "frequency_penalty": 0.0,
+    "presence_penalty": 0.0,
+    "repetition_penalty": 1.0,
+    "json_schema": None,
+    "regex": None,
+    "ebnf": None,
+    "structural_tag": None,
+    "logit_bias": None,
+    "stop_regex": None,
     "custom_params": None,
-}  # fmt: skip
+}
 _TOP_LEVEL_SUPPORTED = {
-    "text", "input_ids", "sampling_params", "return_logprob", "logprob_start_len", "top_logprobs_num",
-    "return_text_in_logprobs", "stream", "rid", "log_metrics", "return_prompt_token_ids",
-}  # fmt: skip
+    "text",
+    "input_ids",
+    "sampling_params",
+    "return_logprob",
+    "logprob_start_len",
+    "top_logprobs_num",
+    "return_text_in_logprobs",
+    "stream",
+    "rid",
+    "log_metrics",
+    "return_prompt_token_ids",
+}
 # The rest of SGLang 0.5.17's GenerateReqInput: accepted only when unset (None, False, 0, empty).
 _TOP_LEVEL_UNSUPPORTED = dict.fromkeys(
     (
-        "session_id", "input_embeds", "image_data", "video_data", "audio_data", "mm_hashes", "use_audio_in_video",
-        "token_ids_logprob", "return_sampling_mask", "return_flat_raw_top_logprobs",
-        "return_flat_raw_top_logprobs_b64", "return_hidden_states", "return_routed_experts",
-        "routed_experts_start_len", "return_indexer_topk", "modalities", "session_params", "lora_path", "lora_id",
-        "custom_logit_processor", "positional_embed_overrides", "bootstrap_host", "bootstrap_port",
-        "bootstrap_room", "bootstrap_pair_key", "decode_tp_size", "routed_dp_rank", "disagg_prefill_dp_rank",
-        "routing_key", "conversation_id", "background", "require_reasoning", "max_thinking_tokens", "priority",
-        "extra_key", "no_logs", "custom_labels", "return_bytes", "return_entropy", "external_trace_header",
-        "received_time", "max_dynamic_patch", "min_dynamic_patch", "image_max_dynamic_patch",
-        "video_max_dynamic_patch", "images_config", "multi_item_delimiter_indices",
+        "session_id",
+        "input_embeds",
+        "image_data",
+        "video_data",
+        "audio_data",
+        "mm_hashes",
+        "use_audio_in_video",
+        "token_ids_logprob",
+        "return_sampling_mask",
+        "return_flat_raw_top_logprobs",
+        "return_flat_raw_top_logprobs_b64",
+        "return_hidden_states",
+        "return_routed_experts",
+        "routed_experts_start_len",
+        "return_indexer_topk",
+        "modalities",
+        "session_params",
+        "lora_path",
+        "lora_id",
+        "custom_logit_processor",
+        "positional_embed_overrides",
+        "bootstrap_host",
+        "bootstrap_port",
+        "bootstrap_room",
+        "bootstrap_pair_key",
+        "decode_tp_size",
+        "routed_dp_rank",
+        "disagg_prefill_dp_rank",
+        "routing_key",
+        "conversation_id",
+        "background",
+        "require_reasoning",
+        "max_thinking_tokens",
+        "priority",
+        "extra_key",
+        "no_logs",
+        "custom_labels",
+        "return_bytes",
+        "return_entropy",
+        "external_trace_header",
+        "received_time",
+        "max_dynamic_patch",
+        "min_dynamic_patch",
+        "image_max_dynamic_patch",
+        "video_max_dynamic_patch",
+        "images_config",
+        "multi_item_delimiter_indices",
     )
-)  # fmt: skip
+)
 
 
 @dataclass(frozen=True)
@@ -142,7 +207,9 @@ def parse_generate(body: Any, tokenize, limits: Limits, images=None) -> tuple[li
     """
     if not isinstance(body, dict):
         raise RequestError(f"request body must be a JSON object, got {type(body).__name__}")
-    media_keys = ({"image_data"} | ({"video_data"} if images.video_processor is not None else set())) if images else set()
+    media_keys = (
+        ({"image_data"} | ({"video_data"} if images.video_processor is not None else set())) if images else set()
+    )
     _check_keys(body, _TOP_LEVEL_SUPPORTED | media_keys, _TOP_LEVEL_UNSUPPORTED, "field", "")
     prompts, batched = _prompts(body, tokenize)
     n = len(prompts)
@@ -209,7 +276,9 @@ def parse_sampling_params(raw: Any, input_len: int, limits: Limits, where: str) 
         ignore_eos=as_bool(get("ignore_eos", False), f"{where}.ignore_eos"),
         skip_special_tokens=as_bool(get("skip_special_tokens", True), f"{where}.skip_special_tokens"),
         no_stop_trim=as_bool(get("no_stop_trim", False), f"{where}.no_stop_trim"),
-        sampling_seed=None if raw.get("sampling_seed") is None else as_int(raw["sampling_seed"], f"{where}.sampling_seed"),
+        sampling_seed=None
+        if raw.get("sampling_seed") is None
+        else as_int(raw["sampling_seed"], f"{where}.sampling_seed"),
     )
     _check_ranges(params, max_new, where)
     return params

@@ -13,7 +13,9 @@ from hf_engine.protocol import RequestError
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:
-    return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code, media_type="application/json")
+    return Response(
+        orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), status_code, media_type="application/json"
+    )
 
 
 def error_response(message: str, status_code: int = 400, openai: bool = False) -> Response:

@@ -129,11 +129,19 @@ class ModelRunner:
         if not getattr(self.tokenizer, "chat_template", None) and getattr(processor, "chat_template", None):
             self.tokenizer.chat_template = processor.chat_template  # VLMs often ship it with the processor only
         marker = self.tokenizer.convert_tokens_to_ids  # Qwen3-VL's config names no vision_end_token_id
-        tokens = VisionTokens(int(self.model.config.image_token_id), getattr(self.model.config, "video_token_id", None),
-                              marker("<|vision_start|>"), marker("<|vision_end|>"))  # fmt: skip
-        return ImagePreparer(processor.image_processor, tokens, config.image_limit,
-                             getattr(processor, "video_processor", None),
-                             lambda text: self.tokenizer.encode(text, add_special_tokens=False))  # fmt: skip
+        tokens = VisionTokens(
+            int(self.model.config.image_token_id),
+            getattr(self.model.config, "video_token_id", None),
+            marker("<|vision_start|>"),
+            marker("<|vision_end|>"),
+        )
+        return ImagePreparer(
+            processor.image_processor,
+            tokens,
+            config.image_limit,
+            getattr(processor, "video_processor", None),
+            lambda text: self.tokenizer.encode(text, add_special_tokens=False),
+        )
 
     @torch.inference_mode()
     def forward(self, ids: list[int], past, logits_for_last: int = 1, mm=None) -> torch.Tensor:

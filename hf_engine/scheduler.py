@@ -32,6 +32,7 @@ from typing import Any
 
 import torch
 
+from hf_engine.prefix_cache import PrefixCache
 from hf_engine.protocol import GenerateItem
 from hf_engine.runtime import (
     InputLogprobs,
@@ -43,7 +44,6 @@ from hf_engine.runtime import (
     sample,
     top_logprobs,
 )
-from hf_engine.prefix_cache import PrefixCache
 
 log = logging.getLogger("hf_server")
 

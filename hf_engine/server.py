@@ -54,8 +54,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from hf_engine.engine import Engine, EngineNotReady, EngineOptions
 from hf_engine.output import build_output
-from hf_engine.protocol import RequestError, parse_generate
-from hf_engine.protocol import did_you_mean
+from hf_engine.protocol import RequestError, did_you_mean, parse_generate
 from hf_engine.responses import error_response, json_response, read_json, sse
 
 log = logging.getLogger("hf_server")
@@ -167,14 +166,24 @@ def parse_args(argv: list[str] | None = None) -> EngineOptions:
     parser.add_argument("--served-model-name", default=None, help="the model id of /v1/models")
     parser.add_argument("--random-seed", type=int, default=0)
     parser.add_argument("--cpu-threads", type=int, default=0, help="torch threads on CPU (0: 1 for tiny models)")
-    parser.add_argument("--limit-mm-data-per-request", type=_mm_limits, default=None,
-                        help='JSON, e.g. \'{"image": 3}\': refuse requests with more images (SGLang\'s flag)')  # fmt: skip
+    parser.add_argument(
+        "--limit-mm-data-per-request",
+        type=_mm_limits,
+        default=None,
+        help="JSON, e.g. '{\"image\": 3}': refuse requests with more images (SGLang's flag)",
+    )
     parser.add_argument("--enable-cache-report", action="store_true", default=True, help="SGLang parity; always on")
-    parser.add_argument("--logit-noise", type=float, default=0.0, metavar="BOUND",
-                        help="uniform noise in [-BOUND, BOUND] on every output token's logits, so greedy outputs vary "
-                             "from run to run as batched serving's do (runtime.LogitNoise); 0, the default: off")
-    parser.add_argument("--logit-noise-seed", type=int, default=0, help="seed of --logit-noise (with each request's "
-                        "arrival number)")
+    parser.add_argument(
+        "--logit-noise",
+        type=float,
+        default=0.0,
+        metavar="BOUND",
+        help="uniform noise in [-BOUND, BOUND] on every output token's logits, so greedy outputs vary "
+        "from run to run as batched serving's do (runtime.LogitNoise); 0, the default: off",
+    )
+    parser.add_argument(
+        "--logit-noise-seed", type=int, default=0, help="seed of --logit-noise (with each request's arrival number)"
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if args.device.split(":")[0] not in ("cpu", "cuda"):

@@ -67,7 +67,9 @@ def torch_only_video_processor(video_processor_class):
                 # between its two passes: 20 levels away from a float resize on noise), so this does too
                 out = F.interpolate(flat, size=target, mode="bicubic", align_corners=False, antialias=True)
             else:
-                out = F.interpolate(flat.to(torch.float32), size=target, mode="bicubic", align_corners=False, antialias=True)
+                out = F.interpolate(
+                    flat.to(torch.float32), size=target, mode="bicubic", align_corners=False, antialias=True
+                )
                 out = out.clamp_(0, 255).round_().to(dtype) if dtype == torch.uint8 else out.to(dtype)
             return out.reshape(*shape[:-2], *target)
 
@@ -86,8 +88,17 @@ def _target_size(processor, videos, size, factor, temporal_factor, cap_pixels_pe
     if cap_pixels_per_frame:  # transformers' Qwen3VLVideoProcessor.resize, same formula
         frame_cap = processor.max_video_tokens * factor * factor
         max_pixels = max(min(frame_cap, size.longest_edge // num_frames), int(size.shortest_edge * 1.05)) * num_frames
-    return tuple(smart_resize(num_frames=num_frames, height=height, width=width, factor=factor,
-                              temporal_factor=temporal_factor, min_pixels=size.shortest_edge, max_pixels=max_pixels))  # fmt: skip
+    return tuple(
+        smart_resize(
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            factor=factor,
+            temporal_factor=temporal_factor,
+            min_pixels=size.shortest_edge,
+            max_pixels=max_pixels,
+        )
+    )
 
 
 @dataclass
@@ -120,8 +131,9 @@ def process_video(video_processor, path: str, where: str) -> ProcessedVideo:
     frames, fps = _decode_all(path, where)
     metadata = VideoMetadata(total_num_frames=len(frames), fps=fps, height=frames.shape[1], width=frames.shape[2])
     try:
-        out = video_processor(videos=[frames], video_metadata=[metadata], do_sample_frames=True,
-                              return_metadata=True, return_tensors="pt")  # fmt: skip
+        out = video_processor(
+            videos=[frames], video_metadata=[metadata], do_sample_frames=True, return_metadata=True, return_tensors="pt"
+        )
     except Exception as exc:  # a decodable video the processor still rejects (too few or too small frames)
         raise RequestError(f"{where}: the video processor failed: {type(exc).__name__}: {exc}") from None
     grid = tuple(int(n) for n in out["video_grid_thw"][0].tolist())
@@ -162,8 +174,10 @@ class VideoFile:
     def __enter__(self) -> str:
         url = self.url
         if url.startswith(("http://", "https://")):
-            raise RequestError(f"{self.where}: the HF reference engine has no network access; send the video as a "
-                               "data URL, a file:// URL or a local path")  # fmt: skip
+            raise RequestError(
+                f"{self.where}: the HF reference engine has no network access; send the video as a "
+                "data URL, a file:// URL or a local path"
+            )
         if url.startswith("file://"):
             url = unquote(urlparse(url).path)
         if not url.startswith("data:") and (url.lower().endswith(VIDEO_EXTENSIONS) or os.path.isfile(url)):

@@ -89,7 +89,7 @@ class VisionLanguageForward:
         if mm.positions is None:
             mm.positions, mm.rope_delta = self._rope_index(mm)
         n = mm.positions.shape[-1]
-        inside = mm.positions[:, :, start:min(end, n)]
+        inside = mm.positions[:, :, start : min(end, n)]
         after = torch.arange(max(start, n), end, device=self.device) + mm.rope_delta
         return torch.cat([inside, after.view(1, 1, -1).expand(3, 1, -1)], dim=-1)
 
@@ -101,7 +101,9 @@ class VisionLanguageForward:
             token_types[0, span_start:span_end] = kind  # 1: image, 2: video (0: text)
         grids = {kind: [k for k, item_kind in enumerate(kinds) if item_kind == kind] for kind in (1, 2)}
         # a video's temporal patches are items of grid (1, h, w): what get_rope_index splits a video's grid into
-        image_grid, video_grid = (mm.image_grid_thw[grids[kind]].to(self.device) if grids[kind] else None for kind in (1, 2))
+        image_grid, video_grid = (
+            mm.image_grid_thw[grids[kind]].to(self.device) if grids[kind] else None for kind in (1, 2)
+        )
         positions, delta = self.inner.get_rope_index(
             input_ids=input_ids, mm_token_type_ids=token_types, image_grid_thw=image_grid, video_grid_thw=video_grid
         )

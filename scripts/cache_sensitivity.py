@@ -30,14 +30,14 @@ sys.path.insert(0, str(REPO))
 
 from harness.client.http import Client, ClientOptions  # noqa: E402
 from harness.config.thresholds import load_thresholds  # noqa: E402
-from harness.serve.engines import get_engine  # noqa: E402
 from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit  # noqa: E402
 from harness.evals.logprob_prefill_cache_hit import LogprobPrefillCacheHit  # noqa: E402
+from harness.evals.types import EvalContext  # noqa: E402
+from harness.serve.engines import get_engine  # noqa: E402
 from harness.serve.process_group import free_port, kill_group_now  # noqa: E402
 from harness.serve.server import Server  # noqa: E402
 from harness.verdict.checks import ShiftTest, check_shift, criterion_of  # noqa: E402
 from harness.verdict.statistics import z_quantile  # noqa: E402
-from harness.evals.types import EvalContext  # noqa: E402
 
 SUITES = {"logprob_prefill_cache_hit": LogprobPrefillCacheHit, "logprob_decode_cache_hit": LogprobDecodeCacheHit}
 PROXY = REPO / "tests" / "servers" / "fault_proxy.py"
@@ -46,15 +46,25 @@ PROXY = REPO / "tests" / "servers" / "fault_proxy.py"
 @contextlib.contextmanager
 def shifting_proxy(upstream: str, shift: float):
     port = free_port()
-    command = [sys.executable, str(PROXY), "--upstream", upstream, "--port", str(port), "--fault", "shift-hits",
-               "--shift", str(shift)]  # fmt: skip
+    command = [
+        sys.executable,
+        str(PROXY),
+        "--upstream",
+        upstream,
+        "--port",
+        str(port),
+        "--fault",
+        "shift-hits",
+        "--shift",
+        str(shift),
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
         for _ in range(300):
-            with contextlib.suppress(OSError):
-                with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(url + "/health", timeout=2):
-                    break
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+            with contextlib.suppress(OSError), opener.open(url + "/health", timeout=2):
+                break
             time.sleep(0.1)
         yield url
     finally:
@@ -67,8 +77,16 @@ def run_suite(suite: str, url: str, spec, info: dict, options: dict, concurrency
 
     async def main():
         async with Client(url, ClientOptions(max_concurrency=concurrency)) as client:
-            ctx = EvalContext(client, spec.id, info, options, spec.model_path, spec.tokenizer_path or spec.model_path,
-                              base_dir=str(REPO), on_sample=samples.append)  # fmt: skip
+            ctx = EvalContext(
+                client,
+                spec.id,
+                info,
+                options,
+                spec.model_path,
+                spec.tokenizer_path or spec.model_path,
+                base_dir=str(REPO),
+                on_sample=samples.append,
+            )
             await SUITES[suite]()(ctx)
 
     asyncio.run(main())
@@ -107,11 +125,19 @@ def main() -> None:
     parser.add_argument("--set-size", type=int, default=16)
     parser.add_argument("--thresholds", default=str(REPO / "thresholds.yaml"))
     parser.add_argument("--suites", nargs="+", default=list(SUITES), choices=list(SUITES))
-    parser.add_argument("--max-concurrency", type=int, default=ClientOptions().max_concurrency,
-                        help="requests in flight; fewer keeps a small pool from evicting turn 1 before turn 2")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="instead of one run of --samples prompts, R runs of --set-size prompts (each flushes the "
-                             "cache first: for servers whose cache cannot hold --samples conversations at once)")
+    parser.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=ClientOptions().max_concurrency,
+        help="requests in flight; fewer keeps a small pool from evicting turn 1 before turn 2",
+    )
+    parser.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="instead of one run of --samples prompts, R runs of --set-size prompts (each flushes the "
+        "cache first: for servers whose cache cannot hold --samples conversations at once)",
+    )
     parser.add_argument("--engine", default=None, help="override every config's engine (hf for a CPU dry run)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -120,8 +146,14 @@ def main() -> None:
     for config_id in args.configs:
         spec = specs[config_id]
         engine = get_engine(args.engine or spec.engine)
-        record = {"config": config_id, "samples": args.samples, "set_size": args.set_size,
-                  "max_concurrency": args.max_concurrency, "repeats": args.repeats, "suites": {}}
+        record = {
+            "config": config_id,
+            "samples": args.samples,
+            "set_size": args.set_size,
+            "max_concurrency": args.max_concurrency,
+            "repeats": args.repeats,
+            "suites": {},
+        }
         started = time.monotonic()
         with Server(spec, engine, log_dir=args.out / "logs", gpu_ids=None) as server:
             record["server_startup_s"] = round(time.monotonic() - started, 1)
@@ -144,8 +176,11 @@ def main() -> None:
                             [s["shift"] for s in samples], args.set_size
                         )
                     r = rows[str(shift)]
-                    print(f"{config_id} {suite} shift={shift}: {r['sets']} sets, kl flagged {r['kl_flagged']}, "
-                          f"hit_shift flagged {r['shift_flagged']}", flush=True)  # fmt: skip
+                    print(
+                        f"{config_id} {suite} shift={shift}: {r['sets']} sets, kl flagged {r['kl_flagged']}, "
+                        f"hit_shift flagged {r['shift_flagged']}",
+                        flush=True,
+                    )
                     (args.out / f"{spec.slug}.json").write_text(json.dumps(record, indent=1))
 
 

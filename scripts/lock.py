@@ -96,10 +96,12 @@ def main() -> int:
     args = parser.parse_args()
     requirements = [
         *canary_pins(),
-        "-e", ".[hf,data,bench,report,browser,lmms-eval]",
-        "-r", "tests/sglang_env/requirements.txt",
+        "-e",
+        ".[hf,data,bench,report,browser,lmms-eval]",
+        "-r",
+        "tests/sglang_env/requirements.txt",
         "pytest",
-    ]  # fmt: skip
+    ]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="harness-lock-") as tmp:
         pins = freeze_lines(resolve(requirements, Path(tmp)))

@@ -12,9 +12,9 @@ import urllib.request
 
 import pytest
 
+from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
@@ -63,7 +63,7 @@ def stream(url: str, body: dict) -> list:
     """SSE `data:` payloads of a streaming POST, `[DONE]` included as the string."""
     status, raw = request("POST", url, body)
     assert status == 200, raw
-    events = [line[len(b"data: "):] for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
+    events = [line[len(b"data: ") :] for line in raw.split(b"\n\n") if line.startswith(b"data: ")]
     return [e.decode() if e == b"[DONE]" else json.loads(e) for e in events]
 
 
@@ -97,7 +97,9 @@ def model_dir(tmp_path_factory):
 def engine_server(model_dir, log_dir, *flags: str, env: dict[str, str] | None = None) -> Server:
     """The HF engine through the harness's one `Server` lifecycle (own process group, killed and reaped)."""
     config = "_".join([flag.lstrip("-") for flag in flags] + sorted(env or {})) or "default"
-    spec = ServerSpec(model="tiny-qwen2", config=config, model_path=str(model_dir), engine="hf", args=flags, env=env or {})
+    spec = ServerSpec(
+        model="tiny-qwen2", config=config, model_path=str(model_dir), engine="hf", args=flags, env=env or {}
+    )
     return Server(spec, get_engine(spec.engine), log_dir=log_dir, options=LIFECYCLE)
 
 

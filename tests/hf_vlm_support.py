@@ -84,8 +84,13 @@ class Reference:
         inputs = self.inputs(text, images)
         self.model.model.rope_deltas = None  # generate keeps it between calls
         with torch.inference_mode():
-            out = self.model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                      output_logits=True, return_dict_in_generate=True)  # fmt: skip
+            out = self.model.generate(
+                **inputs,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                output_logits=True,
+                return_dict_in_generate=True,
+            )
         prompt = inputs["input_ids"][0].tolist()
         tokens = out.sequences[0, len(prompt) :].tolist()
         logprobs = [torch.log_softmax(row[0].float(), -1)[t].item() for row, t in zip(out.logits, tokens)]
@@ -114,4 +119,3 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(model_dir):
     return Reference(model_dir)
-

@@ -29,8 +29,8 @@ from harness.evals.logprob_decode_cache_hit import LogprobDecodeCacheHit
 from harness.evals.logprob_prefill_cache_hit import LogprobPrefillCacheHit
 from harness.evals.prefix_branching import PrefixBranching
 from harness.evals.spec_accept_length import SpecAcceptLength, SpecCheckFailed
-from harness.verdict.checks import Bound, check_bound, check_shift, ShiftTest
 from harness.evals.types import EvalContext
+from harness.verdict.checks import Bound, ShiftTest, check_bound, check_shift
 
 REPO = Path(__file__).resolve().parents[1]
 KL_OPTIONS = {"source": "canary", "num_samples": 6, "max_prompt_tokens": 150, "max_new_tokens": 12}
@@ -82,8 +82,19 @@ def tiny_model(tmp_path_factory) -> Path:
 def engine(request, tiny_model, tmp_path_factory):
     """(base URL, page size) of an HF engine serving the tiny model."""
     port, log = _free_port(), tmp_path_factory.mktemp("logs") / f"hf-page{request.param}.log"
-    command = [sys.executable, "-m", "hf_engine", "--model-path", str(tiny_model),
-               "--host", "127.0.0.1", "--port", str(port), "--page-size", str(request.param)]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hf_engine",
+        "--model-path",
+        str(tiny_model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--page-size",
+        str(request.param),
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -203,8 +214,18 @@ def test_branching_reuses_the_prefix_rounded_to_the_page(engine, tiny_model):
 
 def test_disabled_radix_cache_skips_the_cache_suites(tiny_model, tmp_path):
     port, log = _free_port(), tmp_path / "hf.log"
-    command = [sys.executable, "-m", "hf_engine", "--model-path", str(tiny_model),
-               "--host", "127.0.0.1", "--port", str(port), "--disable-radix-cache"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "hf_engine",
+        "--model-path",
+        str(tiny_model),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--disable-radix-cache",
+    ]
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:

@@ -7,16 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import ProtocolError
-
-from harness.errors import ConfigError
+from harness.errors import ConfigError, ProtocolError
 from harness.evals.logprob_common import (
-    check_informative,
     CacheCheckFailed,
     Prompt,
     build_prompts,
     cached_tokens_of,
     canary_text,
+    check_informative,
     gate_hit_rate,
     k3_per_token,
     output_logprobs,
@@ -91,7 +89,9 @@ def test_prefill_hit_and_sanity_of_cached_tokens():
     with pytest.raises(CacheCheckFailed, match="expected an integer"):
         cached_tokens_of("suite", prompt, {"meta_info": {"cached_tokens": None}}, 300)
     # Absent, it is not a cache bug but an API this suite cannot judge: an error, not a failed check.
-    with pytest.raises(ProtocolError, match=r"sample s0: the server's meta_info has no 'cached_tokens' \(it has e2e_latency\)"):
+    with pytest.raises(
+        ProtocolError, match=r"sample s0: the server's meta_info has no 'cached_tokens' \(it has e2e_latency\)"
+    ):
         cached_tokens_of("suite", prompt, {"meta_info": {"e2e_latency": 0.1}}, 300)
 
 

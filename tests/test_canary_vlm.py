@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
+import operator
 import re
 from collections import Counter
 from pathlib import Path
@@ -53,7 +55,11 @@ def test_colour_answers_are_in_the_pixels():
     """The colour named by the answer is the colour of the drawn shape's pixels, and the only one besides white."""
     for q in generate_questions("colour", 30, seed=5, open_fraction=0.5):
         colour = q.answer if not q.options else q.options["ABCDE".index(q.answer)]
-        pixels = {pixel for row in range(IMAGE_SIZE) for pixel in (q.images()[0].getpixel((col, row)) for col in range(IMAGE_SIZE))}
+        pixels = {
+            pixel
+            for row in range(IMAGE_SIZE)
+            for pixel in (q.images()[0].getpixel((col, row)) for col in range(IMAGE_SIZE))
+        }
         assert pixels == {BACKGROUND, COLOURS[colour]}
 
 
@@ -111,7 +117,10 @@ def test_committed_set_matches_the_generator(held_out):
     for subject in ("Art", "Math", "Sociology"):
         for row, question in zip(_load(subject), held_out[subject]):
             assert (row["question"], row["options"], row["answer"]) == (
-                question.question, str(list(question.options)), question.answer)  # fmt: skip
+                question.question,
+                str(list(question.options)),
+                question.answer,
+            )
             images = [png_bytes(row[f"image_{i}"]) for i in range(1, len(question.scenes) + 1)]
             assert images == [png_bytes(im) for im in question.images()]
             seen.add((tuple(images), row["question"], row["options"]))
@@ -123,7 +132,11 @@ def test_manifest_hashes_match_committed_files():
 
     manifest = json.loads(MANIFEST.read_text())
     assert hash_tree(ASSETS) == manifest["files"]
-    assert {"model/model.safetensors", "model/preprocessor_config.json", "mmmu/Art/validation-00000-of-00001.parquet"} <= set(manifest["files"])  # fmt: skip
+    assert {
+        "model/model.safetensors",
+        "model/preprocessor_config.json",
+        "mmmu/Art/validation-00000-of-00001.parquet",
+    } <= set(manifest["files"])
     assert sum((ASSETS / f).stat().st_size for f in manifest["files"]) < 6_000_000
 
 
@@ -192,8 +205,8 @@ def test_committed_model_sees_the_images(canary_vlm):
 def test_rebuild_is_byte_identical(tmp_path):
     """Same seed, image run, library versions and CPU kind -> the same bytes as the committed manifest (the video
     stage from the committed image run: assets/canary-vlm-image-run/README.md says why not from scratch)."""
-    from harness.report.versions import version_differences
     from canary.vlm.build import VlmBuildOptions, build, vlm_library_versions
+    from harness.report.versions import version_differences
 
     manifest = json.loads(MANIFEST.read_text())
     recorded = {k: v for k, v in manifest["versions"].items() if k != "platform"}
@@ -227,7 +240,9 @@ def test_manifest_records_the_video_set_and_its_controls():
     assert accuracy["video_frames"]["accuracy"] >= 0.9
     repeated = accuracy["video_first_frame_repeated"]
     assert repeated["accuracy"] <= repeated["chance"] + BLANK_MARGIN
-    ordered, reversed_ = (accuracy[k]["by_task_type"]["Temporal Reasoning"]["accuracy"] for k in ("video_frames", "video_reversed"))
+    ordered, reversed_ = (
+        accuracy[k]["by_task_type"]["Temporal Reasoning"]["accuracy"] for k in ("video_frames", "video_reversed")
+    )
     assert ordered - reversed_ >= 0.3
 
 
@@ -265,8 +280,9 @@ def test_video_questions_need_several_frames_and_last_needs_their_order():
         video = make_video(rng, rng.choice(list(DURATIONS.values())))
         colours = [scene[0].colour for scene in video.frames if scene]
         assert video.frames[0] == () and all(video.frames[1:])
-        answers = {family: dict(o.split(". ", 1) for o in options)[letter]
-                   for family, _, options, letter in video.questions}  # fmt: skip
+        answers = {
+            family: dict(o.split(". ", 1) for o in options)[letter] for family, _, options, letter in video.questions
+        }
         (_, _, appears_options, _), *_ = video.questions
         assert [family for family, *_ in video.questions] == ["appears", "changes", "last"]
         assert sum(o.split(". ", 1)[1] in colours for o in appears_options) == 1 and answers["appears"] in colours
@@ -282,7 +298,7 @@ def test_frame_hints_pull_each_frame_to_the_one_before_and_the_answer_to_the_ask
     from canary.vlm.hints import FRAME_HINT_HEAD, frame_hint_loss, frame_spans
 
     pad = 6
-    ids = [1] + sum(([4] + [pad] * 3 + [5] for _ in range(8)), []) + [9, 9, 9]
+    ids = [1] + functools.reduce(operator.iadd, ([4] + [pad] * 3 + [5] for _ in range(8)), []) + [9, 9, 9]
     spans = frame_spans(ids, pad)
     assert spans == [(2 + 5 * k, 5 + 5 * k) for k in range(8)]
     n = len(ids)

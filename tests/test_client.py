@@ -61,12 +61,14 @@ def test_server_errors_are_retried_and_counted_apart_from_answers():
 
 
 def test_a_request_that_keeps_failing_raises_instead_of_returning_an_answer():
-    with pytest.raises(RequestFailed, match=r"POST http://127.0.0.1:\d+/generate failed after 4 attempt\(s\): HTTP 503: warming up"):
+    with pytest.raises(
+        RequestFailed, match=r"POST http://127.0.0.1:\d+/generate failed after 4 attempt\(s\): HTTP 503: warming up"
+    ):
         run(Flaky(failures=10), lambda c: c.generate({"text": "abc"}))
 
 
 def test_client_errors_are_not_retried():
-    with pytest.raises(RequestFailed, match="after 1 attempt.*HTTP 400: missing text"):
+    with pytest.raises(RequestFailed, match=r"after 1 attempt.*HTTP 400: missing text"):
         run(Flaky(), lambda c: c.generate({"input_ids": [1]}))
 
 
@@ -77,7 +79,7 @@ def test_a_refused_connection_is_retried_then_reported():
         async with Client("http://127.0.0.1:9", options) as client:
             await client.generate({"text": "x"})
 
-    with pytest.raises(RequestFailed, match="after 2 attempt.*no response: ClientConnectorError"):
+    with pytest.raises(RequestFailed, match=r"after 2 attempt.*no response: ClientConnectorError"):
         asyncio.run(go())
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, fault_proxy, matches, run_inner
 
+from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 REPO = Path(__file__).resolve().parents[1]
 CANARY = REPO / "assets" / "canary"
@@ -44,7 +44,12 @@ references:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="canary", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -67,13 +72,20 @@ def one_run(root: Path, engine, fault: str = "none", limit: int = 200, *extra: s
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, engine):
     base = tmp_path_factory.mktemp("runs")
-    return {name: one_run(base / name, engine, fault)[1] for name, fault in
-            (("clean1", "none"), ("clean2", "none"), ("faulty", "wrong-answers"))}  # fmt: skip
+    return {
+        name: one_run(base / name, engine, fault)[1]
+        for name, fault in (("clean1", "none"), ("clean2", "none"), ("faulty", "wrong-answers"))
+    }
 
 
 def compare_cli(base: Path, new: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "harness", "compare", str(base), str(new)], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "harness", "compare", str(base), str(new)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_two_clean_runs_are_the_same(runs):
@@ -89,8 +101,10 @@ def test_a_run_that_gets_a_few_questions_wrong_is_worse_with_the_broken_ids(runs
     done = compare_cli(runs["clean1"], runs["faulty"])
     assert done.returncode == 1, done.stdout + done.stderr
     row, release = done.stdout.splitlines()
-    assert matches("gsm8k[canary/cpu]: worse: * broken, 0 fixed of 200 (McNemar exact two-sided p=* < α=0.05); "
-                   "first broken: *", row), row  # fmt: skip
+    assert matches(
+        "gsm8k[canary/cpu]: worse: * broken, 0 fixed of 200 (McNemar exact two-sided p=* < α=0.05); first broken: *",
+        row,
+    ), row
     broken = int(row.split("worse: ")[1].split(" broken")[0])
     assert 4 <= broken <= 20  # about 5 % of 200, less the questions the canary already got wrong
     faulty = [json.loads(line) for line in next((runs["faulty"] / "samples").glob("gsm8k__*")).read_text().splitlines()]
@@ -113,7 +127,8 @@ def test_other_questions_are_not_comparable(tmp_path, engine, runs):
     done = compare_cli(runs["clean1"], other)
     assert done.returncode == 2
     assert done.stdout.splitlines()[0] == (
-        "gsm8k[canary/cpu]: not comparable: the questions differ (50 only in the baseline, 0 only in this run)")
+        "gsm8k[canary/cpu]: not comparable: the questions differ (50 only in the baseline, 0 only in this run)"
+    )
 
 
 # -- rows without per-question samples, on written results ---------------------------------------------------------
@@ -126,16 +141,31 @@ def write_run(root: Path, *rows: dict) -> Path:
 
 
 def perf_row(throughput: float, spread: list[float], itl: float = 10.0) -> dict:
-    return {"suite": "serving_perf", "case": "m/c", "verdict": "pass", "n": 600,
-            "metrics": {"output_throughput": throughput, "itl_ms": itl},
-            "details": {"workloads": {"saturating": {"gates": ["output_throughput"], "spread": {"output_throughput": spread}},
-                                      "light": {"gates": ["itl_ms"], "spread": {"median_itl_ms": [9.5, 10.5]}}}}}  # fmt: skip
+    return {
+        "suite": "serving_perf",
+        "case": "m/c",
+        "verdict": "pass",
+        "n": 600,
+        "metrics": {"output_throughput": throughput, "itl_ms": itl},
+        "details": {
+            "workloads": {
+                "saturating": {"gates": ["output_throughput"], "spread": {"output_throughput": spread}},
+                "light": {"gates": ["itl_ms"], "spread": {"median_itl_ms": [9.5, 10.5]}},
+            }
+        },
+    }
 
 
 @pytest.mark.parametrize(
     "throughput, itl, verdict",
-    [(1020.0, 10.2, "same"), (800.0, 10.0, "worse"), (1000.0, 12.0, "worse"), (960.0, 9.0, "same"), (1300.0, 10.0, "better")],
-)  # fmt: skip
+    [
+        (1020.0, 10.2, "same"),
+        (800.0, 10.0, "worse"),
+        (1000.0, 12.0, "worse"),
+        (960.0, 9.0, "same"),
+        (1300.0, 10.0, "better"),
+    ],
+)
 def test_serving_perf_is_judged_against_the_baselines_median_and_spread(tmp_path, throughput, itl, verdict):
     from harness.report.compare import Run, compare_runs
 
@@ -146,9 +176,14 @@ def test_serving_perf_is_judged_against_the_baselines_median_and_spread(tmp_path
 
 
 def check_row(passed: bool, n: int = 32, verdict: str = "pass") -> dict:
-    return {"suite": "logprob_prefill_cache_hit", "case": "m/c", "verdict": verdict, "n": n,
-            "metrics": {"kl_div": 1e-3 if passed else 5e-2},
-            "checks": [{"metric": "kl_div", "observed": 1e-3 if passed else 5e-2, "passed": passed}]}  # fmt: skip
+    return {
+        "suite": "logprob_prefill_cache_hit",
+        "case": "m/c",
+        "verdict": verdict,
+        "n": n,
+        "metrics": {"kl_div": 1e-3 if passed else 5e-2},
+        "checks": [{"metric": "kl_div", "observed": 1e-3 if passed else 5e-2, "passed": passed}],
+    }
 
 
 @pytest.mark.parametrize(
@@ -156,15 +191,24 @@ def check_row(passed: bool, n: int = 32, verdict: str = "pass") -> dict:
     [
         (check_row(True), "same", "logprob_prefill_cache_hit[m/c]: same: kl_div 0.001 → 0.001"),
         (check_row(False, verdict="fail"), "worse", "logprob_prefill_cache_hit[m/c]: worse: kl_div 0.001 → 0.05"),
-        (check_row(True, n=16), "not comparable", "logprob_prefill_cache_hit[m/c]: not comparable: n differs (32 in the baseline, 16 now)"),
-        ({**check_row(True), "verdict": "error", "metrics": {}}, "not comparable",
-         "logprob_prefill_cache_hit[m/c]: not comparable: this run's row is error with no metrics"),
+        (
+            check_row(True, n=16),
+            "not comparable",
+            "logprob_prefill_cache_hit[m/c]: not comparable: n differs (32 in the baseline, 16 now)",
+        ),
+        (
+            {**check_row(True), "verdict": "error", "metrics": {}},
+            "not comparable",
+            "logprob_prefill_cache_hit[m/c]: not comparable: this run's row is error with no metrics",
+        ),
     ],
-)  # fmt: skip
+)
 def test_other_rows_compare_their_checks(tmp_path, new, verdict, line):
     from harness.report.compare import Run, compare_runs, release_verdict
 
-    rows = compare_runs(Run.load(write_run(tmp_path / "base", check_row(True))), Run.load(write_run(tmp_path / "new", new)))
+    rows = compare_runs(
+        Run.load(write_run(tmp_path / "base", check_row(True))), Run.load(write_run(tmp_path / "new", new))
+    )
     assert (rows[0].verdict, rows[0].line) == (verdict, line)
     assert release_verdict(rows)[1] == {"same": 0, "worse": 1, "not comparable": 2}[verdict]
 
@@ -205,9 +249,11 @@ def test_every_config_is_held_to_the_reference_config_question_by_question(tmp_p
     (tmp_path / "thresholds.yaml").write_text(CROSS.format(model=tiny_model))
     run = run_inner(tmp_path, "-k", "gsm8k")
     assert_clean(run)
-    lines = run.output[run.output.index("cross-config agreement:"):].splitlines()
-    assert lines[1] == ("gsm8k[tiny/cfg16 vs cfg]: same: 0 broken, 0 fixed of 40 (McNemar exact two-sided p=1 ≥ "
-                        "α=0.05); answers alike 40/40")  # page size 16 answers as page size 1
+    lines = run.output[run.output.index("cross-config agreement:") :].splitlines()
+    assert lines[1] == (
+        "gsm8k[tiny/cfg16 vs cfg]: same: 0 broken, 0 fixed of 40 (McNemar exact two-sided p=1 ≥ "
+        "α=0.05); answers alike 40/40"
+    )  # page size 16 answers as page size 1
     assert lines[2].startswith("gsm8k[tiny/short vs cfg]: ") and "answers alike 40/40" not in lines[2], lines[2]
     agreement = json.loads(next((tmp_path / "reports").glob("*/agreement.json")).read_text())
     assert [r["case"] for r in agreement["rows"]] == ["tiny/cfg16 vs cfg", "tiny/short vs cfg"]

@@ -13,14 +13,15 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import psutil
 import pytest
 from test_faults import assert_clean, matches, once_samples, run_inner, write_project
 
 from harness.config.thresholds import parse_thresholds
-from harness.serve.deployment.plan import launch_lines, skip_reason
 from harness.errors import ConfigError
+from harness.serve.deployment.plan import launch_lines, skip_reason
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 GROUP = """\
@@ -60,7 +61,7 @@ def test_members_start_in_order_and_the_suites_talk_to_the_front(tmp_path, tiny_
     assert "--page-size 16" in members[0]["command"] and "--page-size" not in members[1]["command"]
     logs = [m["log"] for m in members]
     assert server["base_url"] == members[1]["url"] and server["log"] == logs[1]
-    sidecar_log, front_log = (open(p).read() for p in logs)
+    sidecar_log, front_log = (Path(p).read_text() for p in logs)
     assert sidecar_log.startswith("# tiny/cfg.sidecar via hf: ") and front_log.startswith("# tiny/cfg.front via hf: ")
     assert os.stat(logs[0]).st_ctime <= os.stat(logs[1]).st_ctime
     assert run.results["tests"][0]["details"]["client"]["failures"] == 0
@@ -70,7 +71,9 @@ def test_members_start_in_order_and_the_suites_talk_to_the_front(tmp_path, tiny_
 def test_a_member_that_fails_to_start_is_named_and_the_others_are_stopped(tmp_path, tiny_model):
     run = run_inner(group_project(tmp_path, tiny_model, front_args='[--page-size, "0"]'), "-k", "gsm8k")
     line = next(line for line in run.output.splitlines() if line.startswith("gsm8k[tiny/cfg]: ERROR"))
-    assert matches("gsm8k[tiny/cfg]: ERROR: server did not start: tiny/cfg: group member 'front' (2 of 2) did not start", line), line
+    assert matches(
+        "gsm8k[tiny/cfg]: ERROR: server did not start: tiny/cfg: group member 'front' (2 of 2) did not start", line
+    ), line
     assert run.rows()["gsm8k"]["verdict"] == "error"
     assert_clean(run)  # the sidecar, which had started, is gone too
 
@@ -81,17 +84,29 @@ def test_a_member_dying_mid_run_is_named_in_the_verdict(tmp_path, tiny_model):
     rows = run.rows()
     assert rows["gsm8k"]["verdict"] == "error" and rows["prefix_branching"]["verdict"] == "error"
     lines = {line.split("]")[0]: line for line in run.output.splitlines() if "]: ERROR" in line}
-    assert matches("gsm8k[tiny/cfg]: ERROR: member 'sidecar' of the group deployment exited with code -9 after * of 40 samples",
-                   lines["gsm8k[tiny/cfg"]), lines  # fmt: skip
-    assert matches("prefix_branching[tiny/cfg]: ERROR: not run: the member 'sidecar' of the group deployment exited with "
-                   "code -9 during gsm8k after * of 40 samples (log: *tiny__cfg.sidecar.log)", lines["prefix_branching[tiny/cfg"]), lines  # fmt: skip
+    assert matches(
+        "gsm8k[tiny/cfg]: ERROR: member 'sidecar' of the group deployment exited with code -9 after * of 40 samples",
+        lines["gsm8k[tiny/cfg"],
+    ), lines
+    assert matches(
+        "prefix_branching[tiny/cfg]: ERROR: not run: the member 'sidecar' of the group deployment exited with "
+        "code -9 during gsm8k after * of 40 samples (log: *tiny__cfg.sidecar.log)",
+        lines["prefix_branching[tiny/cfg"],
+    ), lines
     assert_clean(run)
 
 
 def test_ctrl_c_leaves_a_row_for_every_test_and_no_member(tmp_path, tiny_model):
-    run = run_inner(group_project(tmp_path, tiny_model), "-k", "gsm8k or branching",
-                    act=once_samples(4, lambda proc: os.kill(proc.pid, signal.SIGINT)))  # fmt: skip
-    assert {row["suite"]: row["verdict"] for row in run.results["tests"]} == {"gsm8k": "error", "prefix_branching": "error"}
+    run = run_inner(
+        group_project(tmp_path, tiny_model),
+        "-k",
+        "gsm8k or branching",
+        act=once_samples(4, lambda proc: os.kill(proc.pid, signal.SIGINT)),
+    )
+    assert {row["suite"]: row["verdict"] for row in run.results["tests"]} == {
+        "gsm8k": "error",
+        "prefix_branching": "error",
+    }
     assert "gsm8k[tiny/cfg]: ERROR: interrupted by Ctrl-C (KeyboardInterrupt)" in run.output
     assert_clean(run)
 
@@ -127,8 +142,15 @@ def epd(path=CANARY_VLM, kind="epd", encoder="encoder"):
 def test_epd_wires_the_encoder_urls_into_the_language_server():
     encoder, language = launch_lines(epd())
     assert (encoder.config, language.config) == ("epd.encoder", "epd.language")
-    assert encoder.args == ("--mem-fraction-static", "0.3", "--encoder-only", "--encoder-transfer-backend",
-                            "zmq_to_scheduler", "--mem-fraction-static", "0.15")  # fmt: skip
+    assert encoder.args == (
+        "--mem-fraction-static",
+        "0.3",
+        "--encoder-only",
+        "--encoder-transfer-backend",
+        "zmq_to_scheduler",
+        "--mem-fraction-static",
+        "0.15",
+    )
     assert language.args[-2:] == ("--encoder-urls", "http://127.0.0.1:1")  # the preflight's placeholder
     assert epd().deployment.gpus == 1 and encoder.gpus == language.gpus == 1
 
@@ -136,10 +158,18 @@ def test_epd_wires_the_encoder_urls_into_the_language_server():
 @pytest.mark.parametrize(
     "kind, encoder, message",
     [
-        ("epdd", "encoder", "t.yaml: models.vlm.configs.epd.deployment.kind: unknown deployment kind 'epdd' (did you mean 'epd'?)"),
-        ("epd", "encodr", "t.yaml: models.vlm.configs.epd.deployment.members[0].role: unknown epd member role 'encodr' (did you mean 'encoder'?)"),
+        (
+            "epdd",
+            "encoder",
+            "t.yaml: models.vlm.configs.epd.deployment.kind: unknown deployment kind 'epdd' (did you mean 'epd'?)",
+        ),
+        (
+            "epd",
+            "encodr",
+            "t.yaml: models.vlm.configs.epd.deployment.members[0].role: unknown epd member role 'encodr' (did you mean 'encoder'?)",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_misspelt_kind_or_role_names_the_key_and_the_choices(kind, encoder, message):
     with pytest.raises(ConfigError) as caught:
         epd(kind=kind, encoder=encoder)
@@ -154,7 +184,9 @@ def test_epd_of_an_architecture_sglang_cannot_split_is_refused_before_launch():
     with pytest.raises(ConfigError) as caught:
         preflight(epd(path=text_model), get_engine)
     arch = json.loads((text_model / "config.json").read_text())["architectures"]
-    assert "vlm/epd: SGLang serves the vision encoder split (epd) only for Qwen2VLForConditionalGeneration" in str(caught.value)
+    assert "vlm/epd: SGLang serves the vision encoder split (epd) only for Qwen2VLForConditionalGeneration" in str(
+        caught.value
+    )
     assert f"names {arch}" in str(caught.value)
 
 
@@ -163,8 +195,13 @@ def test_pd_is_skipped_with_the_missing_transfer_backend_named():
     pd = [s for s in spec.server_specs() if s.deployment is not None and s.deployment.kind == "pd"]
     assert pd, "thresholds.yaml declares no pd config"
     prefill, decode, router = launch_lines(pd[0])
-    assert ("--disaggregation-mode", "prefill") == prefill.args[-4:-2] and decode.args[-2:] == ("--disaggregation-mode", "decode")
+    assert prefill.args[-4:-2] == ("--disaggregation-mode", "prefill") and decode.args[-2:] == (
+        "--disaggregation-mode",
+        "decode",
+    )
     assert router.engine == "sglang-router" and router.args[:2] == ("--pd-disaggregation", "--mini-lb")
     reason = skip_reason(pd[0])
-    assert reason == (f"{pd[0].id}: pd needs the KV transfer backend 'mooncake_tcp' (Python module 'mooncake', pip "
-                      "package mooncake-transfer-engine), which is not installed here")  # fmt: skip
+    assert reason == (
+        f"{pd[0].id}: pd needs the KV transfer backend 'mooncake_tcp' (Python module 'mooncake', pip "
+        "package mooncake-transfer-engine), which is not installed here"
+    )

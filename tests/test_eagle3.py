@@ -22,14 +22,25 @@ DRAFT = REPO / "assets" / "canary-eagle3"
 CANARY = REPO / "assets" / "canary"
 # LlamaForCausalLMEagle3's parameters for num_hidden_layers=1, tie_word_embeddings=False, no fc_norm/input_norm
 SGLANG_PARAMS = {
-    "model.embed_tokens.weight", "model.fc.weight", "model.norm.weight", "lm_head.weight",
-    "model.layers.0.self_attn.qkv_proj.weight", "model.layers.0.self_attn.o_proj.weight",
-    "model.layers.0.mlp.gate_up_proj.weight", "model.layers.0.mlp.down_proj.weight",
-    "model.layers.0.input_layernorm.weight", "model.layers.0.post_attention_layernorm.weight",
+    "model.embed_tokens.weight",
+    "model.fc.weight",
+    "model.norm.weight",
+    "lm_head.weight",
+    "model.layers.0.self_attn.qkv_proj.weight",
+    "model.layers.0.self_attn.o_proj.weight",
+    "model.layers.0.mlp.gate_up_proj.weight",
+    "model.layers.0.mlp.down_proj.weight",
+    "model.layers.0.input_layernorm.weight",
+    "model.layers.0.post_attention_layernorm.weight",
     "model.layers.0.hidden_norm.weight",
-}  # fmt: skip
-STACKED = ((".q_proj", ".qkv_proj"), (".k_proj", ".qkv_proj"), (".v_proj", ".qkv_proj"),
-           (".gate_proj", ".gate_up_proj"), (".up_proj", ".gate_up_proj"))  # fmt: skip
+}
+STACKED = (
+    (".q_proj", ".qkv_proj"),
+    (".k_proj", ".qkv_proj"),
+    (".v_proj", ".qkv_proj"),
+    (".gate_proj", ".gate_up_proj"),
+    (".up_proj", ".gate_up_proj"),
+)
 
 
 def sglang_name(name: str) -> str | None:
@@ -59,7 +70,7 @@ def test_the_committed_draft_is_in_the_format_sglang_loads():
     assert tensors["midlayer.self_attn.q_proj.weight"].shape[1] == 2 * h  # [embedding, hidden]
     assert tensors["lm_head.weight"].shape == (config["draft_vocab_size"], h)
     hot = tensors["d2t"] + __import__("torch").arange(config["draft_vocab_size"])
-    assert hot.tolist() == sorted(set(hot.tolist())) and 0 <= int(hot.min()) and int(hot.max()) < config["vocab_size"]
+    assert hot.tolist() == sorted(set(hot.tolist())) and int(hot.min()) >= 0 and int(hot.max()) < config["vocab_size"]
     assert int(tensors["t2d"].sum()) == config["draft_vocab_size"] and bool(tensors["t2d"][hot].all())
 
 

@@ -8,8 +8,8 @@ import math
 import pytest
 from test_faults import assert_clean, run_inner, write_project
 
+from harness.verdict.checks import StatisticalReference, check_statistical, one_sided_p
 from harness.verdict.error_control import Family
-from harness.verdict.checks import check_statistical, one_sided_p, StatisticalReference
 
 # gsm8k's reference puts the tiny random model's accuracy 0.000 at z = -1.79 (p = 0.037): a fail at α 0.05,
 # a pass at 0.05 shared by the run's two statistical gates (0.025 each).
@@ -51,14 +51,17 @@ def test_a_family_splits_alpha_by_bonferroni_and_states_the_run_wide_rate():
     gates = (("gsm8k[m/a] accuracy", 0.05), ("gsm8k[m/b] accuracy", 0.05), ("x[m/a] hit_shift", 0.01))
     run = Family("run", 0.05, gates)
     assert run.level(0.01) == run.level(0.05) == pytest.approx(0.05 / 3)
-    assert run.describe() == ("error control: per run: family-wise α 0.05 shared by 3 statistical gates "
-                              "(Bonferroni: 0.0167 each)")  # fmt: skip
+    assert run.describe() == (
+        "error control: per run: family-wise α 0.05 shared by 3 statistical gates (Bonferroni: 0.0167 each)"
+    )
     gate = Family("gate", 0.05, gates)
     assert gate.level(0.01) == 0.01
     assert gate.family_alpha() == pytest.approx((0.11, 1 - 0.95 * 0.95 * 0.99))
-    assert gate.describe() == ("error control: per gate: 3 statistical gates, each at its own α (0.05 ×2, 0.01 ×1); "
-                               "a clean run fails at least one with probability up to 10.7% (independent gates; "
-                               "≤ 11.0% in any case); error_control: {scope: run} bounds it")  # fmt: skip
+    assert gate.describe() == (
+        "error control: per gate: 3 statistical gates, each at its own α (0.05 ×2, 0.01 ×1); "
+        "a clean run fails at least one with probability up to 10.7% (independent gates; "
+        "≤ 11.0% in any case); error_control: {scope: run} bounds it"
+    )
     thirty = Family("gate", 0.05, tuple((str(i), 0.05) for i in range(30)))
     assert round(thirty.family_alpha()[1], 2) == 0.79  # the 79 %
 
@@ -75,12 +78,17 @@ def test_a_run_judges_its_gates_at_the_scope_thresholds_yaml_chose(tmp_path, tin
     else:
         head = "error control: per run: family-wise α 0.05 shared by 2 statistical gates (Bonferroni: 0.025 each)"
         assert run.rows()["gsm8k"]["verdict"] == "pass" and gsm8k["alpha"] == 0.025
-        assert "gsm8k[tiny/cfg]: accuracy 0.000 ≥ floor -0.011 (ref 0.120, n=40, σ=0.3, α=0.05/2=0.025, θ=0.188)" in run.output
+        assert (
+            "gsm8k[tiny/cfg]: accuracy 0.000 ≥ floor -0.011 (ref 0.120, n=40, σ=0.3, α=0.05/2=0.025, θ=0.188)"
+            in run.output
+        )
         shift = next(c for c in run.rows()["logprob_prefill_cache_hit"]["checks"] if c["metric"] == "hit_shift")
         assert shift["alpha"] == 0.025 and "α=0.05/2=0.025, n=4" in shift["message"]
     assert head in run.output and head in run.summary
-    assert run.results["run"]["error_control"]["gates"] == ["gsm8k[tiny/cfg] accuracy",
-                                                            "logprob_prefill_cache_hit[tiny/cfg] hit_shift"]  # fmt: skip
+    assert run.results["run"]["error_control"]["gates"] == [
+        "gsm8k[tiny/cfg] accuracy",
+        "logprob_prefill_cache_hit[tiny/cfg] hit_shift",
+    ]
     assert_clean(run)
 
 
@@ -95,5 +103,7 @@ def test_deselected_tests_leave_the_family_and_shards_share_one(tmp_path, tiny_m
 def test_a_misspelt_scope_names_the_key_and_the_choices(tmp_path, tiny_model):
     root = project(tmp_path, tiny_model, "runs")
     run = run_inner(root, "--collect-only")
-    assert ("thresholds.yaml: error_control.scope: unknown scope 'runs' (did you mean 'run'?); valid choices: gate, run"
-            in run.output), run.output[-2000:]
+    assert (
+        "thresholds.yaml: error_control.scope: unknown scope 'runs' (did you mean 'run'?); valid choices: gate, run"
+        in run.output
+    ), run.output[-2000:]

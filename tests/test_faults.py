@@ -24,10 +24,10 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.serve.process_group import free_port, kill_group_now
-from harness.serve.engines import get_engine
-from harness.serve.server import LifecycleOptions, Server
 from harness.config.spec import ServerSpec
+from harness.serve.engines import get_engine
+from harness.serve.process_group import free_port, kill_group_now
+from harness.serve.server import LifecycleOptions, Server
 
 REPO = Path(__file__).resolve().parents[1]
 PROXY = Path(__file__).parent / "servers" / "fault_proxy.py"
@@ -105,8 +105,18 @@ class InnerRun:
             if matches(pattern, line.strip()):
                 if os.environ.get("HARNESS_FAULT_LOG"):  # how docs/reliability.md's example lines were taken
                     with open(os.environ["HARNESS_FAULT_LOG"], "a") as log:
-                        log.write(json.dumps({"fault": fault, "line": line.strip(), "rows": self.rows(),
-                                              "samples": self.samples, "survivors": self.survivors}) + "\n")
+                        log.write(
+                            json.dumps(
+                                {
+                                    "fault": fault,
+                                    "line": line.strip(),
+                                    "rows": self.rows(),
+                                    "samples": self.samples,
+                                    "survivors": self.survivors,
+                                }
+                            )
+                            + "\n"
+                        )
                 return line.strip()
         raise AssertionError(f"no line matches {pattern!r}:\n{self.output[-6000:]}")
 
@@ -121,8 +131,13 @@ def write_project(root: Path, model_dir: Path, conftest: str = "") -> None:
     (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n' + conftest)
     (root / "thresholds.yaml").write_text(THRESHOLDS.format(model=model_dir))
     (root / "data").mkdir()
-    rows = [{"question": f"Ann has {a} pens and buys {a + 2} more. How many pens?", "answer": f"{a}+{a + 2}\n#### {2 * a + 2}"}
-            for a in range(QUESTIONS + 1)]  # fmt: skip
+    rows = [
+        {
+            "question": f"Ann has {a} pens and buys {a + 2} more. How many pens?",
+            "answer": f"{a}+{a + 2}\n#### {2 * a + 2}",
+        }
+        for a in range(QUESTIONS + 1)
+    ]
     (root / "data" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:QUESTIONS]))
     (root / "data" / "train.jsonl").write_text(json.dumps(rows[QUESTIONS]) + "\n")
     (root / "suites").mkdir()
@@ -135,11 +150,24 @@ def run_inner(root: Path, *args: str, act=None, env: dict | None = None, timeout
     Every process that descends from the inner pytest is recorded, and any still alive afterwards is a survivor
     (then killed, so a failing test leaves nothing behind either)."""
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", **(env or {})}
-    command = [sys.executable, "-m", "pytest", "suites", "-p", "no:cacheprovider", "-rA", "--harness-concurrency", "4", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "suites",
+        "-p",
+        "no:cacheprovider",
+        "-rA",
+        "--harness-concurrency",
+        "4",
+        *args,
+    ]
     log = root / "inner.log"
     seen: dict[int, psutil.Process] = {}
     with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command, cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     deadline = time.monotonic() + timeout
     try:
         while proc.poll() is None:
@@ -147,7 +175,9 @@ def run_inner(root: Path, *args: str, act=None, env: dict | None = None, timeout
                 seen.update({p.pid: p for p in psutil.Process(proc.pid).children(recursive=True)})
             if act is not None and act(proc, root):
                 act = None
-            assert time.monotonic() < deadline, f"inner pytest still running after {timeout} s:\n{log.read_text()[-4000:]}"
+            assert time.monotonic() < deadline, (
+                f"inner pytest still running after {timeout} s:\n{log.read_text()[-4000:]}"
+            )
             time.sleep(0.1)
     finally:
         if proc.poll() is None:
@@ -208,7 +238,12 @@ def project(tmp_path, tiny_model) -> Path:
 def engine(tiny_model, tmp_path_factory):
     """An HF engine on the tiny model, through the harness's own lifecycle; the proxied runs attach to it."""
     spec = ServerSpec(model="tiny", config="upstream", model_path=str(tiny_model), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -220,8 +255,12 @@ def serve_script(script: Path, *args: str):
     from harness.serve import process_group
 
     port = free_port()
-    proc = subprocess.Popen([sys.executable, str(script), "--port", str(port), *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     process_group.register(proc.pid)
     try:
         deadline = time.monotonic() + 30
@@ -269,7 +308,9 @@ def test_crash_at_launch(tmp_path, tiny_model):
 
 
 def test_crash_mid_eval_fails_at_once_and_keeps_the_samples(project):
-    run = run_inner(project, "-k", "gsm8k or branching", act=once_samples(6, lambda p: os.kill(engine_pid(p), signal.SIGKILL)))
+    run = run_inner(
+        project, "-k", "gsm8k or branching", act=once_samples(6, lambda p: os.kill(engine_pid(p), signal.SIGKILL))
+    )
     line = run.line("crash mid-eval")
     run.line("crash mid-eval, next suite")
     done = int(re.search(r"after (\d+) of", line).group(1))
@@ -283,8 +324,12 @@ def test_crash_mid_eval_fails_at_once_and_keeps_the_samples(project):
 
 def test_port_already_taken_is_not_mistaken_for_our_server(tmp_path, tiny_model):
     port = free_port()
-    decoy = subprocess.Popen([sys.executable, str(FAKE_ENGINE), "--host", "127.0.0.1", "--port", str(port)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)  # fmt: skip
+    decoy = subprocess.Popen(
+        [sys.executable, str(FAKE_ENGINE), "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         while not _answers(f"http://127.0.0.1:{port}/health_generate"):
             time.sleep(0.1)
@@ -303,9 +348,17 @@ def test_port_already_taken_is_not_mistaken_for_our_server(tmp_path, tiny_model)
 # -- an attached server, through a fault proxy ---------------------------------------------------------------
 def test_attached_server_gone(project, tiny_model, tmp_path):
     spec = ServerSpec(model="tiny", config="victim", model_path=str(tiny_model), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path / "victim", options=LifecycleOptions(grace_period=5)) as victim:
-        run = run_inner(project, "-k", "gsm8k or branching", "--harness-base-url", victim.base_url,
-                        act=once_samples(6, lambda p: os.killpg(victim.pid, signal.SIGKILL)))  # fmt: skip
+    with Server(
+        spec, get_engine(spec.engine), log_dir=tmp_path / "victim", options=LifecycleOptions(grace_period=5)
+    ) as victim:
+        run = run_inner(
+            project,
+            "-k",
+            "gsm8k or branching",
+            "--harness-base-url",
+            victim.base_url,
+            act=once_samples(6, lambda p: os.killpg(victim.pid, signal.SIGKILL)),
+        )
     run.line("attached server gone")
     assert "--- last" not in run.output  # attached: no log to show
     assert "not run: the server stopped answering during gsm8k" in run.rows()["prefix_branching"]["error"]
@@ -315,7 +368,9 @@ def test_attached_server_gone(project, tiny_model, tmp_path):
 
 def test_hung_server_is_reported_after_the_request_timeout(project, engine):
     with fault_proxy(engine.base_url, "hang", "--after", "8") as url:
-        run = run_inner(project, "-k", "gsm8k or branching", "--harness-base-url", url, "--harness-request-timeout", "3")
+        run = run_inner(
+            project, "-k", "gsm8k or branching", "--harness-base-url", url, "--harness-request-timeout", "3"
+        )
     run.line("hung server")
     assert run.rows()["gsm8k"]["verdict"] == run.rows()["prefix_branching"]["verdict"] == "error"
     assert_clean(run)
@@ -358,7 +413,9 @@ def test_nan_logprobs_fail_the_cache_suite(project, engine):
         run = run_inner(project, "-k", "cache_hit", "--harness-base-url", url)
     run.line("NaN logprobs")
     assert run.rows()["logprob_prefill_cache_hit"]["verdict"] == "fail"
-    assert "| tiny | cfg | logprob_prefill_cache_hit | - | – | – | FAIL: logprob_prefill_cache_hit: sample" in run.summary
+    assert (
+        "| tiny | cfg | logprob_prefill_cache_hit | - | – | – | FAIL: logprob_prefill_cache_hit: sample" in run.summary
+    )
     assert_clean(run)
 
 
@@ -372,7 +429,9 @@ def test_meta_info_without_cached_tokens(project, engine):
 
 
 # -- the harness itself ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("signum", "fault"), [(signal.SIGINT, "SIGINT of pytest"), (signal.SIGTERM, "SIGTERM of pytest")])
+@pytest.mark.parametrize(
+    ("signum", "fault"), [(signal.SIGINT, "SIGINT of pytest"), (signal.SIGTERM, "SIGTERM of pytest")]
+)
 def test_signal_to_pytest_leaves_a_row_for_every_test_and_no_server(project, signum, fault):
     run = run_inner(project, "-k", "gsm8k or branching", act=once_samples(4, lambda p: os.kill(p.pid, signum)))
     rows = run.rows()
@@ -381,7 +440,9 @@ def test_signal_to_pytest_leaves_a_row_for_every_test_and_no_server(project, sig
     if signum == signal.SIGINT:
         run.line(fault)  # pytest's own summary printed it; SIGTERM leaves only the report
     assert set(rows) == {"gsm8k", "prefix_branching"}  # every selected test, none that -k deselected
-    assert rows["prefix_branching"]["error"].startswith("prefix_branching[tiny/cfg]: not run: the session was interrupted by")
+    assert rows["prefix_branching"]["error"].startswith(
+        "prefix_branching[tiny/cfg]: not run: the session was interrupted by"
+    )
     assert "finished" in run.results["run"]
     assert run.samples["gsm8k__tiny__cfg.jsonl"] >= 4
     assert run.returncode == (2 if signum == signal.SIGINT else -signal.SIGTERM)

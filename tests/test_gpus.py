@@ -57,7 +57,9 @@ def test_cuda_visible_devices_wins(fake_smi_path):
     assert inventory.names == ("NVIDIA H200", "NVIDIA H200")  # looked up by index in nvidia-smi's answer
 
 
-@pytest.mark.parametrize(("value", "ids"), [("", ()), ("-1", ()), ("0,-1,1", ("0",)), ("GPU-ab12,GPU-cd34", ("GPU-ab12", "GPU-cd34"))])
+@pytest.mark.parametrize(
+    ("value", "ids"), [("", ()), ("-1", ()), ("0,-1,1", ("0",)), ("GPU-ab12,GPU-cd34", ("GPU-ab12", "GPU-cd34"))]
+)
 def test_cuda_visible_devices_follows_cudas_rules(no_gpu_path, value, ids):
     assert detect_gpus({"PATH": no_gpu_path, "CUDA_VISIBLE_DEVICES": value}).ids == ids
 
@@ -133,5 +135,8 @@ def test_a_config_needing_more_gpus_than_exist_is_skipped_with_the_reason():
     with pytest.raises(NotEnoughGpus) as caught:
         allocator.allocate(8, "deepseek/ep8")
     assert caught.value.reason == reason
-    assert GpuAllocator([]).skip_reason(1, "x/tp1").endswith("only 0 are available (none); set --harness-gpus or "
-                                                             "CUDA_VISIBLE_DEVICES to use more")  # fmt: skip
+    assert (
+        GpuAllocator([])
+        .skip_reason(1, "x/tp1")
+        .endswith("only 0 are available (none); set --harness-gpus or CUDA_VISIBLE_DEVICES to use more")
+    )

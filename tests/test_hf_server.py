@@ -79,12 +79,17 @@ def test_batch_matches_single_requests(server):
     assert [item["meta_info"]["id"] for item in batch] == ["r0", "r1", "r2"]
     for text, item in zip(texts, batch):
         assert generate(server, text=text, sampling_params=params)["output_ids"] == item["output_ids"]
-    ids_batch = generate(server, input_ids=[[11, 12, 13], [14, 15]], sampling_params=[params, {**params, "max_new_tokens": 2}])
+    ids_batch = generate(
+        server, input_ids=[[11, 12, 13], [14, 15]], sampling_params=[params, {**params, "max_new_tokens": 2}]
+    )
     assert [len(item["output_ids"]) for item in ids_batch] == [5, 2]
 
 
 def test_streaming_is_cumulative_and_ends_like_the_plain_answer(server):
-    body = {"text": "dave sells each box", "sampling_params": {"max_new_tokens": 7, "temperature": 0, "ignore_eos": True}}
+    body = {
+        "text": "dave sells each box",
+        "sampling_params": {"max_new_tokens": 7, "temperature": 0, "ignore_eos": True},
+    }
     plain = generate(server, **body)
     events = stream(server.base_url + "/generate", {**body, "stream": True})
     assert events[-1] == "[DONE]"
@@ -100,7 +105,9 @@ def test_streaming_is_cumulative_and_ends_like_the_plain_answer(server):
     assert last["text"] == plain["text"] and last["output_ids"] == plain["output_ids"]
     assert last["meta_info"]["finish_reason"] == {"type": "length", "length": 7}
     assert last["meta_info"]["completion_tokens"] == 7 and "cached_tokens" in last["meta_info"]
-    batch = stream(server.base_url + "/generate", {"text": ["a", "b"], "stream": True, "sampling_params": body["sampling_params"]})
+    batch = stream(
+        server.base_url + "/generate", {"text": ["a", "b"], "stream": True, "sampling_params": body["sampling_params"]}
+    )
     assert {c["index"] for c in batch[:-1]} == {0, 1}
 
 
@@ -108,8 +115,15 @@ def test_prompt_and_output_logprobs_match_a_plain_forward(server, reference):
     model, _ = reference
     flush(server)
     ids = random_ids(40, seed=1)
-    out = generate(server, input_ids=ids, return_logprob=True, logprob_start_len=0, top_logprobs_num=3,
-                   return_text_in_logprobs=True, sampling_params={"max_new_tokens": 8, "temperature": 0, "ignore_eos": True})  # fmt: skip
+    out = generate(
+        server,
+        input_ids=ids,
+        return_logprob=True,
+        logprob_start_len=0,
+        top_logprobs_num=3,
+        return_text_in_logprobs=True,
+        sampling_params={"max_new_tokens": 8, "temperature": 0, "ignore_eos": True},
+    )
     meta = out["meta_info"]
     inputs, outputs = meta["input_token_logprobs"], meta["output_token_logprobs"]
     assert len(inputs) == len(ids) and inputs[0][0] is None and [e[1] for e in inputs] == ids
@@ -122,7 +136,9 @@ def test_prompt_and_output_logprobs_match_a_plain_forward(server, reference):
     expected = full_sequence_logprobs(model, ids + out["output_ids"])
     served = [e[0] for e in inputs[1:]] + output_logprobs(out)
     assert max_abs_diff(served, expected) < 1e-4
-    partial = generate(server, input_ids=ids, return_logprob=True, logprob_start_len=30, sampling_params={"max_new_tokens": 1})
+    partial = generate(
+        server, input_ids=ids, return_logprob=True, logprob_start_len=30, sampling_params={"max_new_tokens": 1}
+    )
     assert [e[1] for e in partial["meta_info"]["input_token_logprobs"]] == ids[30:]
     assert partial["meta_info"]["input_token_logprobs"][0][0] is None
 
@@ -130,8 +146,11 @@ def test_prompt_and_output_logprobs_match_a_plain_forward(server, reference):
 def test_sampled_logprobs_are_temperature_scaled_and_seeded_sampling_repeats(server, reference):
     model, _ = reference
     ids = random_ids(20, seed=2)
-    body = {"input_ids": ids, "return_logprob": True,
-            "sampling_params": {"max_new_tokens": 5, "temperature": 0.7, "sampling_seed": 42, "ignore_eos": True}}  # fmt: skip
+    body = {
+        "input_ids": ids,
+        "return_logprob": True,
+        "sampling_params": {"max_new_tokens": 5, "temperature": 0.7, "sampling_seed": 42, "ignore_eos": True},
+    }
     first, again = generate(server, **body), generate(server, **body)
     assert first["output_ids"] == again["output_ids"]
     with torch.inference_mode():
@@ -145,8 +164,12 @@ def test_original_logprob_env_reports_unscaled_logprobs(servers, reference):
     server = servers(env={"SGLANG_RETURN_ORIGINAL_LOGPROB": "1"})
     assert json.loads(get(server.base_url + "/server_info")[1])["return_original_logprob"] is True
     ids = random_ids(20, seed=2)
-    out = generate(server, input_ids=ids, return_logprob=True,
-                   sampling_params={"max_new_tokens": 1, "temperature": 0.7, "sampling_seed": 42})  # fmt: skip
+    out = generate(
+        server,
+        input_ids=ids,
+        return_logprob=True,
+        sampling_params={"max_new_tokens": 1, "temperature": 0.7, "sampling_seed": 42},
+    )
     with torch.inference_mode():
         logits = model(input_ids=torch.tensor([ids])).logits[0, -1].float()
     expected = torch.log_softmax(logits, dim=-1)[out["output_ids"][0]].item()
@@ -158,7 +181,9 @@ def test_stop_string_and_stop_token(server):
     base = generate(server, text="bob has more cups", sampling_params=params)
     ids, text = base["output_ids"], base["text"]
     stop_id = ids[3]
-    by_token = generate(server, text="bob has more cups", sampling_params={**params, "ignore_eos": False, "stop_token_ids": [stop_id]})
+    by_token = generate(
+        server, text="bob has more cups", sampling_params={**params, "ignore_eos": False, "stop_token_ids": [stop_id]}
+    )
     cut = ids.index(stop_id) + 1
     assert by_token["output_ids"] == ids[:cut]
     assert by_token["meta_info"]["finish_reason"] == {"type": "stop", "matched": stop_id}
@@ -210,7 +235,10 @@ def test_openai_models_and_completions(server, model_dir):
     status, first = post(server.base_url + "/v1/completions", body)
     assert status == 200 and first["object"] == "text_completion" and first["model"] == "tiny"
     choice = first["choices"][0]
-    assert choice["finish_reason"] in ("length", "stop") and len(choice["logprobs"]["token_logprobs"]) == first["usage"]["completion_tokens"]
+    assert (
+        choice["finish_reason"] in ("length", "stop")
+        and len(choice["logprobs"]["token_logprobs"]) == first["usage"]["completion_tokens"]
+    )
     assert all(len(top) <= 2 for top in choice["logprobs"]["top_logprobs"])
     assert first["usage"]["prompt_tokens_details"] == {"cached_tokens": 0}
     _, second = post(server.base_url + "/v1/completions", body)
@@ -219,10 +247,14 @@ def test_openai_models_and_completions(server, model_dir):
     _, echoed = post(server.base_url + "/v1/completions", {**body, "echo": True})
     assert echoed["choices"][0]["text"] == body["prompt"] + choice["text"]
     assert echoed["choices"][0]["logprobs"]["token_logprobs"][0] is None
-    events = stream(server.base_url + "/v1/completions", {**body, "stream": True, "stream_options": {"include_usage": True}})
+    events = stream(
+        server.base_url + "/v1/completions", {**body, "stream": True, "stream_options": {"include_usage": True}}
+    )
     assert events[-1] == "[DONE]" and events[-2]["usage"]["completion_tokens"] == first["usage"]["completion_tokens"]
     assert "".join(e["choices"][0]["text"] for e in events[:-2]) == choice["text"]
-    streamed_logprobs = [lp for e in events[:-2] for lp in (e["choices"][0]["logprobs"] or {}).get("token_logprobs", [])]
+    streamed_logprobs = [
+        lp for e in events[:-2] for lp in (e["choices"][0]["logprobs"] or {}).get("token_logprobs", [])
+    ]
     # Streaming changes when results are sent, not how they are computed: at the same cache state as `second`
     # (both hit the prompt's first len - 1 ids) the same forwards run on the same shapes, so the floats are equal.
     assert events[-2]["usage"]["prompt_tokens_details"] == second["usage"]["prompt_tokens_details"]
@@ -246,7 +278,9 @@ def test_openai_chat_uses_the_chat_template(server, reference):
     assert first["usage"]["prompt_tokens"] == prompt_len
     message, logprobs = first["choices"][0]["message"], first["choices"][0]["logprobs"]["content"]
     assert message["role"] == "assistant" and len(logprobs) == first["usage"]["completion_tokens"]
-    assert all(len(entry["top_logprobs"]) == 2 and entry["bytes"] == list(entry["token"].encode()) for entry in logprobs)
+    assert all(
+        len(entry["top_logprobs"]) == 2 and entry["bytes"] == list(entry["token"].encode()) for entry in logprobs
+    )
     _, second = post(server.base_url + "/v1/chat/completions", body)
     assert second["usage"]["prompt_tokens_details"]["cached_tokens"] == prompt_len - 1
     events = stream(server.base_url + "/v1/chat/completions", {**body, "stream": True})
@@ -271,7 +305,7 @@ def test_openai_chat_uses_the_chat_template(server, reference):
         ("/generate", b'{"text": "a", "sampling_params": {"max_new_tokens": -1}}', "max_new_tokens"),
         ("/generate", b'{"text": "a", "return_logprobs": true}', "did you mean 'return_logprob'"),
         ("/generate", b'{"text": "a", "image_data": "x.png"}', "not supported"),
-        ("/generate", b'[1, 2]', "JSON object"),
+        ("/generate", b"[1, 2]", "JSON object"),
         ("/v1/completions", b'{"prompt": "a", "max_tokens": 0}', "max_tokens"),
         ("/v1/completions", b'{"prompt": ""}', "empty"),
         ("/v1/chat/completions", b'{"messages": "hi"}', "messages"),
@@ -291,7 +325,13 @@ def test_concurrent_requests_equal_sequential_ones(server):
         params = {"max_new_tokens": 8 + i % 5, "ignore_eos": True}
         params.update({"temperature": 0} if i % 2 else {"temperature": 0.9, "sampling_seed": i})
         # Distinct first ids: no request can hit another's cached prefix, in either order.
-        bodies.append({"input_ids": random_ids(30 + i, seed=50 + i, first=VOCAB_LOW + i), "return_logprob": True, "sampling_params": params})
+        bodies.append(
+            {
+                "input_ids": random_ids(30 + i, seed=50 + i, first=VOCAB_LOW + i),
+                "return_logprob": True,
+                "sampling_params": params,
+            }
+        )
 
     def run(body):
         return generate(server, **body)
@@ -315,11 +355,18 @@ def test_logit_noise_flips_only_near_ties_varies_by_seed_and_repeats_for_one_see
     differently, one seed in the same arrival order answers the same."""
     bound = 0.5
     model, _ = reference
-    noisy = [servers("--logit-noise", str(bound), "--logit-noise-seed", str(seed), env=env)
-             for seed, env in ((1, None), (2, None), (1, {"HARNESS_TEST_COPY": "1"}))]  # fmt: skip
+    noisy = [
+        servers("--logit-noise", str(bound), "--logit-noise-seed", str(seed), env=env)
+        for seed, env in ((1, None), (2, None), (1, {"HARNESS_TEST_COPY": "1"}))
+    ]
     prompts = [support.random_ids(24, seed) for seed in range(12)]
-    answers = [[generate(s, input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 12})["output_ids"]
-                for ids in prompts] for s in noisy]  # fmt: skip
+    answers = [
+        [
+            generate(s, input_ids=ids, sampling_params={"temperature": 0, "max_new_tokens": 12})["output_ids"]
+            for ids in prompts
+        ]
+        for s in noisy
+    ]
     assert answers[0] == answers[2]
     assert answers[0] != answers[1]
     flips = 0

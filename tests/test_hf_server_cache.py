@@ -38,8 +38,11 @@ def paged(request, servers):
 def test_repeated_prompt_hits_the_page_aligned_prefix_with_equal_logprobs(paged):
     page, server = paged
     flush(server)
-    body = {"input_ids": random_ids(200, seed=3), "return_logprob": True,
-            "sampling_params": {"max_new_tokens": 16, "temperature": 0, "ignore_eos": True}}  # fmt: skip
+    body = {
+        "input_ids": random_ids(200, seed=3),
+        "return_logprob": True,
+        "sampling_params": {"max_new_tokens": 16, "temperature": 0, "ignore_eos": True},
+    }
     cold, warm = generate(server, **body), generate(server, **body)
     assert cold["meta_info"]["cached_tokens"] == 0
     assert warm["meta_info"]["cached_tokens"] == {1: 199, 16: 192}[page]
@@ -78,10 +81,15 @@ def test_generated_tokens_are_cached_for_the_next_turn(paged):
     page, server = paged
     flush(server)
     prompt = random_ids(300, seed=6)
-    turn1 = generate(server, input_ids=prompt, sampling_params={"max_new_tokens": 32, "temperature": 0, "ignore_eos": True})
+    turn1 = generate(
+        server, input_ids=prompt, sampling_params={"max_new_tokens": 32, "temperature": 0, "ignore_eos": True}
+    )
     follow_up = prompt + turn1["output_ids"] + [VOCAB_LOW]
-    body = {"input_ids": follow_up, "return_logprob": True,
-            "sampling_params": {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True}}  # fmt: skip
+    body = {
+        "input_ids": follow_up,
+        "return_logprob": True,
+        "sampling_params": {"max_new_tokens": 8, "temperature": 0, "ignore_eos": True},
+    }
     turn2 = generate(server, **body)
     assert turn2["meta_info"]["cached_tokens"] == {1: 332, 16: 320}[page]
     flush(server)
@@ -94,10 +102,14 @@ def test_input_logprobs_from_position_zero_bypass_the_cache(server):
     flush(server)
     ids = random_ids(120, seed=7)
     generate(server, input_ids=ids, sampling_params={"max_new_tokens": 1})
-    bypass = generate(server, input_ids=ids, return_logprob=True, logprob_start_len=0, sampling_params={"max_new_tokens": 1})
+    bypass = generate(
+        server, input_ids=ids, return_logprob=True, logprob_start_len=0, sampling_params={"max_new_tokens": 1}
+    )
     assert bypass["meta_info"]["cached_tokens"] == 0
     assert len(bypass["meta_info"]["input_token_logprobs"]) == 120
-    capped = generate(server, input_ids=ids, return_logprob=True, logprob_start_len=50, sampling_params={"max_new_tokens": 1})
+    capped = generate(
+        server, input_ids=ids, return_logprob=True, logprob_start_len=50, sampling_params={"max_new_tokens": 1}
+    )
     assert capped["meta_info"]["cached_tokens"] == 50  # the match stops where input logprobs start
     default = generate(server, input_ids=ids, return_logprob=True, sampling_params={"max_new_tokens": 1})
     assert default["meta_info"]["cached_tokens"] == 119 and default["meta_info"]["input_token_logprobs"] == []
@@ -113,8 +125,11 @@ def test_disabled_radix_cache_never_hits(servers):
 
 
 def test_flush_is_refused_while_a_request_runs(server):
-    body = {"input_ids": random_ids(16, seed=9), "stream": True,
-            "sampling_params": {"max_new_tokens": 3000, "temperature": 0, "ignore_eos": True}}  # fmt: skip
+    body = {
+        "input_ids": random_ids(16, seed=9),
+        "stream": True,
+        "sampling_params": {"max_new_tokens": 3000, "temperature": 0, "ignore_eos": True},
+    }
     req = urllib.request.Request(server.base_url + "/generate", data=json.dumps(body).encode(), method="POST")
     with HTTP.open(req, timeout=60) as resp:
         assert resp.readline().startswith(b"data: ")  # the request is running now

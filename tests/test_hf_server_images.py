@@ -62,7 +62,13 @@ def images(tmp_path_factory):
 
 
 def chat(server, content: list[dict], max_tokens: int = 6, **extra):
-    body = {"messages": [{"role": "user", "content": content}], "max_tokens": max_tokens, "logprobs": True, **GREEDY, **extra}
+    body = {
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": max_tokens,
+        "logprobs": True,
+        **GREEDY,
+        **extra,
+    }
     status, out = post(server.base_url + "/v1/chat/completions", body)
     assert status == 200, out
     return out
@@ -91,7 +97,11 @@ def test_model_info_reports_image_understanding(server):
 @pytest.mark.parametrize("sources", [("data",), ("data", "file", "path")], ids=["1_image", "3_images"])
 def test_chat_with_images_equals_transformers(server, reference, images, sources):
     picked = images[: len(sources)]
-    urls = {"data": lambda img, path: data_url(img), "file": lambda img, path: path.as_uri(), "path": lambda img, path: str(path)}
+    urls = {
+        "data": lambda img, path: data_url(img),
+        "file": lambda img, path: path.as_uri(),
+        "path": lambda img, path: str(path),
+    }
     content = [{"type": "text", "text": "how many apples"}]
     for source, (image, path) in zip(sources, picked):
         content += [image_part(urls[source](image, path)), {"type": "text", "text": " and"}]
@@ -110,12 +120,25 @@ def test_chat_with_images_equals_transformers(server, reference, images, sources
 
 def test_prompt_logprobs_equal_one_transformers_forward_and_depend_on_the_images(server, reference, images):
     (a, _), (b, _), (c, _) = images[:3]
-    text = reference.chat_text([{"type": "text", "text": "bob has"}, {"type": "image"}, {"type": "text", "text": " cups"},
-                                {"type": "image"}, {"type": "text", "text": " how many"}])  # fmt: skip
+    text = reference.chat_text(
+        [
+            {"type": "text", "text": "bob has"},
+            {"type": "image"},
+            {"type": "text", "text": " cups"},
+            {"type": "image"},
+            {"type": "text", "text": " how many"},
+        ]
+    )
 
     def prompt_logprobs(text, pictures):
-        out = generate(server, text=text, image_data=[data_url(p) for p in pictures], return_logprob=True,
-                       logprob_start_len=0, sampling_params={"max_new_tokens": 1, **GREEDY})  # fmt: skip
+        out = generate(
+            server,
+            text=text,
+            image_data=[data_url(p) for p in pictures],
+            return_logprob=True,
+            logprob_start_len=0,
+            sampling_params={"max_new_tokens": 1, **GREEDY},
+        )
         return [entry[0] for entry in out["meta_info"]["input_token_logprobs"][1:]]
 
     served = prompt_logprobs(text, [a, b])
@@ -135,10 +158,18 @@ def test_prompt_logprobs_equal_one_transformers_forward_and_depend_on_the_images
 def test_streamed_chat_with_an_image_reports_image_tokens(server, images):
     content = [image_part(data_url(images[0][0])), {"type": "text", "text": "what is it"}]
     plain = chat(server, content)
-    body = {"messages": [{"role": "user", "content": content}], "max_tokens": 6, **GREEDY, "stream": True,
-            "stream_options": {"include_usage": True}}  # fmt: skip
+    body = {
+        "messages": [{"role": "user", "content": content}],
+        "max_tokens": 6,
+        **GREEDY,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     events = stream(server.base_url + "/v1/chat/completions", body)
-    assert "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2]) == plain["choices"][0]["message"]["content"]
+    assert (
+        "".join(e["choices"][0]["delta"].get("content", "") for e in events[:-2])
+        == plain["choices"][0]["message"]["content"]
+    )
     assert events[-2]["usage"]["prompt_tokens_details"]["image_tokens"] == 4
 
 
@@ -154,8 +185,13 @@ def ids_with_images(*pieces) -> list[int]:
 
 
 def run_ids(server, ids: list[int], pictures, max_new_tokens: int = 4):
-    return generate(server, input_ids=ids, image_data=[data_url(p) for p in pictures], return_logprob=True,
-                    sampling_params={"max_new_tokens": max_new_tokens, **GREEDY})  # fmt: skip
+    return generate(
+        server,
+        input_ids=ids,
+        image_data=[data_url(p) for p in pictures],
+        return_logprob=True,
+        sampling_params={"max_new_tokens": max_new_tokens, **GREEDY},
+    )
 
 
 def cold(server, ids, pictures):
@@ -227,15 +263,23 @@ def test_a_hit_ending_inside_an_image_equals_the_cold_request(paged, reference, 
     """The cached prefix ends inside image a's 4 tokens at page 16 (they sit at positions 30-33)."""
     page, server = paged
     a = images[0][0]
-    words = reference.tokenizer.encode("alice gives away 3 apples and bob buys 12 pens, how many cups does carol have now? "
-                                       "dave sells each box and eve gets more")  # fmt: skip
+    words = reference.tokenizer.encode(
+        "alice gives away 3 apples and bob buys 12 pens, how many cups does carol have now? "
+        "dave sells each box and eve gets more"
+    )
     head = words[:29]
     warm_ids = ids_with_images(head, 0, random_ids(20, seed=13, first=301))
     asked = ids_with_images(head, 0, words[29:45])
     flush(server)
     run_ids(server, warm_ids, [a])
-    out = generate(server, input_ids=asked, image_data=[data_url(a)], return_logprob=True, return_prompt_token_ids=True,
-                   sampling_params={"max_new_tokens": 4, **GREEDY})  # fmt: skip
+    out = generate(
+        server,
+        input_ids=asked,
+        image_data=[data_url(a)],
+        return_logprob=True,
+        return_prompt_token_ids=True,
+        sampling_params={"max_new_tokens": 4, **GREEDY},
+    )
     pads = (len(head) + 1, len(head) + 1 + 4)
     assert out["meta_info"]["cached_tokens"] == {1: pads[1] + 1, 16: 32}[page]  # page 1: through <|vision_end|>
     assert pads[0] < 32 < pads[1]  # page 16 really cuts the image
@@ -265,7 +309,12 @@ def test_generated_tokens_after_an_image_are_reused_next_turn(paged, images):
 def test_native_image_data_single_and_batched_equals_chat(server, reference, images):
     (a, path_a), (b, _), (c, _) = images[0], images[1], images[2]
     one = [{"type": "text", "text": "the cat has"}, image_part(data_url(a)), {"type": "text", "text": " how many"}]
-    two = [image_part(data_url(b)), {"type": "text", "text": "and"}, image_part(data_url(c)), {"type": "text", "text": "?"}]
+    two = [
+        image_part(data_url(b)),
+        {"type": "text", "text": "and"},
+        image_part(data_url(c)),
+        {"type": "text", "text": "?"},
+    ]
     texts = [reference.chat_text(template_content(content)) for content in (one, two)]
     params = {"max_new_tokens": 6, **GREEDY}
 
@@ -283,16 +332,29 @@ def test_native_image_data_single_and_batched_equals_chat(server, reference, ima
     expected = [by_chat(one), by_chat(two)]
     for image_data in (str(path_a), data_url(a), [data_url(a)], {"url": path_a.as_uri()}):
         flush(server)
-        matches(generate(server, text=texts[0], image_data=image_data, return_logprob=True, sampling_params=params), expected[0])
+        matches(
+            generate(server, text=texts[0], image_data=image_data, return_logprob=True, sampling_params=params),
+            expected[0],
+        )
     flush(server)
-    batch = generate(server, text=texts, image_data=[[data_url(a)], [data_url(b), data_url(c)]], return_logprob=True,
-                     sampling_params=params)  # fmt: skip
+    batch = generate(
+        server,
+        text=texts,
+        image_data=[[data_url(a)], [data_url(b), data_url(c)]],
+        return_logprob=True,
+        sampling_params=params,
+    )
     for out, want in zip(batch, expected):
         matches(out, want)
     assert [out["meta_info"]["image_tokens"] for out in batch] == [4, 4 + 2]
     flush(server)
-    flat = generate(server, text=[texts[0], texts[0].replace(PLACEHOLDER, "")], image_data=[data_url(a), None],
-                    return_logprob=True, sampling_params=params)  # fmt: skip
+    flat = generate(
+        server,
+        text=[texts[0], texts[0].replace(PLACEHOLDER, "")],
+        image_data=[data_url(a), None],
+        return_logprob=True,
+        sampling_params=params,
+    )
     matches(flat[0], expected[0])
     assert "image_tokens" not in flat[1]["meta_info"]
 
@@ -308,15 +370,30 @@ def _error(status, body) -> str:
 @pytest.mark.parametrize(
     "content, needle",
     [
-        ([image_part("https://example.com/cat.png")], "messages[0].content[0].image_url.url: 'https://example.com/cat.png': the HF reference engine has no network"),
-        ([image_part("data:image/png;base64,bm90IGFuIGltYWdl")], "messages[0].content[0].image_url.url: cannot read the image"),
-        ([image_part("/no/such/image.png")], "messages[0].content[0].image_url.url: cannot open image file '/no/such/image.png'"),
+        (
+            [image_part("https://example.com/cat.png")],
+            "messages[0].content[0].image_url.url: 'https://example.com/cat.png': the HF reference engine has no network",
+        ),
+        (
+            [image_part("data:image/png;base64,bm90IGFuIGltYWdl")],
+            "messages[0].content[0].image_url.url: cannot read the image",
+        ),
+        (
+            [image_part("/no/such/image.png")],
+            "messages[0].content[0].image_url.url: cannot open image file '/no/such/image.png'",
+        ),
         ([image_part("data:image/png,raw")], "data:<mime>;base64"),
-        ([{"type": "text", "text": "a"}, {"type": "video_url", "video_url": {"url": "v.mp4"}}], "messages[0].content[1].video_url.url: no such video file 'v.mp4'"),
-        ([{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}], "messages[0].content[0].type: 'input_audio'"),
+        (
+            [{"type": "text", "text": "a"}, {"type": "video_url", "video_url": {"url": "v.mp4"}}],
+            "messages[0].content[1].video_url.url: no such video file 'v.mp4'",
+        ),
+        (
+            [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
+            "messages[0].content[0].type: 'input_audio'",
+        ),
         ([{"type": "image_url", "image_url": {}}], "messages[0].content[0].image_url.url: an image part needs a URL"),
     ],
-)  # fmt: skip
+)
 def test_bad_chat_images_get_400_naming_the_part(server, content, needle):
     body = {"messages": [{"role": "user", "content": content}], "max_tokens": 2}
     assert needle in _error(*post(server.base_url + "/v1/chat/completions", body))
@@ -329,16 +406,31 @@ def test_bad_chat_images_get_400_naming_the_part(server, content, needle):
         ({"text": PLACEHOLDER, "image_data": "not base64!"}, "image_data: neither a data URL"),
         ({"text": PLACEHOLDER, "image_data": []}, "text: the prompt has 1 image placeholder(s)"),
         ({"text": "no placeholder", "image_data": ["x.png"]}, "but the request has 1 image(s)"),
-        ({"text": "<|vision_start|><|image_pad|><|image_pad|><|vision_end|>", "image_data": ["x.png"]}, "a run of <|image_pad|>"),
+        (
+            {"text": "<|vision_start|><|image_pad|><|image_pad|><|vision_end|>", "image_data": ["x.png"]},
+            "a run of <|image_pad|>",
+        ),
         ({"text": "<|vision_start|><|video_pad|><|vision_end|>"}, "text: the prompt has 1 video placeholder(s)"),
-        ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["x.png"]]}, "should be equal to the batch size (2), got 1"),
-        ({"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["/nope.png"], "/nope.png"]}, "image_data[1]: a batch's image_data is a list of lists"),
-        ({"input_ids": PLACEHOLDER_IDS, "image_data": [{"path": "x.png"}]}, "image_data[0].url: an image object needs a string url"),
-        ({"input_ids": PLACEHOLDER_IDS, "image_data": ["/nope.png"]}, "image_data[0]: cannot open image file '/nope.png'"),
+        (
+            {"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["x.png"]]},
+            "should be equal to the batch size (2), got 1",
+        ),
+        (
+            {"text": [PLACEHOLDER, PLACEHOLDER], "image_data": [["/nope.png"], "/nope.png"]},
+            "image_data[1]: a batch's image_data is a list of lists",
+        ),
+        (
+            {"input_ids": PLACEHOLDER_IDS, "image_data": [{"path": "x.png"}]},
+            "image_data[0].url: an image object needs a string url",
+        ),
+        (
+            {"input_ids": PLACEHOLDER_IDS, "image_data": ["/nope.png"]},
+            "image_data[0]: cannot open image file '/nope.png'",
+        ),
         ({"text": PLACEHOLDER, "image_data": "x.png", "video_data": "v.mp4"}, "the prompt has 0 video placeholder(s)"),
         ({"text": PLACEHOLDER, "image_data": "x.png", "mm_hashes": ["ab"]}, "mm_hashes: not supported"),
     ],
-)  # fmt: skip
+)
 def test_bad_image_data_gets_400_naming_the_key(server, body, needle):
     assert needle in _error(*post(server.base_url + "/generate", body))
 
@@ -350,9 +442,16 @@ def test_more_images_than_the_limit_is_a_400(servers, images):
     message = _error(*post(server.base_url + "/generate", {"text": PLACEHOLDER * 3, "image_data": urls}))
     assert "image_data: Image count 3 exceeds limit 2 per request" in message
     content = [image_part(url) for url in urls]
-    message = _error(*post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]}))
+    message = _error(
+        *post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]})
+    )
     assert "messages: Image count 3 exceeds limit 2" in message
-    assert generate(server, text=PLACEHOLDER * 2, image_data=urls[:2], sampling_params={"max_new_tokens": 1})["meta_info"]["image_tokens"] == 8
+    assert (
+        generate(server, text=PLACEHOLDER * 2, image_data=urls[:2], sampling_params={"max_new_tokens": 1})["meta_info"][
+            "image_tokens"
+        ]
+        == 8
+    )
 
 
 # -- a text model is unchanged ----------------------------------------------------------------------------------------
@@ -366,12 +465,18 @@ def test_a_text_model_still_refuses_images_and_serves_text(tmp_path_factory, ima
     server.start()
     try:
         assert json.loads(get(server.base_url + "/model_info")[1])["has_image_understanding"] is False
-        assert "image_data: not supported" in _error(*post(server.base_url + "/generate", {"text": "a", "image_data": "x.png"}))
+        assert "image_data: not supported" in _error(
+            *post(server.base_url + "/generate", {"text": "a", "image_data": "x.png"})
+        )
         content = [{"type": "text", "text": "hi"}, image_part(data_url(images[0][0]))]
-        message = _error(*post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]}))
+        message = _error(
+            *post(server.base_url + "/v1/chat/completions", {"messages": [{"role": "user", "content": content}]})
+        )
         assert "messages[0].content[1].image_url.url: image parts need a vision-language model" in message
         out = chat(server, [{"type": "text", "text": "how many apples"}])
         assert out["usage"]["prompt_tokens_details"] == {"cached_tokens": 0} and out["usage"]["completion_tokens"] == 6
-        assert "image_tokens" not in generate(server, text="the cat", sampling_params={"max_new_tokens": 2})["meta_info"]
+        assert (
+            "image_tokens" not in generate(server, text="the cat", sampling_params={"max_new_tokens": 2})["meta_info"]
+        )
     finally:
         server.stop()

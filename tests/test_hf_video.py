@@ -67,8 +67,12 @@ def processor_inputs(reference, text, path):
 
     frames, fps = decoded(path)
     metadata = VideoMetadata(total_num_frames=len(frames), fps=fps)
-    return reference.processor(text=[text], videos=[frames], return_tensors="pt",
-                               videos_kwargs={"video_metadata": [metadata], "do_sample_frames": True})  # fmt: skip
+    return reference.processor(
+        text=[text],
+        videos=[frames],
+        return_tensors="pt",
+        videos_kwargs={"video_metadata": [metadata], "do_sample_frames": True},
+    )
 
 
 def test_the_laid_out_prompt_equals_the_processors_own(reference, model_dir, videos):
@@ -78,9 +82,12 @@ def test_the_laid_out_prompt_equals_the_processors_own(reference, model_dir, vid
     text = reference.chat_text([{"type": "video"}, {"type": "text", "text": "what moves"}])
     expected = processor_inputs(reference, text, videos[0])
     marker = tok.convert_tokens_to_ids
-    preparer = ImagePreparer(reference.processor.image_processor, VisionTokens(6, VIDEO_PAD, marker("<|vision_start|>"), marker("<|vision_end|>")),
-                             video_processor=reference.processor.video_processor,
-                             encode=lambda t: tok.encode(t, add_special_tokens=False))  # fmt: skip
+    preparer = ImagePreparer(
+        reference.processor.image_processor,
+        VisionTokens(6, VIDEO_PAD, marker("<|vision_start|>"), marker("<|vision_end|>")),
+        video_processor=reference.processor.video_processor,
+        encode=lambda t: tok.encode(t, add_special_tokens=False),
+    )
     prompt = preparer.prepare(tok.encode(text), [], "text", [ImageRef(str(videos[0]), "video_data")])
     assert prompt.input_ids == expected["input_ids"][0].tolist()
     assert torch.equal(prompt.pixel_values, expected["pixel_values_videos"])
@@ -98,8 +105,13 @@ def test_a_videos_features_equal_its_temporal_patches_run_as_images(reference, v
         whole = inner.get_video_features(pixels, inputs["video_grid_thw"], return_dict=True)
         parts = inner.get_image_features(pixels, torch.tensor([[1, h, w]] * groups), return_dict=True)
     assert groups >= 2
-    assert max_abs_diff(torch.cat(list(whole.pooler_output)).flatten().tolist(),
-                        torch.cat(list(parts.pooler_output)).flatten().tolist()) < 1e-5  # fmt: skip
+    assert (
+        max_abs_diff(
+            torch.cat(list(whole.pooler_output)).flatten().tolist(),
+            torch.cat(list(parts.pooler_output)).flatten().tolist(),
+        )
+        < 1e-5
+    )
 
 
 def test_group_timestamps_equal_the_processors(reference):
@@ -118,8 +130,14 @@ def test_video_prompt_logprobs_equal_one_transformers_forward(server, reference,
     ids = inputs["input_ids"][0]
     expected = torch.log_softmax(logits[:-1], -1).gather(1, ids[1:, None])[:, 0].tolist()
     flush(server)
-    out = generate(server, text=text, video_data=str(videos[0]), return_logprob=True, logprob_start_len=0,
-                   sampling_params={"max_new_tokens": 1, **GREEDY})  # fmt: skip
+    out = generate(
+        server,
+        text=text,
+        video_data=str(videos[0]),
+        return_logprob=True,
+        logprob_start_len=0,
+        sampling_params={"max_new_tokens": 1, **GREEDY},
+    )
     served = [entry[0] for entry in out["meta_info"]["input_token_logprobs"][1:]]
     assert len(served) == len(expected)
     assert max_abs_diff(served, expected) < TO_TRANSFORMERS
@@ -147,7 +165,9 @@ def test_chat_video_url_in_every_form_agrees_and_follows_the_frames(server, vide
     assert max(max_abs_diff(logprobs[0], other) for other in logprobs[1:]) < HIT_TO_COLD
     details = [a["usage"]["prompt_tokens_details"] for a in answers]
     assert details[0]["video_tokens"] > 0 and "image_tokens" not in details[0]
-    assert details[0]["cached_tokens"] == 0 and details[1]["cached_tokens"] > details[0]["video_tokens"]  # same frames, same keys
+    assert (
+        details[0]["cached_tokens"] == 0 and details[1]["cached_tokens"] > details[0]["video_tokens"]
+    )  # same frames, same keys
     reversed_answer = chat(server, str(videos[2]))
     reversed_logprobs = [t["logprob"] for t in reversed_answer["choices"][0]["logprobs"]["content"]]
     assert max_abs_diff(logprobs[0], reversed_logprobs) > 1e-3  # the same frames in another order: another answer
@@ -165,11 +185,20 @@ def _error(status, body):
         ({"text": VIDEO_PLACEHOLDER}, "text: the prompt has 1 video placeholder(s)"),
         ({"text": "none", "video_data": "/no/such.mp4"}, "but the request has 1 video(s)"),
         ({"text": VIDEO_PLACEHOLDER, "video_data": "/no/such.mp4"}, "video_data: no such video file '/no/such.mp4'"),
-        ({"text": VIDEO_PLACEHOLDER, "video_data": "data:video/mp4;base64,bm90IGEgdmlkZW8="}, "video_data: not a readable video"),
-        ({"text": VIDEO_PLACEHOLDER, "video_data": "https://example.com/v.mp4"}, "video_data: the HF reference engine has no network"),
-        ({"text": [VIDEO_PLACEHOLDER] * 2, "video_data": ["/a.mp4"]}, "video_data: The length of video_data should be equal"),
+        (
+            {"text": VIDEO_PLACEHOLDER, "video_data": "data:video/mp4;base64,bm90IGEgdmlkZW8="},
+            "video_data: not a readable video",
+        ),
+        (
+            {"text": VIDEO_PLACEHOLDER, "video_data": "https://example.com/v.mp4"},
+            "video_data: the HF reference engine has no network",
+        ),
+        (
+            {"text": [VIDEO_PLACEHOLDER] * 2, "video_data": ["/a.mp4"]},
+            "video_data: The length of video_data should be equal",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_video_data_gets_400_naming_the_key(server, body, needle):
     assert needle in _error(*post(server.base_url + "/generate", body))
 
@@ -186,7 +215,15 @@ def test_the_torch_only_video_processor_matches_torchvisions(model_dir, videos):
     frames, fps = decoded(videos[0])
     for size in (None, {"shortest_edge": 96 * 96 * 2, "longest_edge": 96 * 96 * 16}):  # as is, then upscaled
         kwargs = {"size": size} if size else {}
-        a, b = (p(videos=[frames], video_metadata=[VideoMetadata(total_num_frames=8, fps=fps)], do_sample_frames=True,
-                  return_tensors="pt", **kwargs) for p in (real, ours))  # fmt: skip
+        a, b = (
+            p(
+                videos=[frames],
+                video_metadata=[VideoMetadata(total_num_frames=8, fps=fps)],
+                do_sample_frames=True,
+                return_tensors="pt",
+                **kwargs,
+            )
+            for p in (real, ours)
+        )
         assert torch.equal(a["video_grid_thw"], b["video_grid_thw"])
         assert torch.equal(a["pixel_values_videos"], b["pixel_values_videos"])

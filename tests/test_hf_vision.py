@@ -28,5 +28,9 @@ def test_deepstack_rows_are_split_per_image_in_both_transformers_forms(tmp_path)
     for layer in out.deepstack_features:
         split = per_image(layer, sizes)
         joined = per_image(torch.cat(list(layer)), sizes)  # the 5.17 form
-        assert [r.shape for r in split] == [r.shape for r in joined] == [(n, model.config.text_config.hidden_size) for n in sizes]
+        assert (
+            [r.shape for r in split]
+            == [r.shape for r in joined]
+            == [(n, model.config.text_config.hidden_size) for n in sizes]
+        )
         assert all(torch.equal(a, b) for a, b in zip(split, joined))

@@ -18,7 +18,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_two_runs_make_a_trend_and_two_failures_in_a_row_are_flagged(tmp_path, tiny_model):
     write_project(tmp_path, tiny_model)
-    text = (tmp_path / "thresholds.yaml").read_text().replace("{metric: accuracy, min: 0.0,", "{metric: accuracy, min: 0.5,")
+    text = (
+        (tmp_path / "thresholds.yaml")
+        .read_text()
+        .replace("{metric: accuracy, min: 0.0,", "{metric: accuracy, min: 0.5,")
+    )
     (tmp_path / "thresholds.yaml").write_text(text)
     for _ in range(2):
         run = run_inner(tmp_path, "-k", "gsm8k")
@@ -29,8 +33,13 @@ def test_two_runs_make_a_trend_and_two_failures_in_a_row_are_flagged(tmp_path, t
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
         columns = [row[1] for row in conn.execute("PRAGMA table_info(results)")]
         assert columns == ["run_id", "model", "config", "suite", "metric", "value", "passed", "verdict"]
-    done = subprocess.run([sys.executable, "-m", "harness", "history", "--db", str(db), "-k", "gsm8k accuracy"],
-                          cwd=REPO, capture_output=True, text=True, timeout=60)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "harness", "history", "--db", str(db), "-k", "gsm8k accuracy"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0] == "tiny/cfg gsm8k accuracy: 0 (FAIL) → 0 (FAIL)  [two consecutive violations]", lines

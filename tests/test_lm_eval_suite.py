@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
+from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 pytest.importorskip("lm_eval")
 
@@ -31,15 +31,22 @@ OPTIONS = {
 def thresholds(suites: list[str], data: Path, task: Path) -> str:
     options = "".join(f"      {s}: {OPTIONS[s].format(data=data, task=task)}\n" for s in suites)
     references = "".join(f"  {s}:\n    canary: [{{metric: accuracy, min: 0.5, provenance: test}}]\n" for s in suites)
-    return (f"models:\n  canary:\n    path: {CANARY / 'model'}\n    engine: hf\n    dtype: float32\n    options:\n"
-            f"{options}    configs:\n      cpu:\n        args: []\n        suites: [{', '.join(suites)}]\n"
-            f"references:\n{references}")
+    return (
+        f"models:\n  canary:\n    path: {CANARY / 'model'}\n    engine: hf\n    dtype: float32\n    options:\n"
+        f"{options}    configs:\n      cpu:\n        args: []\n        suites: [{', '.join(suites)}]\n"
+        f"references:\n{references}"
+    )
 
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="canary", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -48,7 +55,9 @@ def project(root: Path, suites: tuple[str, ...] = ("gsm8k", "lm_eval"), task: Pa
     task file, `canary/data/` what it names relatively)."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "canary" / "data").mkdir(parents=True)
-    (root / "canary" / "data" / "test.jsonl").write_text("".join((CANARY / "data" / "test.jsonl").read_text().splitlines(True)[:40]))
+    (root / "canary" / "data" / "test.jsonl").write_text(
+        "".join((CANARY / "data" / "test.jsonl").read_text().splitlines(True)[:40])
+    )
     (root / "canary" / "data" / "train.jsonl").write_text((CANARY / "data" / "train.jsonl").read_text())
     (root / "lm_eval").mkdir()
     (root / "lm_eval" / "canary_gsm8k.yaml").write_text((REPO / "assets" / "lm_eval" / "canary_gsm8k.yaml").read_text())

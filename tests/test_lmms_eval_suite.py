@@ -26,14 +26,14 @@ import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
 from harness.client.http import Client
-from harness.evals.data import stable_subsample
+from harness.config.spec import ServerSpec
 from harness.errors import ConfigError
+from harness.evals.data import stable_subsample
 from harness.evals.lmms_eval_suite import failed_requests, generation_overrides, records, task_source
 from harness.evals.mmmu import content_parts, load_questions, parse_options, score
 from harness.evals.mmmu_answers import parse_multi_choice
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 pytest.importorskip("lmms_eval")
 datasets = pytest.importorskip("datasets")
@@ -62,7 +62,12 @@ references:
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="vlm", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -87,12 +92,21 @@ def data(tmp_path_factory) -> Path:
 def project(root: Path, data: Path, suites: str = "mmmu, lmms_eval", lmms_eval: str = "") -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
-    options = {"mmmu": f"{{source: {data / 'canary-vlm' / 'mmmu'}}}",
-               "lmms_eval": lmms_eval or f"{{task_yaml: {data / 'lmms_eval' / TASK.name}, max_retries: 1}}"}
+    options = {
+        "mmmu": f"{{source: {data / 'canary-vlm' / 'mmmu'}}}",
+        "lmms_eval": lmms_eval or f"{{task_yaml: {data / 'lmms_eval' / TASK.name}, max_retries: 1}}",
+    }
     chosen = suites.split(", ")
-    (root / "thresholds.yaml").write_text(THRESHOLDS.format(
-        model=CANARY / "model", suites=suites, options="\n".join(f"      {s}: {options[s]}" for s in chosen),
-        references="".join(f"  {s}:\n    vlm: [{{metric: accuracy, min: 0.5, provenance: test}}]\n" for s in chosen)))
+    (root / "thresholds.yaml").write_text(
+        THRESHOLDS.format(
+            model=CANARY / "model",
+            suites=suites,
+            options="\n".join(f"      {s}: {options[s]}" for s in chosen),
+            references="".join(
+                f"  {s}:\n    vlm: [{{metric: accuracy, min: 0.5, provenance: test}}]\n" for s in chosen
+            ),
+        )
+    )
     (root / "suites").mkdir(exist_ok=True)
     for suite in chosen:
         (root / "suites" / f"test_{suite}.py").write_text((REPO / "suites" / f"test_{suite}.py").read_text())
@@ -132,9 +146,14 @@ def image_order(doc: dict, messages: list[dict]) -> list[str]:
 
 async def replay(url: str, docs: list[dict]) -> dict[str, str]:
     async with Client(url) as client:
+
         async def one(doc):
-            payload = {"model": str(CANARY / "model"), "messages": lmms_eval_messages(doc), "max_tokens": 16,
-                       "temperature": 0}  # fmt: skip
+            payload = {
+                "model": str(CANARY / "model"),
+                "messages": lmms_eval_messages(doc),
+                "max_tokens": 16,
+                "temperature": 0,
+            }
             return doc["id"], (await client.chat(payload))["choices"][0]["message"]["content"]
 
         return dict(await asyncio.gather(*map(one, docs)))
@@ -171,9 +190,11 @@ def test_lmms_eval_mmmu_against_the_harness_question_by_question(tmp_path, engin
             fallback.append(i)
             continue
         assert score(doc, theirs[i]["output"])["correct"] == theirs[i]["correct"], i  # the same answer, the same score
-    print(f"lmms_eval vs mmmu on {QUESTIONS} canary VLM questions: {QUESTIONS - len(differ)} answers alike; differ: "
-          f"{differ}; lmms-eval reorders the images of {len(reordered)} ({sum(i in reordered for i in differ)} of those "
-          f"differing), strips the text around images on all; random fallbacks: {fallback}")  # fmt: skip
+    print(
+        f"lmms_eval vs mmmu on {QUESTIONS} canary VLM questions: {QUESTIONS - len(differ)} answers alike; differ: "
+        f"{differ}; lmms-eval reorders the images of {len(reordered)} ({sum(i in reordered for i in differ)} of those "
+        f"differing), strips the text around images on all; random fallbacks: {fallback}"
+    )
     # The replay above already shows lmms-eval's answers are its prompts' answers. Of the differing ones, those with
     # the images in the options' order differ on the stripped spaces alone: 0 of these 40 on the image-only canary,
     # 1 (Physics_21) on the video-trained one; on all 900, 35 of the image-only canary's 101.
@@ -186,7 +207,9 @@ def test_a_failing_server_is_an_error_counting_failed_requests_not_a_score(tmp_p
         run = run_inner(project(tmp_path, data, suites="lmms_eval"), "--harness-base-url", url, timeout=400)
     row = run.rows()["lmms_eval"]
     assert row["verdict"] == "error", run.output[-3000:]
-    assert f"lmms_eval[vlm/cpu]: {QUESTIONS} of {QUESTIONS} requests failed after lmms-eval's 1 attempt(s)" in run.output
+    assert (
+        f"lmms_eval[vlm/cpu]: {QUESTIONS} of {QUESTIONS} requests failed after lmms-eval's 1 attempt(s)" in run.output
+    )
     assert row["samples_kept"] == 0  # no answers recorded
     assert_clean(run)
 
@@ -194,16 +217,24 @@ def test_a_failing_server_is_an_error_counting_failed_requests_not_a_score(tmp_p
 def test_a_missing_task_file_is_a_config_error_naming_it(tmp_path, engine, data):
     missing = tmp_path / "nope.yaml"
     with fault_proxy(engine.base_url, "none") as url:
-        run = run_inner(project(tmp_path / "p", data, suites="lmms_eval", lmms_eval=f"{{task_yaml: {missing}}}"),
-                        "--harness-base-url", url)  # fmt: skip
+        run = run_inner(
+            project(tmp_path / "p", data, suites="lmms_eval", lmms_eval=f"{{task_yaml: {missing}}}"),
+            "--harness-base-url",
+            url,
+        )
     assert run.rows()["lmms_eval"]["verdict"] == "error"
     assert f"lmms_eval.task_yaml: {missing} does not exist" in run.output
 
 
 def test_a_hub_dataset_offline_is_an_error_naming_it(tmp_path, engine, data):
     with fault_proxy(engine.base_url, "none") as url:
-        run = run_inner(project(tmp_path, data, suites="lmms_eval", lmms_eval="{task: mmmu_val, limit: 5}"),
-                        "--harness-base-url", url, env=OFFLINE, timeout=400)  # fmt: skip
+        run = run_inner(
+            project(tmp_path, data, suites="lmms_eval", lmms_eval="{task: mmmu_val, limit: 5}"),
+            "--harness-base-url",
+            url,
+            env=OFFLINE,
+            timeout=400,
+        )
     assert run.rows()["lmms_eval"]["verdict"] == "error", run.output[-3000:]
     assert "task mmmu_val could not load dataset 'lmms-lab-encoder/MMMU' from the Hugging Face hub" in run.output
     assert_clean(run)
@@ -212,21 +243,38 @@ def test_a_hub_dataset_offline_is_an_error_naming_it(tmp_path, engine, data):
 # -- without a server ------------------------------------------------------------------------------------------
 def logged(doc_id: int, context: str, answer: str, parsed, question_type="multiple-choice") -> dict:
     """One lmms-eval MMMU sample as simple_evaluate logs it (the fields the suite reads)."""
-    record = {"id": f"validation_Art_{doc_id + 1}", "subdomain": "Art", "question_type": question_type,
-              "answer": answer, "parsed_pred": [parsed]}  # fmt: skip
-    return {"doc_id": doc_id, "doc": {"id": record["id"]}, "target": answer, "arguments": [context, {}, doc_id],
-            "resps": [["raw"]], "filtered_resps": ["raw"], "mmmu_acc": record}  # fmt: skip
+    record = {
+        "id": f"validation_Art_{doc_id + 1}",
+        "subdomain": "Art",
+        "question_type": question_type,
+        "answer": answer,
+        "parsed_pred": [parsed],
+    }
+    return {
+        "doc_id": doc_id,
+        "doc": {"id": record["id"]},
+        "target": answer,
+        "arguments": [context, {}, doc_id],
+        "resps": [["raw"]],
+        "filtered_resps": ["raw"],
+        "mmmu_acc": record,
+    }
 
 
 def test_records_score_each_sample_with_the_tasks_own_aggregation():
     from lmms_eval.tasks.mmmu.utils import mmmu_aggregate_results
 
-    samples = [logged(2, "Is <image> red?", "3.5", ["red", 3.5, " b"], "open"), logged(0, "Is <image 1> red?", "B", "B"),
-               logged(1, "Is <image 1> red?", "B", "A")]  # fmt: skip
+    samples = [
+        logged(2, "Is <image> red?", "3.5", ["red", 3.5, " b"], "open"),
+        logged(0, "Is <image 1> red?", "B", "B"),
+        logged(1, "Is <image 1> red?", "B", "A"),
+    ]
     rows = records(samples, "mmmu_acc", mmmu_aggregate_results, "validation")
     assert [(r["id"], r["correct"], r["parsed"]) for r in rows] == [
-        ("validation_Art_1", True, "B"), ("validation_Art_2", False, "A"),
-        ("validation_Art_3", True, [" b", 3.5, "red"])]  # document order; open candidates sorted  # fmt: skip
+        ("validation_Art_1", True, "B"),
+        ("validation_Art_2", False, "A"),
+        ("validation_Art_3", True, [" b", 3.5, "red"]),
+    ]  # document order; open candidates sorted
     assert len({r["prompt_sha256"] for r in rows}) == 1  # `<image 1>` and `<image>`: one prompt
 
 

@@ -14,9 +14,9 @@ from hf_vlm_support import build_tiny_qwen3_vl
 from test_faults import assert_clean, fault_proxy, run_inner
 from test_mm_suites import write_mmmu
 
+from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[1]
 THRESHOLDS = """\
@@ -46,7 +46,12 @@ def vlm(tmp_path_factory):
 @pytest.fixture(scope="module")
 def engine(vlm, tmp_path_factory):
     spec = ServerSpec(model="tiny-vl", config="upstream", model_path=str(vlm), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -77,6 +82,8 @@ def test_an_engine_that_drops_or_reorders_images_fails_parity(project, engine, f
     assert row["verdict"] == "fail", run.output[-3000:]
     differ = round((1 - row["metrics"]["answer_agreement"]) * 12)
     assert 1 <= differ <= changed  # only questions whose images the fault touched can change
-    assert f"mmmu_parity[tiny-vl/cfg]: answer_agreement {row['metrics']['answer_agreement']:.3f} < min 1.000" in run.output
+    assert (
+        f"mmmu_parity[tiny-vl/cfg]: answer_agreement {row['metrics']['answer_agreement']:.3f} < min 1.000" in run.output
+    )
     assert f"mmmu_parity[tiny-vl/cfg]: {differ} of 12 answers differ; the first" in run.output
     assert_clean(run)

@@ -53,9 +53,16 @@ def run_eval(evaluation, server, model_dir, options, reference=None, samples=Non
         async with Client(server.base_url) as client:
             ref_client = Client(reference.base_url) if reference else None
             try:
-                ctx = EvalContext(client, "tiny-vl/test", server.info, options, str(model_dir), str(model_dir),
-                                  on_sample=(samples.append if samples is not None else lambda r: None),
-                                  reference=(lambda: ref_client) if ref_client else None)  # fmt: skip
+                ctx = EvalContext(
+                    client,
+                    "tiny-vl/test",
+                    server.info,
+                    options,
+                    str(model_dir),
+                    str(model_dir),
+                    on_sample=(samples.append if samples is not None else lambda r: None),
+                    reference=(lambda: ref_client) if ref_client else None,
+                )
                 return await evaluation(ctx)
             finally:
                 if ref_client:
@@ -71,7 +78,9 @@ def test_load_questions_reads_the_hub_schema_from_a_local_parquet_tree(mmmu_dir)
 
 
 def test_load_questions_names_a_missing_subject_and_a_misspelt_one(mmmu_dir):
-    with pytest.raises(ConfigError, match=r"no validation-\*\.parquet for subject\(s\) Physics \(subjects present: Art, Math\)"):
+    with pytest.raises(
+        ConfigError, match=r"no validation-\*\.parquet for subject\(s\) Physics \(subjects present: Art, Math\)"
+    ):
         load_questions(str(mmmu_dir), "validation", ["Art", "Physics"])
     with pytest.raises(ConfigError, match="did you mean 'Math'"):
         load_questions(str(mmmu_dir), "validation", ["Maths"])
@@ -79,8 +88,13 @@ def test_load_questions_names_a_missing_subject_and_a_misspelt_one(mmmu_dir):
 
 def test_mmmu_asks_every_question_with_its_images_and_reports_the_breakdown(servers, model_dir, mmmu_dir):
     samples = []
-    result = run_eval(MMMU(), servers("--page-size", "1"), model_dir,
-                      {"source": str(mmmu_dir), "subjects": list(SUBJECTS)}, samples=samples)  # fmt: skip
+    result = run_eval(
+        MMMU(),
+        servers("--page-size", "1"),
+        model_dir,
+        {"source": str(mmmu_dir), "subjects": list(SUBJECTS)},
+        samples=samples,
+    )
     assert result.n == 12 and len(samples) == 12
     assert set(result.details["domains"]) == {"Art and Design", "Science"}
     assert result.details["subjects"]["Math"]["n"] == 6
@@ -93,8 +107,12 @@ def test_mmmu_asks_every_question_with_its_images_and_reports_the_breakdown(serv
 
 @pytest.mark.parametrize("page", ["1", "16"])
 def test_mm_prefix_cache_passes_on_a_cache_keyed_by_image_content(servers, model_dir, mmmu_dir, page):
-    result = run_eval(MMPrefixCache(), servers("--page-size", page), model_dir,
-                      {"source": str(mmmu_dir), "subjects": list(SUBJECTS), "num_samples": 8})  # fmt: skip
+    result = run_eval(
+        MMPrefixCache(),
+        servers("--page-size", page),
+        model_dir,
+        {"source": str(mmmu_dir), "subjects": list(SUBJECTS), "num_samples": 8},
+    )
     assert result.metrics["false_hits"] == 0, result.notes
     assert result.metrics["hit_rate"] == 1.0
     assert result.metrics["kl_div"] < 1e-8
@@ -104,8 +122,9 @@ def test_mm_prefix_cache_passes_on_a_cache_keyed_by_image_content(servers, model
 
 def test_mm_prefix_cache_catches_a_cache_keyed_by_text_alone(servers, model_dir, mmmu_dir):
     server = servers("--page-size", "1", env={"HARNESS_HF_FAULT": "text-keyed-mm-cache"})
-    result = run_eval(MMPrefixCache(), server, model_dir,
-                      {"source": str(mmmu_dir), "subjects": list(SUBJECTS), "num_samples": 8})  # fmt: skip
+    result = run_eval(
+        MMPrefixCache(), server, model_dir, {"source": str(mmmu_dir), "subjects": list(SUBJECTS), "num_samples": 8}
+    )
     assert result.metrics["false_hits"] == 8  # every "same text, different image" request hits past the image
     assert result.notes[0] == "mm_prefix_cache: 8 false cache hit(s); the first:"
     assert "different image: cached_tokens" in result.notes[1]
@@ -113,9 +132,14 @@ def test_mm_prefix_cache_catches_a_cache_keyed_by_text_alone(servers, model_dir,
 
 def test_mmmu_parity_of_two_engines_on_the_same_weights(servers, model_dir, mmmu_dir):
     samples = []
-    result = run_eval(MMMUParity(), servers("--page-size", "1"), model_dir,
-                      {"source": str(mmmu_dir), "subjects": list(SUBJECTS)},
-                      reference=servers("--page-size", "16"), samples=samples)  # fmt: skip
+    result = run_eval(
+        MMMUParity(),
+        servers("--page-size", "1"),
+        model_dir,
+        {"source": str(mmmu_dir), "subjects": list(SUBJECTS)},
+        reference=servers("--page-size", "16"),
+        samples=samples,
+    )
     assert result.metrics["answer_agreement"] == 1.0
     assert result.metrics["accuracy_gap"] == 0.0 and result.units["accuracy_gap"] == [0.0] * 12
     assert result.notes == ["mmmu_parity[tiny-vl/test]: 0 of 12 answers differ"]
@@ -129,8 +153,12 @@ def test_the_committed_tiny_vlm_rebuilds_byte_identical(tmp_path):
     import sys
 
     committed = Path(__file__).resolve().parents[1] / "assets" / "qwen3-vl-tiny"
-    subprocess.run([sys.executable, "-m", "canary.tiny_vl", "--out", str(tmp_path), "--seed", "0"], check=True,
-                   cwd=committed.parents[1], capture_output=True)  # fmt: skip
+    subprocess.run(
+        [sys.executable, "-m", "canary.tiny_vl", "--out", str(tmp_path), "--seed", "0"],
+        check=True,
+        cwd=committed.parents[1],
+        capture_output=True,
+    )
     files = sorted(str(p.relative_to(committed)) for p in committed.rglob("*") if p.is_file())
     match, mismatch, errors = filecmp.cmpfiles(committed, tmp_path, files, shallow=False)
     assert (mismatch, errors) == ([], []) and len(match) == len(files) == 39

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import pytest
 
+from harness.errors import ConfigError
 from harness.evals.mmmu import construct_prompt, content_parts, score, subject_of
 from harness.evals.mmmu_answers import gold_answers, normalize, open_correct, parse_multi_choice, parse_open
-from harness.errors import ConfigError
 from harness.verdict.statistics import mcnemar_two_sided, sign_flip_p_value
 
 OPTIONS = ["red", "green", "blue", "yellow"]
-MC = {"id": "validation_Art_1", "question": "Which shape in <image 1> matches <image 2>?",
-      "options": "['circle', 'square']", "question_type": "multiple-choice", "answer": "B"}  # fmt: skip
+MC = {
+    "id": "validation_Art_1",
+    "question": "Which shape in <image 1> matches <image 2>?",
+    "options": "['circle', 'square']",
+    "question_type": "multiple-choice",
+    "answer": "B",
+}
 
 
 def test_prompt_is_lmms_evals_default():
@@ -27,16 +32,27 @@ def test_images_interleave_at_their_tags_or_come_first():
     assert [k for k, _ in content_parts(MC)] == ["text", "image", "text", "image", "text"]
     assert [v for k, v in content_parts(MC) if k == "image"] == ["image_1", "image_2"]
     assert content_parts({**MC, "question": "<image 2> then <image 1>"}, "images_first")[:2] == [
-        ("image", "image_1"), ("image", "image_2")]  # fmt: skip
+        ("image", "image_1"),
+        ("image", "image_2"),
+    ]
     with pytest.raises(ValueError, match="choices: interleaved, images_first"):
         content_parts(MC, "images_last")
 
 
 @pytest.mark.parametrize(
     "response, expected",
-    [("B", "B"), ("(C)", "C"), ("The answer is D.", "D"), ("A. red", "A"), ("b", None), ("", None),
-     ("I think the colour of it is green, clearly", "B"), ("(A) no, (C)", "C"), ("maybe", None)],
-)  # fmt: skip
+    [
+        ("B", "B"),
+        ("(C)", "C"),
+        ("The answer is D.", "D"),
+        ("A. red", "A"),
+        ("b", None),
+        ("", None),
+        ("I think the colour of it is green, clearly", "B"),
+        ("(A) no, (C)", "C"),
+        ("maybe", None),
+    ],
+)
 def test_multiple_choice_parser_never_guesses(response, expected):
     assert parse_multi_choice(response, OPTIONS) == expected
 
@@ -53,7 +69,11 @@ def test_open_parser_and_scoring():
 def test_score_counts_an_unreadable_answer_as_wrong_and_unparsed():
     assert score(MC, "B") == {"parsed": "B", "unparsed": False, "correct": True}
     assert score(MC, "no idea") == {"parsed": None, "unparsed": True, "correct": False}
-    assert score({**MC, "question_type": "open", "answer": "red"}, "  ") == {"parsed": None, "unparsed": True, "correct": False}
+    assert score({**MC, "question_type": "open", "answer": "red"}, "  ") == {
+        "parsed": None,
+        "unparsed": True,
+        "correct": False,
+    }
 
 
 def test_subject_from_the_id():

@@ -24,7 +24,7 @@ SUITE_FILES = {
 }
 
 # Records each test's server pid and which earlier servers are still alive, so the grouping is observable.
-PID_PROBE = '''
+PID_PROBE = """
 import json, os, psutil, pytest
 
 @pytest.fixture(autouse=True)
@@ -39,7 +39,7 @@ def _record_server(request):
     with open(path, "a") as f:
         f.write(json.dumps({"case": harness.case.key, "suite": harness.case.suite, "pid": harness.live.server.pid,
                             "alive_others": [p for p in others if psutil.pid_exists(p)]}) + "\\n")
-'''
+"""
 
 
 THRESHOLDS_TEMPLATE = textwrap.dedent(
@@ -88,8 +88,10 @@ def write_project(pytester: pytest.Pytester, model_dir: Path, **yaml_kwargs) -> 
     pytester.makeconftest('pytest_plugins = ["harness.pytest_plugin.hooks"]\n' + PID_PROBE)
     write_thresholds(pytester, thresholds_yaml(model_dir, **yaml_kwargs))
     data = pytester.mkdir("data")
-    rows = [{"question": f"Bob has {a} pens and gets {a + 1} more. How many?", "answer": f"{a}+{a + 1}\n#### {2 * a + 1}"}
-            for a in range(1, 7)]  # fmt: skip
+    rows = [
+        {"question": f"Bob has {a} pens and gets {a + 1} more. How many?", "answer": f"{a}+{a + 1}\n#### {2 * a + 1}"}
+        for a in range(1, 7)
+    ]
     (data / "test.jsonl").write_text("\n".join(json.dumps(r) for r in rows[:4]) + "\n")
     (data / "train.jsonl").write_text("\n".join(json.dumps(r) for r in rows[4:]) + "\n")
     suites = pytester.mkdir("suites")
@@ -191,7 +193,9 @@ def test_no_reference_and_smoke_record_without_failing(project, tiny_model):
 
 def test_a_failed_launch_fails_that_config_and_the_run_goes_on(project, tiny_model):
     broken = "broken:\n  args: [--no-such-flag]\n  suites: [gsm8k, prefix_branching]\n"
-    text = thresholds_yaml(tiny_model).replace("    configs:\n", "    configs:\n" + textwrap.indent(broken, "      "), 1)
+    text = thresholds_yaml(tiny_model).replace(
+        "    configs:\n", "    configs:\n" + textwrap.indent(broken, "      "), 1
+    )
     write_thresholds(project, text)
     result = project.runpytest_subprocess("suites", "-k", "broken or (cpu and not page16)", "-p", "no:cacheprovider")
     result.assert_outcomes(errors=2, passed=2)  # a fixture that cannot start its server errors the test
@@ -212,7 +216,9 @@ def test_malformed_yaml_is_a_usage_error_naming_the_key(project, tiny_model):
     result = project.runpytest_subprocess("suites", "--collect-only", "-q")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
-        ["ERROR: thresholds.yaml: models.tiny-qwen2.configs.cpu.suites[[]0[]]: unknown suite 'gsm8kk' (did you mean 'gsm8k'?)*"]
+        [
+            "ERROR: thresholds.yaml: models.tiny-qwen2.configs.cpu.suites[[]0[]]: unknown suite 'gsm8kk' (did you mean 'gsm8k'?)*"
+        ]
     )
 
 
@@ -228,8 +234,12 @@ def test_an_interrupted_run_leaves_a_valid_report_and_no_server(project):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "pytest", "test_slow_suite.py", "-k", "cpu and not page16", "-p", "no:cacheprovider"],
-        cwd=project.path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=project.path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     server_pid = None
     try:
         deadline = time.monotonic() + 120
@@ -265,14 +275,18 @@ def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(pro
         "suites/test_gsm8k.py", "-k", "cpu and not page16", "--harness-update-thresholds", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["*gsm8k[[]tiny-qwen2/cpu[]]: wrote accuracy=0 (n=4) into references.gsm8k.tiny-qwen2[[]0[]]"])
+    result.stdout.fnmatch_lines(
+        ["*gsm8k[[]tiny-qwen2/cpu[]]: wrote accuracy=0 (n=4) into references.gsm8k.tiny-qwen2[[]0[]]"]
+    )
     text = (project.path / "thresholds.yaml").read_text()
     assert "value: 0.0  # measured" in text and "n: 4" in text
 
 
 def test_step_summary_is_appended_and_secrets_stay_out_of_the_report(project, tiny_model, monkeypatch):
     token = "hf_" + "abcdefghijklmnopqrstuvwx"
-    text = thresholds_yaml(tiny_model).replace("            args: []\n", f"            args: []\n            env: {{HF_TOKEN: {token}}}\n", 1)
+    text = thresholds_yaml(tiny_model).replace(
+        "            args: []\n", f"            args: []\n            env: {{HF_TOKEN: {token}}}\n", 1
+    )
     write_thresholds(project, text)
     summary = project.path / "step_summary.md"
     monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(summary))

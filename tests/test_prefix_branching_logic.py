@@ -73,9 +73,11 @@ def test_mamba_no_buffer_never_reuses_a_branch(prefix_len):
 
 @pytest.mark.parametrize(
     "server, model, kind",
-    [("qwen3_next_extra_buffer_without_uses_field", "qwen3_next", "mamba_extra_buffer"),
-     ("attention_page16_without_uses_field", "qwen2", "attention")],
-)  # fmt: skip
+    [
+        ("qwen3_next_extra_buffer_without_uses_field", "qwen3_next", "mamba_extra_buffer"),
+        ("attention_page16_without_uses_field", "qwen2", "attention"),
+    ],
+)
 def test_without_uses_mamba_radix_cache_the_architecture_decides(server, model, kind):
     assert classify_cache(SERVER_INFO[server], MODEL_INFO[model]).kind == kind
 

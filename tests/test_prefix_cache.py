@@ -66,9 +66,7 @@ def test_branching_splits_a_node_and_shares_the_prefix():
     assert cache.match(prefix + [2000, 2001, 7]).payload == kv(prefix + [2000, 2001])
     assert cache.match(prefix + [1000, 1001, 1002]).payload == kv(prefix + [1000, 1001, 1002])
     assert cache.match(prefix + [3000]).length == 50
-    assert cache.cached_sequences() == sorted(
-        [tuple(prefix + [1000, 1001, 1002]), tuple(prefix + [2000, 2001])]
-    )
+    assert cache.cached_sequences() == sorted([tuple(prefix + [1000, 1001, 1002]), tuple(prefix + [2000, 2001])])
 
 
 def test_reinserting_a_cached_sequence_adds_nothing_and_extension_adds_the_rest():

@@ -35,8 +35,13 @@ KINDS: dict[str, tuple[list[str], dict]] = {
     "pp": (sg.pp(2), {"pp_size": 2}),
     "eagle": (
         sg.eagle("lmsys/sglang-EAGLE-llama2-chat-7B", 3, 1, 4),
-        {"speculative_algorithm": "EAGLE", "speculative_draft_model_path": "lmsys/sglang-EAGLE-llama2-chat-7B",
-         "speculative_num_steps": 3, "speculative_eagle_topk": 1, "speculative_num_draft_tokens": 4},
+        {
+            "speculative_algorithm": "EAGLE",
+            "speculative_draft_model_path": "lmsys/sglang-EAGLE-llama2-chat-7B",
+            "speculative_num_steps": 3,
+            "speculative_eagle_topk": 1,
+            "speculative_num_draft_tokens": 4,
+        },
     ),
     "eagle3": (
         sg.eagle("lmsys/sglang-EAGLE3-LLaMA3.1-Instruct-8B", 5, 4, 8, algorithm="EAGLE3"),
@@ -45,10 +50,12 @@ KINDS: dict[str, tuple[list[str], dict]] = {
     "mtp": (sg.mtp(1, 1, 2), {"speculative_algorithm": "NEXTN", "speculative_num_draft_tokens": 2}),
     "ngram": (sg.ngram(4), {"speculative_algorithm": "NGRAM", "speculative_num_draft_tokens": 4}),
     "mamba-extra-buffer": (
-        sg.mamba("extra_buffer", 128), {"mamba_radix_cache_strategy": "extra_buffer", "mamba_track_interval": 128}
+        sg.mamba("extra_buffer", 128),
+        {"mamba_radix_cache_strategy": "extra_buffer", "mamba_track_interval": 128},
     ),
     "mamba-no-buffer": (
-        sg.mamba("no_buffer"), {"mamba_radix_cache_strategy": "no_buffer", "disable_overlap_schedule": True}
+        sg.mamba("no_buffer"),
+        {"mamba_radix_cache_strategy": "no_buffer", "disable_overlap_schedule": True},
     ),
     "page-size": (sg.page_size(16), {"page_size": 16}),
 }
@@ -87,8 +94,14 @@ def run_preflight(version: str, cli_args: list[str]) -> subprocess.CompletedProc
     python = os.environ.get("HARNESS_SGLANG_PYTHON") or sys.executable
     return subprocess.run(
         [python, "-m", "harness.serve.engines.preflight", *cli_args],
-        env=env, cwd=REPO, capture_output=True, text=True, timeout=300, check=False, start_new_session=True,
-    )  # fmt: skip
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        start_new_session=True,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +115,18 @@ def batch_results(tmp_path_factory):
             lines |= {"old-mamba": (MODEL, OLD_MAMBA), "bad": (MODEL, BAD_CHOICE)}
             lines |= {spec.id: (spec.model_path, list(spec.args)) for spec in thresholds_sglang_specs()}
             batch = tmp_path_factory.mktemp(f"batch-{version}") / "lines.json"
-            where = {kind: f"qwen3-next/{kind}" for kind in KINDS} | {"old-mamba": "qwen3-next/old-mamba",
-                                                                     "bad": "qwen3-next/bad"}  # fmt: skip
-            batch.write_text(json.dumps([{"model_path": m, "args": a, "where": where.get(k, f"thresholds.yaml: {k}")}
-                                         for k, (m, a) in lines.items()]))  # fmt: skip
+            where = {kind: f"qwen3-next/{kind}" for kind in KINDS} | {
+                "old-mamba": "qwen3-next/old-mamba",
+                "bad": "qwen3-next/bad",
+            }
+            batch.write_text(
+                json.dumps(
+                    [
+                        {"model_path": m, "args": a, "where": where.get(k, f"thresholds.yaml: {k}")}
+                        for k, (m, a) in lines.items()
+                    ]
+                )
+            )
             done = run_preflight(version, ["--batch", str(batch)])
             assert done.returncode == 0, f"preflight under sglang {version} failed:\n{done.stderr[-4000:]}"
             cache[version] = dict(zip(lines, json.loads(done.stdout.strip().splitlines()[-1])))
@@ -162,8 +183,10 @@ def test_0_5_17_accepts_the_old_mamba_flag_as_a_deprecated_alias(batch_results):
     assert result["ok"], result.get("error")
     assert result["parsed"]["mamba_radix_cache_strategy"] == "extra_buffer"
     assert result["warnings"] == [
-        ("'--mamba-scheduler-strategy' is deprecated and will be removed in a future release. "
-        "Use '--mamba-radix-cache-strategy' instead.")
+        (
+            "'--mamba-scheduler-strategy' is deprecated and will be removed in a future release. "
+            "Use '--mamba-radix-cache-strategy' instead."
+        )
     ]
 
 
@@ -207,8 +230,12 @@ def test_a_wrong_flag_fails_the_config_before_anything_is_launched(version, tmp_
     python = os.environ.get("HARNESS_SGLANG_PYTHON") or sys.executable
     proc = subprocess.run(
         [python, "-m", "pytest", "suites", "-p", "no:cacheprovider", "--harness-gpus", "0"],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out[-3000:]
     assert f"SGLang {version} does not accept '--tp-sise' (did you mean '--tp-size'?)" in out, out[-3000:]

@@ -7,10 +7,30 @@ from harness.serve.secrets import scrub_command
 
 
 def test_secret_flags_and_token_like_values_are_masked():
-    command = ["python", "-m", "sglang.launch_server", "--api-key", "abc123", "--hf-token=xyz", "--model-path",
-               "hf_abcdefghijkl", "--tp-size", "2"]  # fmt: skip
-    assert scrub_command(command) == ["python", "-m", "sglang.launch_server", "--api-key", "***", "--hf-token=***",
-                                      "--model-path", "***", "--tp-size", "2"]  # fmt: skip
+    command = [
+        "python",
+        "-m",
+        "sglang.launch_server",
+        "--api-key",
+        "abc123",
+        "--hf-token=xyz",
+        "--model-path",
+        "hf_abcdefghijkl",
+        "--tp-size",
+        "2",
+    ]
+    assert scrub_command(command) == [
+        "python",
+        "-m",
+        "sglang.launch_server",
+        "--api-key",
+        "***",
+        "--hf-token=***",
+        "--model-path",
+        "***",
+        "--tp-size",
+        "2",
+    ]
 
 
 def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
@@ -18,11 +38,25 @@ def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
     sink = report.sample_sink("gsm8k", "canary__cpu")
     sink({"id": "q1", "correct": True})
     report.record_server("canary/cpu", {"engine": "hf", "command": ["python", "--api-key", "s3cret"]})
-    report.record_test({"suite": "gsm8k", "case": "canary/cpu", "verdict": "pass",
-                        "checks": [{"metric": "accuracy", "observed": 0.995, "bound": 0.9632, "kind": "floor", "passed": True},
-                                   {"metric": "invalid_rate", "observed": 0.0, "bound": None, "passed": None}]})  # fmt: skip
-    report.record_test({"suite": "gsm8k", "case": "canary/tp2", "verdict": "skipped",
-                        "skipped": "canary/tp2 needs 2 GPU(s), 0 available"})  # fmt: skip
+    report.record_test(
+        {
+            "suite": "gsm8k",
+            "case": "canary/cpu",
+            "verdict": "pass",
+            "checks": [
+                {"metric": "accuracy", "observed": 0.995, "bound": 0.9632, "kind": "floor", "passed": True},
+                {"metric": "invalid_rate", "observed": 0.0, "bound": None, "passed": None},
+            ],
+        }
+    )
+    report.record_test(
+        {
+            "suite": "gsm8k",
+            "case": "canary/tp2",
+            "verdict": "skipped",
+            "skipped": "canary/tp2 needs 2 GPU(s), 0 available",
+        }
+    )
     # Nothing closed yet (as after a kill): the files are already complete.
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["servers"]["canary/cpu"]["command"] == ["python", "--api-key", "***"]
@@ -31,7 +65,10 @@ def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
     assert "| canary | cpu | gsm8k | accuracy | 0.995 | ≥ 0.9632 | pass |" in summary
     assert "| canary | cpu | gsm8k | invalid_rate | 0 | – | recorded |" in summary
     assert "| canary | tp2 | gsm8k | – | – | – | skipped: canary/tp2 needs 2 GPU(s), 0 available |" in summary
-    assert json.loads((tmp_path / "run" / "samples" / "gsm8k__canary__cpu.jsonl").read_text()) == {"id": "q1", "correct": True}
+    assert json.loads((tmp_path / "run" / "samples" / "gsm8k__canary__cpu.jsonl").read_text()) == {
+        "id": "q1",
+        "correct": True,
+    }
     report.close()
     assert "finished" in json.loads((tmp_path / "run" / "results.json").read_text())["run"]
 

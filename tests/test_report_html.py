@@ -43,7 +43,9 @@ def reports(tmp_path_factory, engine):
     (root / "suites" / "test_logprob_prefill_cache_hit.py").write_text(CACHE_SUITE)
     thresholds = (root / "thresholds.yaml").read_text()
     thresholds = thresholds.replace("suites: [gsm8k]", "suites: [gsm8k, logprob_prefill_cache_hit]").replace(
-        "      gsm8k: {", "      logprob_prefill_cache_hit: {source: canary, num_samples: 8, max_prompt_tokens: 200, max_new_tokens: 8}\n      gsm8k: {")
+        "      gsm8k: {",
+        "      logprob_prefill_cache_hit: {source: canary, num_samples: 8, max_prompt_tokens: 200, max_new_tokens: 8}\n      gsm8k: {",
+    )
     thresholds += "  logprob_prefill_cache_hit:\n    canary: [{metric: kl_div, max: 0.01, provenance: test}]\n"
     (root / "thresholds.yaml").write_text(thresholds)
     clean = run_inner(root, "--harness-base-url", engine.base_url, "--harness-limit", "40")

@@ -86,9 +86,13 @@ def run_inner_pytest_and_signal(tmp_path: Path, body: str, signum: int) -> tuple
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
     inner = subprocess.Popen(
         [sys.executable, "-m", "pytest", str(test_file), "-q", "-p", "no:cacheprovider", "-s"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
         start_new_session=True,  # our own test process must not see the signal
-    )  # fmt: skip
+    )
     engine_pids: list[int] = []
     try:
         deadline = time.monotonic() + 60

@@ -16,10 +16,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+from harness.config.spec import ServerSpec
+from harness.errors import ConfigError
 from harness.serve.engines import ENGINES, get_engine
 from harness.serve.engines.attach import AttachEngine
 from harness.serve.engines.base import Engine, check_model_path
-from harness.errors import ConfigError
 from harness.serve.process_group import free_port, port_is_free
 from harness.serve.server import (
     LifecycleOptions,
@@ -28,7 +29,6 @@ from harness.serve.server import (
     ServerStartError,
     ServerStartTimeout,
 )
-from harness.config.spec import ServerSpec
 
 FAKE_ENGINE = str(Path(__file__).parent / "servers" / "fake_engine.py")
 FAST = LifecycleOptions(grace_period=3.0, poll_interval=0.1, port_free_timeout=5.0)
@@ -154,8 +154,9 @@ def test_server_dying_in_use_is_reported(tmp_path):
 
 
 def test_keyboard_interrupt_while_starting_still_kills_the_server(tmp_path):
-    server = Server(fake_spec("--mode", "hang", "--spawn-child", timeout=60), FakeEngine(), log_dir=tmp_path,
-                    options=FAST)  # fmt: skip
+    server = Server(
+        fake_spec("--mode", "hang", "--spawn-child", timeout=60), FakeEngine(), log_dir=tmp_path, options=FAST
+    )
     timer = threading.Timer(1.0, _thread.interrupt_main)
     timer.start()
     try:
@@ -272,8 +273,15 @@ def test_attach_to_a_running_hf_engine(tmp_path):
 
 
 def test_secrets_stay_out_of_the_log_header_and_errors(tmp_path):
-    spec = ServerSpec("tiny", "cfg", "fake/model", engine="fake", args=("--mode", "crash", "--api-key", "sk-abcdefgh12345"),
-                      env={"HF_TOKEN": "hf_abcdefghijkl", "SGLANG_LOG_LEVEL": "debug"}, startup_timeout=5)  # fmt: skip
+    spec = ServerSpec(
+        "tiny",
+        "cfg",
+        "fake/model",
+        engine="fake",
+        args=("--mode", "crash", "--api-key", "sk-abcdefgh12345"),
+        env={"HF_TOKEN": "hf_abcdefghijkl", "SGLANG_LOG_LEVEL": "debug"},
+        startup_timeout=5,
+    )
     with pytest.raises(ServerStartError) as caught:
         Server(spec, FakeEngine(), log_dir=tmp_path, options=FAST).start()
     header = (tmp_path / "tiny__cfg.log").read_text().split("\n", 2)[:2]

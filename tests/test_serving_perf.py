@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 from test_faults import assert_clean, matches, run_inner, serve_script
 
-from harness.evals.serving_perf import PerfRunInvalid, verify
 from harness.evals.perf.measure import RequestTiming, run_requests, summarize
 from harness.evals.perf.workload import payload
+from harness.evals.serving_perf import PerfRunInvalid, verify
 
 REPO = Path(__file__).resolve().parents[1]
 SERVER = Path(__file__).parent / "servers" / "timed_stream_server.py"
@@ -47,8 +47,16 @@ def measure(url: str, n: int = 16, tokens: int = 64, concurrency: int | None = N
             for _ in range(2):
                 timings = [RequestTiming(8, tokens) for _ in range(n)]
                 payloads = [payload([i] * 8, tokens) for i in range(n)]
-                duration, load = await run_requests(session, url + "/generate", payloads, timings, request_rate=float("inf"),
-                                                    max_concurrency=concurrency, seed=0, timeout_s=timeout_s)  # fmt: skip
+                duration, load = await run_requests(
+                    session,
+                    url + "/generate",
+                    payloads,
+                    timings,
+                    request_rate=float("inf"),
+                    max_concurrency=concurrency,
+                    seed=0,
+                    timeout_s=timeout_s,
+                )
         return timings, summarize(timings, duration), load
 
     return asyncio.run(go())
@@ -67,9 +75,13 @@ def truth(log: Path, timings: list[RequestTiming]) -> dict[str, float]:
         for (t0, n0), (t1, n1) in zip(sends, sends[1:]):
             itl += [(t1 - t0) * 1000 / (n1 - n0)] * (n1 - n0)
         tpot.append((sends[-1][0] - sends[0][0]) * 1000 / (sends[-1][1] - 1))
-    return {"median_ttft_ms": float(np.median(ttft)), "mean_ttft_ms": float(np.mean(ttft)),
-            "median_itl_ms": float(np.median(itl)), "mean_itl_ms": float(np.mean(itl)),
-            "median_tpot_ms": float(np.median(tpot))}  # fmt: skip
+    return {
+        "median_ttft_ms": float(np.median(ttft)),
+        "mean_ttft_ms": float(np.mean(ttft)),
+        "median_itl_ms": float(np.median(itl)),
+        "mean_itl_ms": float(np.mean(itl)),
+        "median_tpot_ms": float(np.median(tpot)),
+    }
 
 
 def near(observed: float, truth: float, slack: float = 0.0) -> bool:
@@ -89,7 +101,9 @@ def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
     assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
     # and the server kept its schedule closely enough for the shape to hold: TTFT about 50 ms, ITL 10 ms
     assert 49 < m["median_ttft_ms"] < 60 and near(m["mean_itl_ms"], 10), m
-    assert near(m["output_throughput"], 16 * 64 / m["duration_s"]) and near(m["input_throughput"], 16 * 8 / m["duration_s"])
+    assert near(m["output_throughput"], 16 * 64 / m["duration_s"]) and near(
+        m["input_throughput"], 16 * 8 / m["duration_s"]
+    )
     assert near(m["concurrency"], 16 * m["mean_e2e_latency_ms"] / 1000 / m["duration_s"])
     assert 15.0 < m["concurrency"] <= 16.0  # all 16 in flight for nearly the whole run
     assert load.cpu_per_wall < 0.9
@@ -102,8 +116,16 @@ def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
     assert (processes_for(200, None, "auto"), processes_for(600, None, 2), processes_for(600, 1, "auto")) == (1, 2, 1)
     with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--log", str(tmp_path / "sends.jsonl")) as url:
         timings = [RequestTiming(8, 64) for _ in range(32)]
-        duration, load = send_spread(url + "/generate", [payload([i] * 8, 64) for i in range(32)], timings, processes=2,
-                                     request_rate=float("inf"), max_concurrency=None, seed=0, timeout_s=30)  # fmt: skip
+        duration, load = send_spread(
+            url + "/generate",
+            [payload([i] * 8, 64) for i in range(32)],
+            timings,
+            processes=2,
+            request_rate=float("inf"),
+            max_concurrency=None,
+            seed=0,
+            timeout_s=30,
+        )
     verify(timings, "spread")
     m = summarize(timings, duration)
     assert m["completed"] == 32 and load.cpu_per_wall < 0.9
@@ -112,7 +134,9 @@ def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
 
 
 def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft(tmp_path):
-    with timed_server("--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4", "--log", str(tmp_path / "s.jsonl")) as url:
+    with timed_server(
+        "--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4", "--log", str(tmp_path / "s.jsonl")
+    ) as url:
         timings, m, _ = measure(url)
     assert all(len(t.itl) == 60 for t in timings)  # 64 tokens: the first chunk brought 4, 15 more chunks of 4
     assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
@@ -120,7 +144,16 @@ def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft
 
 
 def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path):
-    flags = ("--ttft-ms", "50", "--itl-ms", "10", "--empty-first-chunk", "--usage-last", "--log", str(tmp_path / "s.jsonl"))
+    flags = (
+        "--ttft-ms",
+        "50",
+        "--itl-ms",
+        "10",
+        "--empty-first-chunk",
+        "--usage-last",
+        "--log",
+        str(tmp_path / "s.jsonl"),
+    )
     with timed_server(*flags) as url:
         timings, m, _ = measure(url, n=4)
     verify(timings, "timed")
@@ -133,15 +166,20 @@ def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_co
     (bench_serving's, to the first text) then includes that decode; the first token's time and the count are kept."""
     from harness.evals.perf.measure import late_text
 
-    with timed_server("--ttft-ms", "40", "--itl-ms", "10", "--text-after", "5", "--log", str(tmp_path / "s.jsonl")) as url:
+    with timed_server(
+        "--ttft-ms", "40", "--itl-ms", "10", "--text-after", "5", "--log", str(tmp_path / "s.jsonl")
+    ) as url:
         timings, m, _ = measure(url, n=4)
     verify(timings, "timed")
     assert all(t.tokens_before_text == 5 and len(t.itl) == 58 for t in timings)  # tokens 7..64 add ITL
     assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))  # the truth's first send is the first text
     assert 89 < m["median_ttft_ms"] < 100 and 39 < m["median_first_token_ms"] < 50, m  # 40 + 5 x 10 ms, and 40 ms
     assert (m["text_late_requests"], m["max_tokens_before_text"]) == (4, 5)
-    assert matches("4 of 4 requests streamed up to 5 tokens before any text: their TTFT (bench_serving's, to the first "
-                   "text) includes that decode; to the first token, text or not: p99 *..* ms", late_text([m]))  # fmt: skip
+    assert matches(
+        "4 of 4 requests streamed up to 5 tokens before any text: their TTFT (bench_serving's, to the first "
+        "text) includes that decode; to the first token, text or not: p99 *..* ms",
+        late_text([m]),
+    )
     assert late_text([{**m, "text_late_requests": 0}]) is None
 
 
@@ -152,13 +190,15 @@ def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_co
         (("--wrong-count",), "63 output tokens streamed, 64 asked for (ignore_eos)"),
         (("--text-after", "64"), "64 output tokens streamed and no text: no TTFT (bench_serving's, to the first text)"),
     ],
-)  # fmt: skip
+)
 def test_a_stalled_stream_or_a_wrong_token_count_is_an_error_before_any_timing(flags, error):
     with timed_server("--ttft-ms", "5", "--itl-ms", "1", *flags) as url:
         timings, _, _ = measure(url, n=3, timeout_s=1.0)
     with pytest.raises(PerfRunInvalid) as caught:
         verify(timings, "serving_perf[m/c] light")
-    assert str(caught.value) == f"serving_perf[m/c] light: 3 of 3 requests failed, so no timing is judged; first: {error}"
+    assert (
+        str(caught.value) == f"serving_perf[m/c] light: 3 of 3 requests failed, so no timing is judged; first: {error}"
+    )
 
 
 # -- real pytest runs of the harness ---------------------------------------------------------------------------------
@@ -231,14 +271,31 @@ def test_bench_serving_reads_a_sharegpt_workloads_file_and_flushes_as_the_harnes
     from harness.evals.perf.bench_serving import command
     from harness.evals.perf.workload import Workload
 
-    text = Workload.from_options("t", {"dataset": "sharegpt", "dataset_path": "x.json", "input_len": 64,
-                                       "output_len": 32, "num_prompts": 8, "max_concurrency": 1}, "w")  # fmt: skip
-    cmd = command("http://127.0.0.1:1", "tok", text, 3, tmp_path / "o.jsonl", "python", dataset_path=tmp_path / "x.json")
+    text = Workload.from_options(
+        "t",
+        {
+            "dataset": "sharegpt",
+            "dataset_path": "x.json",
+            "input_len": 64,
+            "output_len": 32,
+            "num_prompts": 8,
+            "max_concurrency": 1,
+        },
+        "w",
+    )
+    cmd = command(
+        "http://127.0.0.1:1", "tok", text, 3, tmp_path / "o.jsonl", "python", dataset_path=tmp_path / "x.json"
+    )
     joined = " ".join(cmd)
-    assert f"--dataset-name sharegpt --dataset-path {tmp_path / 'x.json'} --sharegpt-context-len 96 --sharegpt-output-len 32" in joined
+    assert (
+        f"--dataset-name sharegpt --dataset-path {tmp_path / 'x.json'} --sharegpt-context-len 96 --sharegpt-output-len 32"
+        in joined
+    )
     assert "--tokenize-prompt" not in cmd and cmd[-3:] == ["--max-concurrency", "1", "--flush-cache"]
     ids = Workload.from_options("r", {"input_len": 64, "output_len": 32, "num_prompts": 8}, "w")
-    assert "--dataset-name random-ids --tokenize-prompt" in " ".join(command("u", "tok", ids, 3, tmp_path / "o", flush_cache=False))
+    assert "--dataset-name random-ids --tokenize-prompt" in " ".join(
+        command("u", "tok", ids, 3, tmp_path / "o", flush_cache=False)
+    )
     assert "--flush-cache" not in command("u", "tok", ids, 3, tmp_path / "o", flush_cache=False)
 
 
@@ -248,8 +305,11 @@ def test_a_slowed_server_fails_naming_the_metric_value_reference_and_ratio(tmp_p
     row = run.rows()["serving_perf"]
     assert row["verdict"] == "fail"
     line = next(line for line in run.output.splitlines() if line.startswith("serving_perf[timed/cfg]: itl_ms"))
-    assert matches("serving_perf[timed/cfg]: itl_ms * > max 12.50 (1.25 × ref 10.00) — thresholds.yaml "
-                   "references.serving_perf.timed[2]", line), line  # fmt: skip
+    assert matches(
+        "serving_perf[timed/cfg]: itl_ms * > max 12.50 (1.25 × ref 10.00) — thresholds.yaml "
+        "references.serving_perf.timed[2]",
+        line,
+    ), line
     assert 18.0 < row["metrics"]["itl_ms"] < 22.0  # twice the reference's 10 ms
     assert_clean(run)
 
@@ -259,8 +319,10 @@ def test_a_gpu_without_a_reference_is_recorded_and_says_so(tmp_path):
         run = run_inner(project(tmp_path, gpu="H200"), "--harness-base-url", url, "--harness-gpus", "")
     row = run.rows()["serving_perf"]
     assert row["verdict"] == "recorded", run.output[-3000:]
-    assert ("serving_perf[timed/cfg]: recorded, not judged: no reference for GPU 'cpu' (references.serving_perf.timed "
-            "has H200)") in run.output
+    assert (
+        "serving_perf[timed/cfg]: recorded, not judged: no reference for GPU 'cpu' (references.serving_perf.timed "
+        "has H200)"
+    ) in run.output
     assert_clean(run)
 
 
@@ -288,8 +350,10 @@ def test_a_refused_threshold_update_still_keeps_the_measured_numbers(tmp_path):
         run = run_inner(root, "--harness-base-url", url, "--harness-gpus", "", "--harness-update-thresholds")
     row = run.rows()["serving_perf"]
     assert row["verdict"] == "fail"
-    assert ("serving_perf[timed/cfg]: thresholds.yaml: references.serving_perf.timed[0] has no 'n' key to update; "
-            "add `n:` to the entry first") in row["failures"][0]
+    assert (
+        "serving_perf[timed/cfg]: thresholds.yaml: references.serving_perf.timed[0] has no 'n' key to update; "
+        "add `n:` to the entry first"
+    ) in row["failures"][0]
     assert set(row["metrics"]) == {"output_throughput", "ttft_ms", "itl_ms"}
     assert len(row["details"]["workloads"]["light"]["repeats"]) == 2
     assert_clean(run)
@@ -303,28 +367,47 @@ def test_sharegpt_prompts_are_filtered_by_tokens_picked_by_seed_and_sent_as_text
 
     tokenizer = AutoTokenizer.from_pretrained(CANARY)
     words = "Ann has seven red pens and buys twelve more at the shop"
-    conversations = [{"conversations": [{"from": "human", "value": words[: 20 + 3 * i]}, {"from": "gpt", "value": words}]}
-                     for i in range(10)]  # fmt: skip
-    conversations += [{"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": words}]},  # too short
-                      {"conversations": [{"from": "human", "value": words * 20}, {"from": "gpt", "value": words}]},  # too long
-                      {"conversations": [{"from": "human", "value": words}]}]  # one turn  # fmt: skip
+    conversations = [
+        {"conversations": [{"from": "human", "value": words[: 20 + 3 * i]}, {"from": "gpt", "value": words}]}
+        for i in range(10)
+    ]
+    conversations += [
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": words}]},  # too short
+        {"conversations": [{"from": "human", "value": words * 20}, {"from": "gpt", "value": words}]},  # too long
+        {"conversations": [{"from": "human", "value": words}]},
+    ]  # one turn
     path = tmp_path / "sharegpt.json"
     path.write_text(json.dumps(conversations))
-    own_lengths = Workload.from_options("s", {"input_len": 64, "num_prompts": 8, "dataset": "sharegpt", "dataset_path": "x"}, "w")
+    own_lengths = Workload.from_options(
+        "s", {"input_len": 64, "num_prompts": 8, "dataset": "sharegpt", "dataset_path": "x"}, "w"
+    )
     requests = sharegpt_requests(own_lengths, tokenizer, path, seed=0)
     assert len(requests) == 10  # 8 prompts and 2 warm-up, from the 10 usable conversations
     reply = len(tokenizer.encode(words, add_special_tokens=False))
-    assert {n for _, n in requests} == {reply} and {text for text, _ in requests} == {words[: 20 + 3 * i] for i in range(10)}
-    assert requests == sharegpt_requests(own_lengths, tokenizer, path, seed=0) != sharegpt_requests(own_lengths, tokenizer, path, seed=1)
-    fixed = Workload.from_options("s", {"input_len": 64, "output_len": 16, "num_prompts": 8, "dataset": "sharegpt",
-                                        "dataset_path": "x"}, "w")  # fmt: skip
+    assert {n for _, n in requests} == {reply} and {text for text, _ in requests} == {
+        words[: 20 + 3 * i] for i in range(10)
+    }
+    assert (
+        requests
+        == sharegpt_requests(own_lengths, tokenizer, path, seed=0)
+        != sharegpt_requests(own_lengths, tokenizer, path, seed=1)
+    )
+    fixed = Workload.from_options(
+        "s", {"input_len": 64, "output_len": 16, "num_prompts": 8, "dataset": "sharegpt", "dataset_path": "x"}, "w"
+    )
     assert {n for _, n in sharegpt_requests(fixed, tokenizer, path, seed=0)} == {16}
-    too_many = Workload.from_options("s", {"input_len": 64, "num_prompts": 20, "dataset": "sharegpt", "dataset_path": "x"}, "w")
+    too_many = Workload.from_options(
+        "s", {"input_len": 64, "num_prompts": 20, "dataset": "sharegpt", "dataset_path": "x"}, "w"
+    )
     with pytest.raises(ConfigError) as caught:
         sharegpt_requests(too_many, tokenizer, path, seed=0)
-    assert str(caught.value) == (f"serving_perf.workloads.s: {path} has 10 usable conversations (2+ turns, 4+ tokens "
-                                 "each, prompt <= input_len 64); 22 needed")  # fmt: skip
-    with pytest.raises(ConfigError, match=r"w\.s\.dataset: unknown workload dataset 'sharegtp' \(did you mean 'sharegpt'\?\)"):
+    assert str(caught.value) == (
+        f"serving_perf.workloads.s: {path} has 10 usable conversations (2+ turns, 4+ tokens "
+        "each, prompt <= input_len 64); 22 needed"
+    )
+    with pytest.raises(
+        ConfigError, match=r"w\.s\.dataset: unknown workload dataset 'sharegtp' \(did you mean 'sharegpt'\?\)"
+    ):
         Workload.from_options("s", {"dataset": "sharegtp"}, "w")
 
 
@@ -332,32 +415,45 @@ def test_bench_serving_side_by_side_judges_paired_medians_where_both_tools_repea
     from harness.evals.perf.bench_serving import side_by_side
 
     ours = [{"output_throughput": v, "median_ttft_ms": 20.0, "median_itl_ms": 10.0} for v in (990.0, 1010.0, 1000.0)]
-    theirs = [{"output_throughput": v, "median_ttft_ms": 25.0, "median_itl_ms": i}
-              for v, i in ((1000.0, 10.1), (1040.0, 10.0), (960.0, 10.2))]  # fmt: skip
+    theirs = [
+        {"output_throughput": v, "median_ttft_ms": 25.0, "median_itl_ms": i}
+        for v, i in ((1000.0, 10.1), (1040.0, 10.0), (960.0, 10.2))
+    ]
     block = side_by_side("light", ours, theirs + [{"command": [], "error": "exit 1: boom"}])
     tput, ttft, itl = (block["metrics"][k] for k in ("output_throughput", "median_ttft_ms", "median_itl_ms"))
     # throughput: medians equal, paired within 5 %, but bench_serving itself moved 4.0 % then 7.7 % (median 5.8 %)
-    assert (tput["harness"], tput["bench_serving"], tput["within_tolerance"], tput["judged"]) == (1000.0, 1000.0, True, False)
+    assert (tput["harness"], tput["bench_serving"], tput["within_tolerance"], tput["judged"]) == (
+        1000.0,
+        1000.0,
+        True,
+        False,
+    )
     assert tput["bench_serving_run_to_run"] == pytest.approx((0.04 + 80 / 1040) / 2)
     assert tput["bench_serving_spread"] == [960.0, 1040.0]
     assert tput["paired_relative_differences"] == pytest.approx([-0.01, -30 / 1040, 40 / 960])
     assert ttft["relative_difference"] == pytest.approx(-0.2) and ttft["judged"] and not ttft["within_tolerance"]
     assert itl["judged"] and itl["within_tolerance"]
-    assert block["line"] == ("bench_serving light (3 of 4 runs): 1 of 2 judged metrics within 5%, outside: median_ttft_ms; "
-                             "not judged, bench_serving moved more than 5% run to run: output_throughput; harness vs "
-                             "bench_serving (medians; paired; run to run, harness and bench_serving): output_throughput "
-                             "+0.0% (paired -1.0%; 1.5%, 5.8%), median_ttft_ms -20.0% (paired -20.0%; 0.0%, 0.0%), "
-                             "median_itl_ms -1.0% (paired -1.0%; 0.0%, 1.5%)")  # fmt: skip
+    assert block["line"] == (
+        "bench_serving light (3 of 4 runs): 1 of 2 judged metrics within 5%, outside: median_ttft_ms; "
+        "not judged, bench_serving moved more than 5% run to run: output_throughput; harness vs "
+        "bench_serving (medians; paired; run to run, harness and bench_serving): output_throughput "
+        "+0.0% (paired -1.0%; 1.5%, 5.8%), median_ttft_ms -20.0% (paired -20.0%; 0.0%, 0.0%), "
+        "median_itl_ms -1.0% (paired -1.0%; 0.0%, 1.5%)"
+    )
     # the harness's own runs moving past 5 % leave a metric unjudged too, however still bench_serving held
     walked = [{**s, "median_itl_ms": v} for s, v in zip(ours, (10.0, 13.0, 10.5))]
     walked_block = side_by_side("light", walked, theirs)
     itl_walked = walked_block["metrics"]["median_itl_ms"]
-    assert itl_walked["bench_serving_run_to_run"] <= 0.05 < itl_walked["harness_run_to_run"] and not itl_walked["judged"]
+    assert (
+        itl_walked["bench_serving_run_to_run"] <= 0.05 < itl_walked["harness_run_to_run"] and not itl_walked["judged"]
+    )
     assert "; not judged, the harness alone moved more than 5%: median_itl_ms; harness vs" in walked_block["line"]
     once = side_by_side("light", ours[:1], theirs[:1])  # one run: no run-to-run change to judge against
     assert not any(m["judged"] for m in once["metrics"].values())
-    assert once["line"].startswith("bench_serving light (1 of 1 runs): 0 of 0 judged metrics within 5%; not judged, "
-                                   "a tool ran once: output_throughput, median_ttft_ms, median_itl_ms;")  # fmt: skip
+    assert once["line"].startswith(
+        "bench_serving light (1 of 1 runs): 0 of 0 judged metrics within 5%; not judged, "
+        "a tool ran once: output_throughput, median_ttft_ms, median_itl_ms;"
+    )
     failed = side_by_side("light", ours, [{"command": [], "error": "exit 1: boom"}])
     assert failed["line"] == "bench_serving light: failed in every repeat (exit 1: boom)" and not failed["metrics"]
 
@@ -368,7 +464,10 @@ def test_a_runs_samples_file_is_rejudged_by_the_same_rule(tmp_path):
     from harness.evals.perf.bench_serving import rejudge, side_by_side
 
     ours = [{"workload": "light", "repeat": k, "median_itl_ms": v} for k, v in ((1, 10.0), (2, 10.4))]
-    theirs = [{"workload": "light", "repeat": k, "tool": "bench_serving", "median_itl_ms": v} for k, v in ((1, 10.2), (2, 10.1))]
+    theirs = [
+        {"workload": "light", "repeat": k, "tool": "bench_serving", "median_itl_ms": v}
+        for k, v in ((1, 10.2), (2, 10.1))
+    ]
     rows = [ours[0], theirs[0], theirs[1], ours[1], {"workload": "saturating", "repeat": 1, "median_itl_ms": 9.0}]
     samples = tmp_path / "serving_perf__m__c.jsonl"
     samples.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
@@ -440,6 +539,7 @@ def test_bench_serving_runs_in_one_process_per_suite_and_a_stuck_run_is_killed(t
     env = {**os.environ, "PYTHONPATH": str(tmp_path / "site")}
     driver = Driver(env=env)
     try:
+
         def run(*extra, seed=1, timeout=30.0):
             return driver.run(["--seed", str(seed), "--output-file", str(tmp_path / "o.jsonl"), *extra], timeout)
 
@@ -472,8 +572,9 @@ def test_connections_per_request_opens_a_connection_for_every_request_keep_alive
         log = tmp_path / f"{fresh}.jsonl"
         with timed_server("--ttft-ms", "2", "--itl-ms", "1", "--log", str(log)) as url:
             requests = [([i] * 8, 4) for i in range(8)]
-            timings, _, _ = asyncio.run(_send(url + "/generate", requests, float("inf"), 2, 0, 30, processes,
-                                              fresh_connections=fresh))  # fmt: skip
+            timings, _, _ = asyncio.run(
+                _send(url + "/generate", requests, float("inf"), 2, 0, 30, processes, fresh_connections=fresh)
+            )
         verify(timings, "connections")
         ports[fresh] = {json.loads(line)["peer_port"] for line in log.read_text().splitlines()}
     assert len(ports[True]) == 8  # one connection per request
@@ -545,12 +646,17 @@ def test_bench_serving_sends_the_requests_it_is_handed_and_draws_its_own_otherwi
 
     env = {**os.environ, "PYTHONPATH": str(fake_sglang(tmp_path / "site"))}
     workload = Workload.from_options("light", {"input_len": 2, "output_len": 3, "num_prompts": 2}, "w")
-    ours = [{"prompt": [1, 2], "prompt_len": 2, "output_len": 3}, {"prompt": "a text", "prompt_len": 2, "output_len": 5}]
+    ours = [
+        {"prompt": [1, 2], "prompt_len": 2, "output_len": 3},
+        {"prompt": "a text", "prompt_len": 2, "output_len": 5},
+    ]
     driver = Driver(env=env)
     try:
         same = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "a.jsonl", driver=driver, requests=ours)
         own = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "b.jsonl", driver=driver)
-        failed = driver.run(["--fail", "--output-file", str(tmp_path / "x.jsonl")], 30, requests=tmp_path / "a.requests.jsonl")
+        failed = driver.run(
+            ["--fail", "--output-file", str(tmp_path / "x.jsonl")], 30, requests=tmp_path / "a.requests.jsonl"
+        )
         again = run_once("http://127.0.0.1:1", "tok", workload, 0, tmp_path / "d.jsonl", driver=driver)
     finally:
         driver.close()
@@ -572,14 +678,28 @@ def test_beside_each_repeat_bench_serving_times_the_harness_s_own_requests(tmp_p
     log = tmp_path / "server.jsonl"
     root = project(tmp_path / "project")
     text = (root / "thresholds.yaml").read_text().replace("repeats: 2", "repeats: 2\n        bench_serving: true")
-    (root / "thresholds.yaml").write_text(text.replace("          saturating: {input_len: 16, output_len: 32, num_prompts: 16, warmup: 1, gate: [output_throughput]}\n", ""))
+    (root / "thresholds.yaml").write_text(
+        text.replace(
+            "          saturating: {input_len: 16, output_len: 32, num_prompts: 16, warmup: 1, gate: [output_throughput]}\n",
+            "",
+        )
+    )
     site = fake_sglang(tmp_path / "site")
     with timed_server("--ttft-ms", "2", "--itl-ms", "1", "--log", str(log)) as url:
-        run = run_inner(root, "--harness-base-url", url, "--harness-gpus", "", "--harness-no-reference",
-                        env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "FAKE_BENCH_SENDS": "1"})  # fmt: skip
+        run = run_inner(
+            root,
+            "--harness-base-url",
+            url,
+            "--harness-gpus",
+            "",
+            "--harness-no-reference",
+            env={"PYTHONPATH": f"{site}{os.pathsep}{REPO}", "FAKE_BENCH_SENDS": "1"},
+        )
     row = run.rows()["serving_perf"]
     assert row["verdict"] == "recorded", run.output[-3000:]  # --harness-no-reference
-    assert [r["prompts"] for r in row["details"]["workloads"]["light"]["bench_serving"]["bench_serving_runs"]] == ["same"] * 2
+    assert [r["prompts"] for r in row["details"]["workloads"]["light"]["bench_serving"]["bench_serving_runs"]] == [
+        "same"
+    ] * 2
     blocks, current = [], None
     for line in map(json.loads, log.read_text().splitlines()):
         if "flush" in line:
@@ -597,8 +717,11 @@ def test_beside_each_repeat_bench_serving_times_the_harness_s_own_requests(tmp_p
     assert "by_request" not in json.dumps(row["details"])
     samples = next(root.rglob("serving_perf__*.jsonl"))
     lines = rejudge(samples)
-    assert matches("light TTFT by request, harness - bench_serving: median * ms (quartiles *, *), harness higher in "
-                   "* of 8; harness's gap from an answer to its next send: median * ms", lines[1]), lines  # fmt: skip
+    assert matches(
+        "light TTFT by request, harness - bench_serving: median * ms (quartiles *, *), harness higher in "
+        "* of 8; harness's gap from an answer to its next send: median * ms",
+        lines[1],
+    ), lines
     rows = [json.loads(line) for line in samples.read_text().splitlines()]
     assert all(min(r["by_request"]["ttft_ms"]) >= 2.0 for r in rows)  # the server's 2 ms, measured by either tool
     assert_clean(run)
@@ -638,16 +761,28 @@ def test_a_workloads_connections_names_its_choices():
 
     with pytest.raises(ConfigError) as err:
         Workload.from_options("light", {"connections": "keepalive"}, "serving_perf.workloads")
-    assert str(err.value) == ("serving_perf.workloads.light.connections: unknown connections 'keepalive' (did you mean "
-                              "'keep_alive'?); valid choices: keep_alive, per_request")  # fmt: skip
+    assert str(err.value) == (
+        "serving_perf.workloads.light.connections: unknown connections 'keepalive' (did you mean "
+        "'keep_alive'?); valid choices: keep_alive, per_request"
+    )
 
 
-@pytest.mark.parametrize("option, value, message", [
-    ("connections", "per-request", "serving_perf.connections: unknown connections 'per-request' (did you mean "
-                                   "'per_request'?); valid choices: keep_alive, per_request"),
-    ("bench_serving_prompts", "harness", "serving_perf.bench_serving_prompts: unknown bench_serving_prompts "
-                                         "'harness'; valid choices: own, same"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        (
+            "connections",
+            "per-request",
+            "serving_perf.connections: unknown connections 'per-request' (did you mean "
+            "'per_request'?); valid choices: keep_alive, per_request",
+        ),
+        (
+            "bench_serving_prompts",
+            "harness",
+            "serving_perf.bench_serving_prompts: unknown bench_serving_prompts 'harness'; valid choices: own, same",
+        ),
+    ],
+)
 def test_a_suite_option_names_its_choices(option, value, message):
     from harness.errors import ConfigError
     from harness.evals.serving_perf import ServingPerf
@@ -664,7 +799,9 @@ def test_the_same_requests_without_a_flush_is_refused():
     from harness.evals.serving_perf import ServingPerf
 
     ctx = type("Ctx", (), {"options": {"bench_serving": True, "flush_cache": False}})()
-    with pytest.raises(ConfigError, match=r"^serving_perf: bench_serving_prompts: same needs flush_cache: true \(without"):
+    with pytest.raises(
+        ConfigError, match=r"^serving_perf: bench_serving_prompts: same needs flush_cache: true \(without"
+    ):
         asyncio.run(ServingPerf()(ctx))
 
 
@@ -675,33 +812,60 @@ def test_a_text_prompt_is_handed_over_with_its_token_count_as_bench_serving_coun
 
     tokenizer = AutoTokenizer.from_pretrained(CANARY)
     text = "Natalia sold clips to 48 of her friends in April."
-    assert dataset_row(text, 32, tokenizer) == {"prompt": text, "prompt_len": len(tokenizer.encode(text)), "output_len": 32}
+    assert dataset_row(text, 32, tokenizer) == {
+        "prompt": text,
+        "prompt_len": len(tokenizer.encode(text)),
+        "output_len": 32,
+    }
     assert dataset_row([5, 6, 7], 8, tokenizer) == {"prompt": [5, 6, 7], "prompt_len": 3, "output_len": 8}
 
 
 def test_by_request_keeps_each_requests_send_time_ttft_and_latency_in_the_order_given():
     from harness.evals.perf.measure import RequestTiming, by_request
 
-    timings = [RequestTiming(4, 2, start=10.0, ttft=0.05, latency=0.5), RequestTiming(4, 2, start=10.501, ttft=0.06, latency=0.4),
-               RequestTiming(4, 2, start=10.9015, error="HTTP 500")]  # fmt: skip
+    timings = [
+        RequestTiming(4, 2, start=10.0, ttft=0.05, latency=0.5),
+        RequestTiming(4, 2, start=10.501, ttft=0.06, latency=0.4),
+        RequestTiming(4, 2, start=10.9015, error="HTTP 500"),
+    ]
     timings[1].first_token = 0.052
-    assert by_request(timings) == {"start_ms": [0.0, 501.0, 901.5], "ttft_ms": [50.0, 60.0, None],
-                                   "first_token_ms": [50.0, 52.0, None], "e2e_ms": [500.0, 400.0, None]}  # fmt: skip
+    assert by_request(timings) == {
+        "start_ms": [0.0, 501.0, 901.5],
+        "ttft_ms": [50.0, 60.0, None],
+        "first_token_ms": [50.0, 52.0, None],
+        "e2e_ms": [500.0, 400.0, None],
+    }
 
 
 def test_ttft_by_request_pairs_request_k_of_both_tools_and_reads_the_harness_s_refill_gap():
     from harness.evals.perf.bench_serving import ttft_by_request
 
     ours = [{"by_request": {"start_ms": [0, 101, 202.5], "ttft_ms": [50, 52, 51], "e2e_ms": [100, 100, 100]}}] * 2
-    theirs = [{"prompts": "same", "by_request": {"ttft_ms": [48, 49, 52]}}, {"prompts": "own", "by_request": {"ttft_ms": [1, 1, 1]}}]
-    assert ttft_by_request("light", ours, theirs) == ("light TTFT by request, harness - bench_serving: median +2.00 ms "
-                                                      "(quartiles +0.50, +2.50), harness higher in 2 of 3; harness's gap "
-                                                      "from an answer to its next send: median 1.25 ms")  # fmt: skip
-    failed = [{"by_request": {"start_ms": [0, 101, 202.5, 304], "ttft_ms": [50, None, 51, 50], "e2e_ms": [100, None, 100, 100]}}]
+    theirs = [
+        {"prompts": "same", "by_request": {"ttft_ms": [48, 49, 52]}},
+        {"prompts": "own", "by_request": {"ttft_ms": [1, 1, 1]}},
+    ]
+    assert ttft_by_request("light", ours, theirs) == (
+        "light TTFT by request, harness - bench_serving: median +2.00 ms "
+        "(quartiles +0.50, +2.50), harness higher in 2 of 3; harness's gap "
+        "from an answer to its next send: median 1.25 ms"
+    )
+    failed = [
+        {
+            "by_request": {
+                "start_ms": [0, 101, 202.5, 304],
+                "ttft_ms": [50, None, 51, 50],
+                "e2e_ms": [100, None, 100, 100],
+            }
+        }
+    ]
     four = [{"prompts": "same", "by_request": {"ttft_ms": [49, 49, 49, 49]}}]
     # gaps 1 (after request 0) and 1.5 (after request 2): none from the failed request's missing end
-    assert ttft_by_request("f", failed, four).endswith("higher in 3 of 3; harness's gap from an answer to its next send: "
-                                                       "median 1.25 ms")  # fmt: skip
+    assert ttft_by_request("f", failed, four).endswith(
+        "higher in 3 of 3; harness's gap from an answer to its next send: median 1.25 ms"
+    )
     overlapping = [{"by_request": {"start_ms": [0, 0], "ttft_ms": [5, 5], "e2e_ms": [9, 9]}}]
-    assert ttft_by_request("s", overlapping, [{"prompts": "same", "by_request": {"ttft_ms": [4, 6]}}]).endswith("higher in 1 of 2")
+    assert ttft_by_request("s", overlapping, [{"prompts": "same", "by_request": {"ttft_ms": [4, 6]}}]).endswith(
+        "higher in 1 of 2"
+    )
     assert ttft_by_request("s", ours, [{"prompts": "same"}]) is None  # a run from before --output-details

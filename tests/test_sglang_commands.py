@@ -8,40 +8,73 @@ import sys
 
 import pytest
 
+from harness.config.spec import ServerSpec
+from harness.errors import ConfigError
 from harness.serve.engines import get_engine
 from harness.serve.engines import preflight as pf
 from harness.serve.engines import sglang as sg
-from harness.errors import ConfigError
-from harness.config.spec import ServerSpec
 
 SPEC = ServerSpec("qwen", "tp2", "Qwen/Qwen3-8B", args=("--tp-size", "2"), tokenizer_path="/tok")
 
 
 def test_sglang_command():
     assert get_engine("sglang").command(SPEC, "127.0.0.1", 31000) == [
-        sys.executable, "-m", "sglang.launch_server", "--model-path", "Qwen/Qwen3-8B", "--tokenizer-path", "/tok",
-        "--host", "127.0.0.1", "--port", "31000", "--tp-size", "2",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "sglang.launch_server",
+        "--model-path",
+        "Qwen/Qwen3-8B",
+        "--tokenizer-path",
+        "/tok",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "31000",
+        "--tp-size",
+        "2",
+    ]
     engine = get_engine("sglang")
     assert (engine.health_path, engine.startup_timeout, engine.launches) == ("/health_generate", 600.0, True)
 
 
 def test_hf_command():
-    spec = ServerSpec("tiny", "page16", "/models/tiny", engine="hf", args=("--page-size", "16", "--disable-radix-cache"))
+    spec = ServerSpec(
+        "tiny", "page16", "/models/tiny", engine="hf", args=("--page-size", "16", "--disable-radix-cache")
+    )
     assert get_engine("hf").command(spec, "127.0.0.1", 31001) == [
-        sys.executable, "-m", "hf_engine", "--model-path", "/models/tiny",
-        "--host", "127.0.0.1", "--port", "31001", "--page-size", "16", "--disable-radix-cache",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "hf_engine",
+        "--model-path",
+        "/models/tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "31001",
+        "--page-size",
+        "16",
+        "--disable-radix-cache",
+    ]
     assert get_engine("hf").health_path == "/health_generate"
 
 
 def test_vllm_command():
     spec = ServerSpec("tiny", "cpu", "/models/tiny", engine="vllm", args=("--max-model-len", "2048"))
     assert get_engine("vllm").command(spec, "127.0.0.1", 31002) == [
-        sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", "/models/tiny",
-        "--host", "127.0.0.1", "--port", "31002", "--enable-prefix-caching", "--enable-prompt-tokens-details",
-        "--max-model-len", "2048",
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        "/models/tiny",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "31002",
+        "--enable-prefix-caching",
+        "--enable-prompt-tokens-details",
+        "--max-model-len",
+        "2048",
+    ]
     assert get_engine("vllm").health_path == "/health"
 
 
@@ -64,17 +97,36 @@ def test_helpers_spell_every_kind():
     assert sg.dp(2) == ["--dp-size", "2"]
     assert sg.pp(2) == ["--pp-size", "2"]
     assert sg.ep_dp_attention(8, 8) == [
-        "--ep-size", "8", "--dp-size", "8", "--enable-dp-attention", "--moe-a2a-backend", "deepep",
-    ]  # fmt: skip
+        "--ep-size",
+        "8",
+        "--dp-size",
+        "8",
+        "--enable-dp-attention",
+        "--moe-a2a-backend",
+        "deepep",
+    ]
     assert sg.eagle("lmsys/draft", 3, 1, 4, algorithm="EAGLE3") == [
-        "--speculative-algorithm", "EAGLE3", "--speculative-draft-model-path", "lmsys/draft",
-        "--speculative-num-steps", "3", "--speculative-eagle-topk", "1", "--speculative-num-draft-tokens", "4",
-    ]  # fmt: skip
+        "--speculative-algorithm",
+        "EAGLE3",
+        "--speculative-draft-model-path",
+        "lmsys/draft",
+        "--speculative-num-steps",
+        "3",
+        "--speculative-eagle-topk",
+        "1",
+        "--speculative-num-draft-tokens",
+        "4",
+    ]
     assert sg.mtp(1, 1, 2)[:2] == ["--speculative-algorithm", "NEXTN"]
     assert "--speculative-draft-model-path" not in sg.mtp(1, 1, 2)
     assert sg.mtp(1, 1, 2, draft_path="/d")[2:4] == ["--speculative-draft-model-path", "/d"]
     assert sg.ngram(4) == ["--speculative-algorithm", "NGRAM", "--speculative-num-draft-tokens", "4"]
-    assert sg.mamba("extra_buffer", 128) == ["--mamba-radix-cache-strategy", "extra_buffer", "--mamba-track-interval", "128"]
+    assert sg.mamba("extra_buffer", 128) == [
+        "--mamba-radix-cache-strategy",
+        "extra_buffer",
+        "--mamba-track-interval",
+        "128",
+    ]
     assert sg.mamba("no_buffer") == ["--mamba-radix-cache-strategy", "no_buffer", "--disable-overlap-schedule"]
     assert sg.page_size(16) == ["--page-size", "16"]
 
@@ -84,9 +136,15 @@ def test_helpers_spell_every_kind():
     [
         (lambda: sg.tp(0), "tp must be a positive integer, got 0"),
         (lambda: sg.dp("2"), "dp must be a positive integer, got '2'"),
-        (lambda: sg.eagle("d", 3, 1, 4, algorithm="EAGEL3"), "unknown EAGLE algorithm 'EAGEL3' (did you mean 'EAGLE3'?)"),
+        (
+            lambda: sg.eagle("d", 3, 1, 4, algorithm="EAGEL3"),
+            "unknown EAGLE algorithm 'EAGEL3' (did you mean 'EAGLE3'?)",
+        ),
         (lambda: sg.eagle("", 3, 1, 4), "draft_path is empty"),
-        (lambda: sg.mamba("extra_bufer"), "unknown mamba radix cache strategy 'extra_bufer' (did you mean 'extra_buffer'?)"),
+        (
+            lambda: sg.mamba("extra_bufer"),
+            "unknown mamba radix cache strategy 'extra_bufer' (did you mean 'extra_buffer'?)",
+        ),
         (lambda: sg.page_size(True), "page_size must be a positive integer, got True"),
     ],
 )
@@ -154,22 +212,47 @@ def test_stand_in_accepts_and_reports_what_was_set(stand_in_sglang):
 @pytest.mark.parametrize(
     ("args", "message", "flag", "value"),
     [
-        (["--mamba-scheduler-strategy", "extra_buffer"],
-         ("m/c: SGLang 9.9 does not accept '--mamba-scheduler-strategy' (did you mean '--mamba-radix-cache-strategy'?);"
-         " `python -m sglang.launch_server --help` lists its flags"), "--mamba-scheduler-strategy", None),
-        (["--moe-a2a-backend", "deepepp"],
-         ("m/c: SGLang 9.9 rejects --moe-a2a-backend 'deepepp' (did you mean 'deepep'?); "
-         "valid choices: none, deepep, mooncake"), "--moe-a2a-backend", "deepepp"),
-        (["--moe-a2a-backend=mooncak"],
-         ("m/c: SGLang 9.9 rejects --moe-a2a-backend 'mooncak' (did you mean 'mooncake'?); "
-         "valid choices: none, deepep, mooncake"), "--moe-a2a-backend", "mooncak"),
+        (
+            ["--mamba-scheduler-strategy", "extra_buffer"],
+            (
+                "m/c: SGLang 9.9 does not accept '--mamba-scheduler-strategy' (did you mean '--mamba-radix-cache-strategy'?);"
+                " `python -m sglang.launch_server --help` lists its flags"
+            ),
+            "--mamba-scheduler-strategy",
+            None,
+        ),
+        (
+            ["--moe-a2a-backend", "deepepp"],
+            (
+                "m/c: SGLang 9.9 rejects --moe-a2a-backend 'deepepp' (did you mean 'deepep'?); "
+                "valid choices: none, deepep, mooncake"
+            ),
+            "--moe-a2a-backend",
+            "deepepp",
+        ),
+        (
+            ["--moe-a2a-backend=mooncak"],
+            (
+                "m/c: SGLang 9.9 rejects --moe-a2a-backend 'mooncak' (did you mean 'mooncake'?); "
+                "valid choices: none, deepep, mooncake"
+            ),
+            "--moe-a2a-backend",
+            "mooncak",
+        ),
         (["--tp-size", "two"], "m/c: SGLang 9.9 rejects --tp-size 'two': invalid int value: 'two'", "--tp-size", "two"),
         (["--tp-size"], "m/c: SGLang 9.9 rejects --tp-size: expected one argument", "--tp-size", None),
-        (["--zzz", "--tp-sise=2"], ("m/c: SGLang 9.9 does not accept '--zzz'; also unknown: --tp-sise=2; "
-         "`python -m sglang.launch_server --help` lists its flags"), "--zzz", None),
+        (
+            ["--zzz", "--tp-sise=2"],
+            (
+                "m/c: SGLang 9.9 does not accept '--zzz'; also unknown: --tp-sise=2; "
+                "`python -m sglang.launch_server --help` lists its flags"
+            ),
+            "--zzz",
+            None,
+        ),
         (["stray"], "m/c: SGLang 9.9 takes no positional arguments, got 'stray'", None, "stray"),
     ],
-)  # fmt: skip
+)
 def test_stand_in_rejections(stand_in_sglang, args, message, flag, value):
     with pytest.raises(pf.PreflightError) as caught:
         pf.check_sglang_args("org/m", args, where="m/c")

@@ -6,10 +6,26 @@ import math
 
 import pytest
 
-from harness.errors import ConfigError
 from harness.config.metrics import metric_info
-from harness.verdict.checks import Bound, check_bound, check_paired, check_statistical, StatisticalReference, ThresholdFailure
-from harness.verdict.statistics import binomial_upper_tail, compute_theta, compute_threshold, floor_offset, mcnemar_one_sided, standard_error, wilson_interval, z_quantile
+from harness.errors import ConfigError
+from harness.verdict.checks import (
+    Bound,
+    StatisticalReference,
+    ThresholdFailure,
+    check_bound,
+    check_paired,
+    check_statistical,
+)
+from harness.verdict.statistics import (
+    binomial_upper_tail,
+    compute_theta,
+    compute_threshold,
+    floor_offset,
+    mcnemar_one_sided,
+    standard_error,
+    wilson_interval,
+    z_quantile,
+)
 
 SOURCE = "thresholds.yaml references.gsm8k.qwen3-next-80b[0]"
 
@@ -145,9 +161,12 @@ def test_a_different_run_size_warns_and_says_both_sizes():
 
 def test_kl_bound_message():
     verdict = check_bound(
-        "logprob_prefill_cache_hit[canary/tp1]", "kl_div", 3.1e-3, Bound(1e-3, upper=True),
+        "logprob_prefill_cache_hit[canary/tp1]",
+        "kl_div",
+        3.1e-3,
+        Bound(1e-3, upper=True),
         source="thresholds.yaml references.logprob_prefill_cache_hit.canary[0]",
-    )  # fmt: skip
+    )
     assert not verdict.passed
     assert verdict.message() == (
         "logprob_prefill_cache_hit[canary/tp1]: kl_div 3.1e-03 > max 1.0e-03"

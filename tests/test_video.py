@@ -7,15 +7,15 @@ import numpy as np
 import pytest
 
 from harness.errors import ConfigError
+from harness.evals.video import Sampling, frame_indices
 from harness.evals.video_mme import (
     check_videos,
+    clustered_standard_error,
     extract_answer,
     parse_srt,
     question_text,
     subtitles_at,
 )
-from harness.evals.video_mme import clustered_standard_error
-from harness.evals.video import Sampling, frame_indices
 
 cv2 = pytest.importorskip("cv2")
 
@@ -84,16 +84,22 @@ def test_unreadable_video_is_an_error_naming_the_file(tmp_path):
     from harness.evals.video import read_frames
 
     (tmp_path / "broken.mp4").write_bytes(b"not a video")
-    with pytest.raises(ConfigError, match="broken.mp4: not a readable video"):
+    with pytest.raises(ConfigError, match=r"broken\.mp4: not a readable video"):
         read_frames(tmp_path / "broken.mp4", Sampling())
 
 
 @pytest.mark.parametrize(
     ("reply", "expected"),
-    [("B", "B"), ("The best answer is: C.", "C"), ("(D) green", "D"), ("Answer: A", "A"), ("", ""),
-     ("the shape is probably one of the colours shown in the frames of this video", ""),
-     ("Because", "B")],  # lmms-eval's first capital A-D anywhere, kept as it is: "Because" reads as B
-)  # fmt: skip
+    [
+        ("B", "B"),
+        ("The best answer is: C.", "C"),
+        ("(D) green", "D"),
+        ("Answer: A", "A"),
+        ("", ""),
+        ("the shape is probably one of the colours shown in the frames of this video", ""),
+        ("Because", "B"),
+    ],  # lmms-eval's first capital A-D anywhere, kept as it is: "Because" reads as B
+)
 def test_answer_extraction_is_lmms_evals(reply, expected):
     assert extract_answer(reply) == expected
 
@@ -105,14 +111,18 @@ def test_prompt_is_lmms_evals_with_and_without_subtitles():
         "A. red\nB. blue\nThe best answer is:"
     )
     with_subs = question_text(DOC, ["hello", "there"])
-    assert with_subs.startswith("This video's subtitles are listed below: \nhello\nthere\nSelect the best answer "
-                                "to the following multiple-choice question based on the video and the subtitles.")  # fmt: skip
+    assert with_subs.startswith(
+        "This video's subtitles are listed below: \nhello\nthere\nSelect the best answer "
+        "to the following multiple-choice question based on the video and the subtitles."
+    )
     assert "No subtitles available\n" in question_text(DOC, [])
 
 
 def test_subtitles_of_the_sampled_frames():
-    srt = ('1\n00:00:00,000 --> 00:00:01,500\n<font color="white" size=".72c">first line</font>\n\n'
-           "2\n00:00:02,000 --> 00:00:03,000\nsecond line\n\n3\n00:00:05,000 --> 00:00:06,000\nnever shown\n")  # fmt: skip
+    srt = (
+        '1\n00:00:00,000 --> 00:00:01,500\n<font color="white" size=".72c">first line</font>\n\n'
+        "2\n00:00:02,000 --> 00:00:03,000\nsecond line\n\n3\n00:00:05,000 --> 00:00:06,000\nnever shown\n"
+    )
     cues = parse_srt(srt)
     assert cues == [(0.0, 1.5, "first line"), (2.0, 3.0, "second line"), (5.0, 6.0, "never shown")]
     assert subtitles_at(cues, [0, 10, 16], fps=4.0) == ["first line", "second line"]
@@ -123,8 +133,9 @@ def test_missing_videos_are_one_error_naming_the_files(tmp_path):
     docs = [{"videoID": "v1"}, {"videoID": "v2"}, {"videoID": "v3"}, {"videoID": "v2"}]
     with pytest.raises(ConfigError) as err:
         check_videos(docs, tmp_path)
-    assert str(err.value) == (f"video_mme: 2 video file(s) missing: {tmp_path}/v2.mp4, {tmp_path}/v3.mp4 "
-                              f"(video_mme.video_dir: {tmp_path})")  # fmt: skip
+    assert str(err.value) == (
+        f"video_mme: 2 video file(s) missing: {tmp_path}/v2.mp4, {tmp_path}/v3.mp4 (video_mme.video_dir: {tmp_path})"
+    )
     assert check_videos(docs[:1], tmp_path) == {"v1": tmp_path / "v1.mp4"}
 
 

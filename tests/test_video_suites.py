@@ -16,9 +16,9 @@ import shutil
 import pytest
 from test_faults import assert_clean, fault_proxy, run_inner
 
+from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
 from harness.serve.server import LifecycleOptions, Server
-from harness.config.spec import ServerSpec
 
 pytest.importorskip("cv2")
 pytest.importorskip("torch")
@@ -51,7 +51,12 @@ REFERENCES = {
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory):
     spec = ServerSpec(model="vlm", config="upstream", model_path=str(CANARY / "model"), engine="hf")
-    with Server(spec, get_engine(spec.engine), log_dir=tmp_path_factory.mktemp("upstream"), options=LifecycleOptions(grace_period=10)) as server:
+    with Server(
+        spec,
+        get_engine(spec.engine),
+        log_dir=tmp_path_factory.mktemp("upstream"),
+        options=LifecycleOptions(grace_period=10),
+    ) as server:
         yield server
 
 
@@ -59,13 +64,18 @@ def project(root, suites="video_mme", sampling="uniform", videos=None):
     root.mkdir(parents=True, exist_ok=True)
     (root / "conftest.py").write_text('pytest_plugins = ["harness.pytest_plugin.hooks"]\n')
     videos = videos or CANARY / "videomme"
-    options = {"video_mme": f"{{source: {videos}, num_frames: 8, sampling: {sampling}}}",
-               "video_mme_parity": f"{{source: {videos}, num_frames: 8}}",
-               "video_mme_modes": f"{{source: {videos}, num_frames: 8, limit: 6}}"}  # fmt: skip
+    options = {
+        "video_mme": f"{{source: {videos}, num_frames: 8, sampling: {sampling}}}",
+        "video_mme_parity": f"{{source: {videos}, num_frames: 8}}",
+        "video_mme_modes": f"{{source: {videos}, num_frames: 8, limit: 6}}",
+    }
     chosen = suites.split(", ")
-    text = THRESHOLDS.format(model=CANARY / "model", suites=suites,
-                             options="\n".join(f"      {s}: {options[s]}" for s in chosen),
-                             references="".join(REFERENCES[s] for s in chosen))  # fmt: skip
+    text = THRESHOLDS.format(
+        model=CANARY / "model",
+        suites=suites,
+        options="\n".join(f"      {s}: {options[s]}" for s in chosen),
+        references="".join(REFERENCES[s] for s in chosen),
+    )
     (root / "thresholds.yaml").write_text(text)
     (root / "suites").mkdir()
     for suite in suites.split(", "):
@@ -80,8 +90,12 @@ def test_a_clean_path_agrees_with_the_reference_and_records_how_frames_were_chos
     assert rows["video_mme_parity"]["verdict"] == "pass", run.output[-3000:]
     assert "video_mme_parity[vlm/cfg]: 0 of 90 answers differ" in run.output
     details = rows["video_mme"]["details"]
-    assert details["mode"] == "frames" and details["sampling"] == {"rule": "uniform", "num_frames": 8, "fps": 1.0,
-                                                                   "max_pixels": None}  # fmt: skip
+    assert details["mode"] == "frames" and details["sampling"] == {
+        "rule": "uniform",
+        "num_frames": 8,
+        "fps": 1.0,
+        "max_pixels": None,
+    }
     assert details["request_timeout_s"] > 0 and set(details["duration"]) == {"short", "medium", "long"}
     assert rows["video_mme"]["metrics"]["accuracy"] == rows["video_mme_parity"]["metrics"]["reference_accuracy"]
     assert_clean(run)
@@ -128,7 +142,10 @@ def test_a_missing_video_is_an_error_row_naming_the_file(tmp_path, engine):
         run = run_inner(project(tmp_path / "p", videos=videos), "--harness-base-url", url)
     row = run.rows()["video_mme"]
     assert row["verdict"] == "error"
-    assert f"video_mme: 1 video file(s) missing: {videos}/data/short-003.mp4 (video_mme.video_dir: {videos}/data)" in run.output
+    assert (
+        f"video_mme: 1 video file(s) missing: {videos}/data/short-003.mp4 (video_mme.video_dir: {videos}/data)"
+        in run.output
+    )
     assert_clean(run)
 
 

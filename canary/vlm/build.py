@@ -109,8 +109,13 @@ def load_image_run(model_dir: Path, shape: VlmShape, seed: int):
     image_run = json.loads(manifest.read_text())["train"] if manifest.is_file() else None
     if image_run:  # a video stage's fields describe the run that made it, not this one's
         image_run = {k: v for k, v in image_run.items() if not k.startswith("video_stage") and k != "frame_hint_weight"}
-    stats = {"image_model": {"path": str(model_dir), "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-                             "train": image_run}}  # fmt: skip
+    stats = {
+        "image_model": {
+            "path": str(model_dir),
+            "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+            "train": image_run,
+        }
+    }
     return model, stats
 
 
@@ -142,7 +147,9 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
         model, train_stats = train(processor, opts.shape, config, held_keys, log=log)
         timings["train_s"] = train_stats.pop("train_seconds")
     n_params = sum(p.numel() for p in model.parameters())
-    save_model(model, model_dir)  # also rounds the weights in memory to bf16: the video stage starts from the saved ones
+    save_model(
+        model, model_dir
+    )  # also rounds the weights in memory to bf16: the video stage starts from the saved ones
     if config.video_stage_steps:
         print(f"video stage: {config.video_stage_steps} steps", file=log, flush=True)
         video_stats = train_video_stage(model, processor, config, held_keys, log=log)
@@ -172,10 +179,10 @@ def build(opts: VlmBuildOptions, log=sys.stderr) -> dict:
         manifest["accuracy"] = evaluate_saved(model_dir, mmmu_root)
         manifest["eval"] = {
             "decoding": f"greedy, transformers generate (max {MAX_NEW_TOKENS} new tokens), batched with left "
-                        "padding, bf16 weights computed in fp32 on CPU",  # fmt: skip
+            "padding, bf16 weights computed in fp32 on CPU",
             "prompt": "harness.evals.mmmu.content_parts (lmms-eval construct_prompt) through the chat template",
             "scoring": "multiple choice: the stripped reply is the answer letter; open: case, spaces and a final "
-                       "full stop ignored, numbers compared as numbers",  # fmt: skip
+            "full stop ignored, numbers compared as numbers",
             "blank_images": "every image replaced by a uniform grey (128) image of the same size",
             "chance": "mean over questions of 1 / options (open: 1 / the family's possible answers)",
         }

@@ -42,7 +42,7 @@ class Shape:
     def box(self) -> tuple[int, int, int, int]:
         return (self.cx - self.radius, self.cy - self.radius, self.cx + self.radius, self.cy + self.radius)
 
-    def overlaps(self, other: "Shape", margin: int = 3) -> bool:
+    def overlaps(self, other: Shape, margin: int = 3) -> bool:
         gap = self.radius + other.radius + margin
         return abs(self.cx - other.cx) < gap and abs(self.cy - other.cy) < gap
 

@@ -63,9 +63,13 @@ def generate(model, processor, prompts: Sequence[Prompt], batch_size: int = 32) 
         images = [image for i in idx for image in prompts[i].images]
         inputs = processor(text=texts, images=images or None, padding=True, padding_side="left", return_tensors="pt")
         with torch.inference_mode():
-            out = model.generate(**inputs, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
-                                 pad_token_id=processor.tokenizer.pad_token_id,
-                                 eos_token_id=model.generation_config.eos_token_id)  # fmt: skip
+            out = model.generate(
+                **inputs,
+                max_new_tokens=MAX_NEW_TOKENS,
+                do_sample=False,
+                pad_token_id=processor.tokenizer.pad_token_id,
+                eos_token_id=model.generation_config.eos_token_id,
+            )
         width = inputs["input_ids"].shape[1]
         for i, text in zip(idx, processor.tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)):
             replies[i] = text
@@ -91,13 +95,21 @@ class Score:
         return self.correct / self.n
 
     def record(self) -> dict:
-        families = {f: {"accuracy": round(c / n, 4), "correct": c, "n": n} for f, (c, n) in sorted(self.by_family.items())}
-        return {"accuracy": round(self.accuracy, 4), "correct": self.correct, "n": self.n,
-                "chance": round(self.chance_sum / self.n, 4), "by_family": families}  # fmt: skip
+        families = {
+            f: {"accuracy": round(c / n, 4), "correct": c, "n": n} for f, (c, n) in sorted(self.by_family.items())
+        }
+        return {
+            "accuracy": round(self.accuracy, 4),
+            "correct": self.correct,
+            "n": self.n,
+            "chance": round(self.chance_sum / self.n, 4),
+            "by_family": families,
+        }
 
 
-def evaluate(model, processor, docs: Sequence[Mapping], variant: str = "interleaved", blank: bool = False,
-             batch_size: int = 32) -> tuple[Score, list[str]]:  # fmt: skip
+def evaluate(
+    model, processor, docs: Sequence[Mapping], variant: str = "interleaved", blank: bool = False, batch_size: int = 32
+) -> tuple[Score, list[str]]:
     """Score and replies on MMMU rows in one prompt variant, with their images or with grey ones."""
     prompts = [doc_prompt(processor, doc, variant, blank) for doc in docs]
     replies = generate(model, processor, prompts, batch_size)
@@ -115,8 +127,8 @@ def evaluate_video(model, processor, root, control: str = "", batch_size: int = 
 
     from canary.vlm.prompts import video_prompt
     from canary.vlm.videomme_set import NUM_FRAMES
-    from harness.evals.video_mme import extract_answer, load_questions, video_path
     from harness.evals.video import Sampling, read_frames
+    from harness.evals.video_mme import extract_answer, load_questions, video_path
 
     docs = load_questions(str(root), "test")
     prompts = []
@@ -136,5 +148,12 @@ def evaluate_video(model, processor, root, control: str = "", batch_size: int = 
         by_task[doc["task_type"]][0] += right
         by_task[doc["task_type"]][1] += 1
     chance = sum(1 / len(doc["options"]) for doc in docs) / len(docs)
-    return {"accuracy": round(correct / len(docs), 4), "correct": correct, "n": len(docs), "chance": round(chance, 4),
-            "by_task_type": {t: {"accuracy": round(c / n, 4), "correct": c, "n": n} for t, (c, n) in sorted(by_task.items())}}
+    return {
+        "accuracy": round(correct / len(docs), 4),
+        "correct": correct,
+        "n": len(docs),
+        "chance": round(chance, 4),
+        "by_task_type": {
+            t: {"accuracy": round(c / n, 4), "correct": c, "n": n} for t, (c, n) in sorted(by_task.items())
+        },
+    }

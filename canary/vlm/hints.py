@@ -33,8 +33,7 @@ def option_spans(ids: list[int]) -> list[tuple[int, int]]:
     if not starts:
         return []
     n = len(BEST_ANSWER_IDS)
-    after = [i for i in range(starts[-1], len(ids))
-             if ids[i] == ANSWER_ID or tuple(ids[i : i + n]) == BEST_ANSWER_IDS]  # fmt: skip
+    after = [i for i in range(starts[-1], len(ids)) if ids[i] == ANSWER_ID or tuple(ids[i : i + n]) == BEST_ANSWER_IDS]
     if not after:
         return []
     ends = starts[1:] + [after[0]]

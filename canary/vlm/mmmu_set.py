@@ -21,12 +21,37 @@ from canary.vlm.draw import png_bytes
 from canary.vlm.tasks import CANARY_FAMILIES, OPEN_FAMILIES, Question, generate_questions
 
 SUBJECTS = (
-    "Accounting", "Agriculture", "Architecture_and_Engineering", "Art", "Art_Theory", "Basic_Medical_Science",
-    "Biology", "Chemistry", "Clinical_Medicine", "Computer_Science", "Design", "Diagnostics_and_Laboratory_Medicine",
-    "Economics", "Electronics", "Energy_and_Power", "Finance", "Geography", "History", "Literature", "Manage",
-    "Marketing", "Materials", "Math", "Mechanical_Engineering", "Music", "Pharmacy", "Physics", "Psychology",
-    "Public_Health", "Sociology",
-)  # fmt: skip
+    "Accounting",
+    "Agriculture",
+    "Architecture_and_Engineering",
+    "Art",
+    "Art_Theory",
+    "Basic_Medical_Science",
+    "Biology",
+    "Chemistry",
+    "Clinical_Medicine",
+    "Computer_Science",
+    "Design",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Economics",
+    "Electronics",
+    "Energy_and_Power",
+    "Finance",
+    "Geography",
+    "History",
+    "Literature",
+    "Manage",
+    "Marketing",
+    "Materials",
+    "Math",
+    "Mechanical_Engineering",
+    "Music",
+    "Pharmacy",
+    "Physics",
+    "Psychology",
+    "Public_Health",
+    "Sociology",
+)
 QUESTIONS_PER_SUBJECT = 30
 OPEN_PER_SUBJECT = 3
 MAX_IMAGES = 7
@@ -41,10 +66,27 @@ SUBFIELDS = {
     "same_colour": "Comparing two images",
 }
 FAMILY_OF_SUBFIELD = {subfield: family for family, subfield in SUBFIELDS.items()}
-DIFFICULTY = {"colour": "Easy", "shape": "Easy", "position": "Medium", "size": "Medium", "same_colour": "Medium",
-              "count": "Hard", "which_image": "Hard"}  # fmt: skip
-COLUMNS = ("id", "question", "options", "explanation", *(f"image_{i}" for i in range(1, MAX_IMAGES + 1)),
-           "img_type", "answer", "topic_difficulty", "question_type", "subfield")  # fmt: skip
+DIFFICULTY = {
+    "colour": "Easy",
+    "shape": "Easy",
+    "position": "Medium",
+    "size": "Medium",
+    "same_colour": "Medium",
+    "count": "Hard",
+    "which_image": "Hard",
+}
+COLUMNS = (
+    "id",
+    "question",
+    "options",
+    "explanation",
+    *(f"image_{i}" for i in range(1, MAX_IMAGES + 1)),
+    "img_type",
+    "answer",
+    "topic_difficulty",
+    "question_type",
+    "subfield",
+)
 
 
 def subject_families(index: int) -> tuple[str, str, str]:
@@ -52,8 +94,11 @@ def subject_families(index: int) -> tuple[str, str, str]:
     families = CANARY_FAMILIES
     open_families = [f for f in OPEN_FAMILIES if f in families]
     offset = max(1, len(families) // 2)
-    return (families[index % len(families)], families[(index + offset) % len(families)],
-            open_families[index % len(open_families)])  # fmt: skip
+    return (
+        families[index % len(families)],
+        families[(index + offset) % len(families)],
+        open_families[index % len(open_families)],
+    )
 
 
 def subject_questions(subject: str, seed: int) -> list[Question]:

@@ -67,8 +67,12 @@ def make_config(shape: VlmShape):
         num_key_value_heads=shape.num_key_value_heads,
         head_dim=shape.head_dim,
         max_position_embeddings=4096,
-        rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": mrope_section,
-                         "mrope_interleaved": True},  # fmt: skip
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 10000.0,
+            "mrope_section": mrope_section,
+            "mrope_interleaved": True,
+        },
         eos_token_id=IM_END,
         pad_token_id=PAD,
         tie_word_embeddings=False,
@@ -86,9 +90,17 @@ def make_config(shape: VlmShape):
         deepstack_visual_indexes=list(shape.deepstack_visual_indexes),
     )
     # Untied lm_head: SGLang's Qwen-family loaders have ignored tie_word_embeddings before (canary.tiny).
-    return Qwen3VLConfig(text_config=text, vision_config=vision, image_token_id=IMAGE_PAD, video_token_id=VIDEO_PAD,
-                         vision_start_token_id=VISION_START, vision_end_token_id=VISION_END, eos_token_id=IM_END,
-                         pad_token_id=PAD, tie_word_embeddings=False)  # fmt: skip
+    return Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=IMAGE_PAD,
+        video_token_id=VIDEO_PAD,
+        vision_start_token_id=VISION_START,
+        vision_end_token_id=VISION_END,
+        eos_token_id=IM_END,
+        pad_token_id=PAD,
+        tie_word_embeddings=False,
+    )
 
 
 def make_model(shape: VlmShape, seed: int):
@@ -113,10 +125,15 @@ def write_processor_files(model_dir: Path) -> None:
     model_dir.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         shutil.copyfile(TEXT_CANARY_MODEL / name, model_dir / name)
-    image_processor = Qwen2VLImageProcessorPil(patch_size=PATCH_SIZE, merge_size=MERGE_SIZE,
-                                               temporal_patch_size=TEMPORAL_PATCH_SIZE, min_pixels=IMAGE_PIXELS,
-                                               max_pixels=IMAGE_PIXELS, image_mean=QWEN3_VL_MEAN_STD,
-                                               image_std=QWEN3_VL_MEAN_STD)  # fmt: skip
+    image_processor = Qwen2VLImageProcessorPil(
+        patch_size=PATCH_SIZE,
+        merge_size=MERGE_SIZE,
+        temporal_patch_size=TEMPORAL_PATCH_SIZE,
+        min_pixels=IMAGE_PIXELS,
+        max_pixels=IMAGE_PIXELS,
+        image_mean=QWEN3_VL_MEAN_STD,
+        image_std=QWEN3_VL_MEAN_STD,
+    )
     image_processor.save_pretrained(model_dir)
     # min/max_pixels too: older readers (vLLM, qwen-vl-utils) look for them; transformers maps them onto `size`.
     config_path = model_dir / "preprocessor_config.json"
@@ -165,7 +182,12 @@ def save_model(model, model_dir: Path) -> None:
 
 def shape_record(shape: VlmShape) -> dict:
     record = asdict(shape)
-    record.update(vocab_size=VOCAB_SIZE, image_size=IMAGE_SIZE, processed_side=PROCESSED_SIDE,
-                  tokens_per_image=TOKENS_PER_IMAGE, patch_size=PATCH_SIZE, merge_size=MERGE_SIZE)  # fmt: skip
+    record.update(
+        vocab_size=VOCAB_SIZE,
+        image_size=IMAGE_SIZE,
+        processed_side=PROCESSED_SIDE,
+        tokens_per_image=TOKENS_PER_IMAGE,
+        patch_size=PATCH_SIZE,
+        merge_size=MERGE_SIZE,
+    )
     return record
-

@@ -51,8 +51,9 @@ def video_prompt(processor, doc: Mapping, frames: list) -> Prompt:
     from harness.evals.video_mme import question_text
 
     content = [{"type": "image"} for _ in frames] + [{"type": "text", "text": question_text(doc)}]
-    text = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True,
-                                         tokenize=False)  # fmt: skip
+    text = processor.apply_chat_template(
+        [{"role": "user", "content": content}], add_generation_prompt=True, tokenize=False
+    )
     return Prompt(text, list(frames))
 
 

@@ -150,8 +150,9 @@ def same_colour_question(rng: random.Random, open_question: bool) -> Question:
     second = random_shape(rng, (14, 24), other)
     text = "Do the shapes in <image 1> and <image 2> have the same colour?"
     options = ["yes", "no"] if rng.random() < 0.5 else ["no", "yes"]
-    return Question("same_colour", text, tuple(options), letter(options.index("yes" if same else "no")),
-                    ((first,), (second,)))  # fmt: skip
+    return Question(
+        "same_colour", text, tuple(options), letter(options.index("yes" if same else "no")), ((first,), (second,))
+    )
 
 
 FAMILIES = {

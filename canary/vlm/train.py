@@ -90,8 +90,11 @@ def collate(rows: list[tuple[dict, list[int]]]):
         if "pixel_values" in encoded:
             pixels.append(encoded["pixel_values"])
             grids.append(encoded["image_grid_thw"])
-    inputs = {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask),
-              "mm_token_type_ids": torch.tensor(types)}  # fmt: skip
+    inputs = {
+        "input_ids": torch.tensor(ids),
+        "attention_mask": torch.tensor(mask),
+        "mm_token_type_ids": torch.tensor(types),
+    }
     if pixels:
         inputs.update(pixel_values=torch.cat(pixels), image_grid_thw=torch.cat(grids))
     return inputs, torch.tensor(labels)
@@ -125,12 +128,24 @@ def _adamw(model, config: VlmTrainConfig, lr: float):
 
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))  # fmt: skip
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr,
+        betas=(0.9, 0.98),
+    )
 
 
-def _optimise(model, processor, stream, schedule: VlmTrainConfig, config: VlmTrainConfig, frame_hints: bool,
-              label: str, log, on_log=None) -> tuple[int, float]:
+def _optimise(
+    model,
+    processor,
+    stream,
+    schedule: VlmTrainConfig,
+    config: VlmTrainConfig,
+    frame_hints: bool,
+    label: str,
+    log,
+    on_log=None,
+) -> tuple[int, float]:
     """The training loop of both runs: `schedule.steps` batches from `stream`, lr by `lr_at(step, schedule)`, the
     frame hints on the video rows with `frame_hints`, log lines headed `label`; returns (examples, last logged loss)."""
     import torch
@@ -143,8 +158,14 @@ def _optimise(model, processor, stream, schedule: VlmTrainConfig, config: VlmTra
         for group in optimizer.param_groups:
             group["lr"] = lr_at(step, schedule)
         families = [q.family if isinstance(q, VideoExample) else None for q, _ in batch]
-        loss = training_loss(model, inputs, labels, rows, config.attention_hint_weight,
-                             (families, config.frame_hint_weight) if frame_hints else None)  # fmt: skip
+        loss = training_loss(
+            model,
+            inputs,
+            labels,
+            rows,
+            config.attention_hint_weight,
+            (families, config.frame_hint_weight) if frame_hints else None,
+        )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -153,8 +174,12 @@ def _optimise(model, processor, stream, schedule: VlmTrainConfig, config: VlmTra
         recent.append(loss.item())
         if (step + 1) % config.log_every == 0 or step + 1 == schedule.steps:
             elapsed, last_loss = time.perf_counter() - start, sum(recent) / len(recent)
-            print(f"{label} {step + 1}/{schedule.steps} loss {last_loss:.4f} lr {lr_at(step, schedule):.2e} "
-                  f"{elapsed:.0f}s {(step + 1) / elapsed:.1f} steps/s", file=log, flush=True)  # fmt: skip
+            print(
+                f"{label} {step + 1}/{schedule.steps} loss {last_loss:.4f} lr {lr_at(step, schedule):.2e} "
+                f"{elapsed:.0f}s {(step + 1) / elapsed:.1f} steps/s",
+                file=log,
+                flush=True,
+            )
             recent = []
             if on_log is not None:
                 on_log(step + 1, model)
@@ -181,12 +206,16 @@ def train(processor, shape: VlmShape, config: VlmTrainConfig, held_out: set, log
         model.set_attn_implementation("eager")  # the hints need the attention weights, which sdpa does not return
     model.train()
     start = time.perf_counter()
-    examples, last_loss = _optimise(model, processor, batches(config, held_out), config, config, False, "step", log,
-                                    on_log)  # fmt: skip
+    examples, last_loss = _optimise(
+        model, processor, batches(config, held_out), config, config, False, "step", log, on_log
+    )
     model.set_attn_implementation("sdpa")
     model.eval()
-    stats = {"train_seconds": round(time.perf_counter() - start, 1), "train_examples": examples,
-             "final_loss": round(last_loss, 5)}  # fmt: skip
+    stats = {
+        "train_seconds": round(time.perf_counter() - start, 1),
+        "train_examples": examples,
+        "final_loss": round(last_loss, 5),
+    }
     return model, stats
 
 
@@ -201,12 +230,17 @@ def train_video_stage(model, processor, config: VlmTrainConfig, held_out: set, l
     torch.manual_seed(config.seed)
     model.set_attn_implementation("eager")
     model.train()
-    stage = replace(config, steps=config.video_stage_steps, lr=config.video_stage_lr,
-                    warmup_steps=config.video_stage_warmup)  # fmt: skip
+    stage = replace(
+        config, steps=config.video_stage_steps, lr=config.video_stage_lr, warmup_steps=config.video_stage_warmup
+    )
     start = time.perf_counter()
-    examples, last_loss = _optimise(model, processor, video_stage_batches(config, held_out), stage, config, True,
-                                    "video stage", log, on_log)  # fmt: skip
+    examples, last_loss = _optimise(
+        model, processor, video_stage_batches(config, held_out), stage, config, True, "video stage", log, on_log
+    )
     model.set_attn_implementation("sdpa")
     model.eval()
-    return {"video_stage_seconds": round(time.perf_counter() - start, 1), "video_stage_examples": examples,
-            "video_stage_final_loss": round(last_loss, 5)}  # fmt: skip
+    return {
+        "video_stage_seconds": round(time.perf_counter() - start, 1),
+        "video_stage_examples": examples,
+        "video_stage_final_loss": round(last_loss, 5),
+    }

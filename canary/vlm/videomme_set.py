@@ -37,8 +37,19 @@ FPS = 4.0
 DURATIONS = {"short": 8, "medium": 16, "long": 32}  # frames
 DOMAIN, SUB_CATEGORY = "Life Record", "Daily Life"
 PARQUET = "videomme/test-00000-of-00001.parquet"
-COLUMNS = ("video_id", "duration", "domain", "sub_category", "url", "videoID", "question_id", "task_type", "question",
-           "options", "answer")  # fmt: skip
+COLUMNS = (
+    "video_id",
+    "duration",
+    "domain",
+    "sub_category",
+    "url",
+    "videoID",
+    "question_id",
+    "task_type",
+    "question",
+    "options",
+    "answer",
+)
 
 
 @dataclass(frozen=True)
@@ -63,7 +74,9 @@ TASK_TYPES = {"appears": "Attribute Perception", "changes": "Temporal Perception
 def lettered(rng: random.Random, correct: str, choices: list[str]) -> tuple[tuple[str, ...], str]:
     options = list(choices)
     rng.shuffle(options)
-    return tuple(f"{chr(ord('A') + i)}. {text}" for i, text in enumerate(options)), chr(ord("A") + options.index(correct))
+    return tuple(f"{chr(ord('A') + i)}. {text}" for i, text in enumerate(options)), chr(
+        ord("A") + options.index(correct)
+    )
 
 
 def make_video(rng: random.Random, n_frames: int) -> Video:
@@ -71,15 +84,22 @@ def make_video(rng: random.Random, n_frames: int) -> Video:
     changed = rng.random() < 0.5
     end_colour = rng.choice([c for c in COLOURS if c != start_colour]) if changed else start_colour
     r = rng.randint(14, 24)
-    kind, cx, cy = rng.choice(SHAPE_KINDS), rng.randint(r + 2, IMAGE_SIZE - r - 3), rng.randint(r + 2, IMAGE_SIZE - r - 3)
+    kind, cx, cy = (
+        rng.choice(SHAPE_KINDS),
+        rng.randint(r + 2, IMAGE_SIZE - r - 3),
+        rng.randint(r + 2, IMAGE_SIZE - r - 3),
+    )
     switch = rng.randint(max(2, n_frames // 3), n_frames - n_frames // 3)
-    frames = tuple(() if i == 0 else (Shape(kind, start_colour if i < switch else end_colour, cx, cy, r),)
-                   for i in range(n_frames))  # fmt: skip
+    frames = tuple(
+        () if i == 0 else (Shape(kind, start_colour if i < switch else end_colour, cx, cy, r),) for i in range(n_frames)
+    )
     others = [c for c in COLOURS if c not in (start_colour, end_colour)]
     both = sorted({start_colour, end_colour})
     shown = rng.choice(both)
-    questions = [("appears", QUESTIONS["appears"], *lettered(rng, shown, [shown] + rng.sample(others, rng.randint(1, 3)))),
-                 ("changes", QUESTIONS["changes"], *lettered(rng, "yes" if changed else "no", ["yes", "no"]))]  # fmt: skip
+    questions = [
+        ("appears", QUESTIONS["appears"], *lettered(rng, shown, [shown] + rng.sample(others, rng.randint(1, 3)))),
+        ("changes", QUESTIONS["changes"], *lettered(rng, "yes" if changed else "no", ["yes", "no"])),
+    ]
     choices = both + rng.sample(others, rng.randint(max(0, 2 - len(both)), 4 - len(both)))
     questions.append(("last", QUESTIONS["last"], *lettered(rng, end_colour, choices)))
     return Video(frames, tuple(questions))
@@ -88,8 +108,11 @@ def make_video(rng: random.Random, n_frames: int) -> Video:
 def video_set(seed: int, videos_per_duration: int) -> list[tuple[str, str, Video]]:
     """[(videoID, duration, video)] in a fixed order: `videos_per_duration` videos of each duration."""
     rng = random.Random(f"videomme-canary/{seed}")
-    return [(f"{duration}-{k:03d}", duration, make_video(rng, n_frames))
-            for duration, n_frames in DURATIONS.items() for k in range(videos_per_duration)]  # fmt: skip
+    return [
+        (f"{duration}-{k:03d}", duration, make_video(rng, n_frames))
+        for duration, n_frames in DURATIONS.items()
+        for k in range(videos_per_duration)
+    ]
 
 
 NUM_FRAMES = 8  # what the canary is trained on and what thresholds.yaml asks for (frames mode, uniform)
@@ -133,8 +156,11 @@ def training_example(rng: random.Random) -> VideoExample:
 
 
 def held_out_examples(seed: int, videos_per_duration: int = 10) -> list[VideoExample]:
-    return [VideoExample(video, k) for _, _, video in video_set(seed, videos_per_duration)
-            for k in range(len(video.questions))]  # fmt: skip
+    return [
+        VideoExample(video, k)
+        for _, _, video in video_set(seed, videos_per_duration)
+        for k in range(len(video.questions))
+    ]
 
 
 def write_set(root: Path, seed: int = 0, videos_per_duration: int = 10) -> dict:
@@ -150,10 +176,21 @@ def write_set(root: Path, seed: int = 0, videos_per_duration: int = 10) -> dict:
     for index, (video_id, duration, video) in enumerate(video_set(seed, videos_per_duration), start=1):
         write_mp4(root / "data" / f"{video_id}.mp4", video.images(), FPS)
         for k, (family, question, options, answer) in enumerate(video.questions, start=1):
-            rows.append({"video_id": f"{index:03d}", "duration": duration, "domain": DOMAIN,
-                         "sub_category": SUB_CATEGORY, "url": "", "videoID": video_id, "question_id": f"{index:03d}-{k}",
-                         "task_type": TASK_TYPES[family], "question": question, "options": list(options),
-                         "answer": answer})  # fmt: skip
+            rows.append(
+                {
+                    "video_id": f"{index:03d}",
+                    "duration": duration,
+                    "domain": DOMAIN,
+                    "sub_category": SUB_CATEGORY,
+                    "url": "",
+                    "videoID": video_id,
+                    "question_id": f"{index:03d}-{k}",
+                    "task_type": TASK_TYPES[family],
+                    "question": question,
+                    "options": list(options),
+                    "answer": answer,
+                }
+            )
     features = Features({c: Sequence(Value("string")) if c == "options" else Value("string") for c in COLUMNS})
     (root / PARQUET).parent.mkdir(parents=True, exist_ok=True)
     Dataset.from_dict({c: [r[c] for r in rows] for c in COLUMNS}, features=features).to_parquet(str(root / PARQUET))

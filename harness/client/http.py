@@ -209,9 +209,7 @@ class Client:
             await asyncio.sleep(delay_s)
         raise RequestFailed("POST", self.base_url + "/flush_cache", 400, "server kept refusing to flush", attempts)
 
-    async def map(
-        self, fn: Callable[[T], Awaitable[R]], items: Iterable[T], progress: str | None = None
-    ) -> list[R]:
+    async def map(self, fn: Callable[[T], Awaitable[R]], items: Iterable[T], progress: str | None = None) -> list[R]:
         """Run `fn` over `items` concurrently (bounded by the session), results in input order."""
         from tqdm.auto import tqdm
 

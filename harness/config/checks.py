@@ -15,11 +15,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from harness.config.metrics import METRICS
+from harness.config.schema import BOUND_KEYS
 from harness.config.spec import KIND_ROLES
 from harness.config.suites import option_problems
-from harness.config.schema import BOUND_KEYS
 from harness.errors import unknown_choice
-from harness.config.metrics import METRICS
 
 if TYPE_CHECKING:
     from harness.config.schema import ReferenceEntry, ThresholdsDoc
@@ -84,8 +84,10 @@ def matches(match: Any, numerics: Numerics) -> bool:
 
 def same_match(earlier: Mapping[str, Any], later: Mapping[str, Any]) -> bool:
     """True when `earlier` matches every config `later` does: its set keys are a subset, with equal values."""
-    return all(v is None or (later.get(k) is not None and normalize(k, v) == normalize(k, later[k]))
-               for k, v in earlier.items())  # fmt: skip
+    return all(
+        v is None or (later.get(k) is not None and normalize(k, v) == normalize(k, later[k]))
+        for k, v in earlier.items()
+    )
 
 
 def match_problems(keys: Mapping[str, Any], where: str) -> list[str]:
@@ -122,7 +124,9 @@ def model_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> li
             problems += option_problems(config.options, f"{config_where}.options")
             if config.deployment is not None:
                 declared = config.deployment
-                problems += deployment_problems(declared.kind, [m.role for m in declared.members], f"{config_where}.deployment")
+                problems += deployment_problems(
+                    declared.kind, [m.role for m in declared.members], f"{config_where}.deployment"
+                )
             for suite in sorted(set(config.options) & set(suites) - listed):
                 problems.append(
                     f"{config_where}.options.{suite}: options for suite {suite!r}, which this config does not run"
@@ -140,8 +144,10 @@ def model_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> li
 def _name_problems(what: str, name: str, where: str) -> list[str]:
     if _NAME.fullmatch(name):
         return []
-    return [f"{where}: invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' (it appears in test ids"
-            " like gsm8k[model/config])"]  # fmt: skip
+    return [
+        f"{where}: invalid {what} name {name!r}: use letters, digits, '.', '_' and '-' (it appears in test ids"
+        " like gsm8k[model/config])"
+    ]
 
 
 def reference_problems(doc: ThresholdsDoc, source: str, suites: Iterable[str]) -> list[str]:
@@ -216,8 +222,10 @@ def _shift_entry_problems(entry: ReferenceEntry, where: str, is_shift: bool) -> 
         return [f"{where}: min_effect only applies to shift metrics ({shifts}), not {entry.metric}"]
     wrong = [k for k in ("value", "n", "sigma", "higher_is_better", *BOUND_KEYS) if getattr(entry, k) is not None]
     if wrong:
-        return [f"{where}: {entry.metric} is a shift tested against 0 (keys: alpha, beta, min_effect); "
-                f"{', '.join(wrong)} do not apply"]  # fmt: skip
+        return [
+            f"{where}: {entry.metric} is a shift tested against 0 (keys: alpha, beta, min_effect); "
+            f"{', '.join(wrong)} do not apply"
+        ]
     return []
 
 
@@ -233,10 +241,14 @@ def deployment_problems(kind: str, roles: list[str], where: str) -> list[str]:
             out.append(str(unknown_choice(f"{kind} member role", role, allowed, where=f"{where}.members[{i}].role")))
     if out:
         return out
-    expected = {"epd": "one or more encoder members, then one language member",
-                "pd": "one prefill, one decode and one router member, in that order"}[kind]  # fmt: skip
+    expected = {
+        "epd": "one or more encoder members, then one language member",
+        "pd": "one prefill, one decode and one router member, in that order",
+    }[kind]
     encoders = [r for r in roles if r == "encoder"]
-    shape_ok = (roles == encoders + ["language"] and encoders) if kind == "epd" else roles == ["prefill", "decode", "router"]
+    shape_ok = (
+        (roles == encoders + ["language"] and encoders) if kind == "epd" else roles == ["prefill", "decode", "router"]
+    )
     if not shape_ok:
         out.append(f"{where}.members: roles {roles}; a {kind} deployment needs {expected}")
     return out

@@ -121,7 +121,6 @@ class ReferenceEntry(_Strict):
         return self.value is None and self.kind in ("statistical", "min_ratio", "max_ratio")
 
 
-
 class ErrorControl(_Strict):
     """thresholds.yaml `error_control:`: α per gate, or one α for the run (harness.verdict.error_control)."""
 

@@ -79,6 +79,12 @@ def _same_kind(value: Any, default: Any) -> bool:
 
 
 def _kind(default: Any) -> str:
-    names = {bool: "true or false", int: "an integer", float: "a number", str: "a string", list: "a list",
-             dict: "a mapping"}  # fmt: skip
+    names = {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a mapping",
+    }
     return names.get(type(default), type(default).__name__)

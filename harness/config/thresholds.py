@@ -56,6 +56,7 @@ class ReferenceMatch:
     def test_id(self) -> str:
         return f"{self.suite}[{self.model}/{self.config}]"
 
+
 @dataclass(frozen=True)
 class Thresholds:
     """A validated thresholds.yaml. `source` is the name used in messages; `spans` locate every value."""
@@ -91,12 +92,18 @@ class Thresholds:
         m, c = self.model(model), self.config(model, config)
         base = self.path.parent
         return ServerSpec(
-            model=model, config=config, model_path=resolve_model_path(m.path, base),
-            engine=c.engine or m.engine, args=resolve_path_args(c.args, base), env=dict(c.env), gpus=c.gpus,
+            model=model,
+            config=config,
+            model_path=resolve_model_path(m.path, base),
+            engine=c.engine or m.engine,
+            args=resolve_path_args(c.args, base),
+            env=dict(c.env),
+            gpus=c.gpus,
             tokenizer_path=resolve_model_path(m.tokenizer, base) if m.tokenizer else None,
             startup_timeout=c.startup_timeout if c.startup_timeout is not None else m.startup_timeout,
-            images_per_prompt=self.images_per_prompt(model, config), deployment=_deployment_spec(c.deployment),
-        )  # fmt: skip
+            images_per_prompt=self.images_per_prompt(model, config),
+            deployment=_deployment_spec(c.deployment),
+        )
 
     def images_per_prompt(self, model: str, config: str) -> int:
         """The most images one request of the config's suites sends: fixed per suite, or for video_mme in frames
@@ -213,8 +220,10 @@ def parse_thresholds(text: str, path: Path, source: str) -> Thresholds:
         # A partial write (an interrupted copy or edit) cuts mid-line, and a third of such cuts still parse, e.g.
         # `min: 0.985` cut to `min: 0.9`: a silently loosened floor. Every file the harness accepts ends a line.
         line = text.count("\n") + 1
-        raise ConfigError(f"{source}:{line}: the file ends mid-line ({text.splitlines()[-1][-40:]!r}): was it cut off? "
-                          "A thresholds file must end with a newline; add one if the file is complete")
+        raise ConfigError(
+            f"{source}:{line}: the file ends mid-line ({text.splitlines()[-1][-40:]!r}): was it cut off? "
+            "A thresholds file must end with a newline; add one if the file is complete"
+        )
     return _validate(data, spans, path, source)
 
 

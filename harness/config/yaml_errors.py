@@ -96,8 +96,12 @@ _EXPECTED = {
     "model_type": "a mapping",
     "model_attributes_type": "a mapping",
 }
-_LIMITS = {"greater_than_equal": ("ge", "≥"), "greater_than": ("gt", ">"), "less_than_equal": ("le", "≤"),
-           "less_than": ("lt", "<")}  # fmt: skip
+_LIMITS = {
+    "greater_than_equal": ("ge", "≥"),
+    "greater_than": ("gt", ">"),
+    "less_than_equal": ("le", "≤"),
+    "less_than": ("lt", "<"),
+}
 
 
 def describe_validation_error(exc: ValidationError, root: type[BaseModel], source: str) -> ConfigError:

@@ -62,9 +62,11 @@ def mean_gap(generated: Sequence[float], replayed: Sequence[float]) -> float:
 
 
 def shift_units(
-    hits: Sequence[Generation], hit_cold: Sequence[Sequence[float]],
-    controls: Sequence[Generation], control_cold: Sequence[Sequence[float]],
-) -> dict[str, float]:  # fmt: skip
+    hits: Sequence[Generation],
+    hit_cold: Sequence[Sequence[float]],
+    controls: Sequence[Generation],
+    control_cold: Sequence[Sequence[float]],
+) -> dict[str, float]:
     """Per prompt id present in both arms with generated tokens: hit gap minus control gap."""
     control_gap = {c.prompt.id: mean_gap(c.logprobs, cold) for c, cold in zip(controls, control_cold) if c.logprobs}
     return {
@@ -81,9 +83,13 @@ def control_kl(controls: Sequence[Generation], control_cold: Sequence[Sequence[f
 
 
 async def replay_and_score(
-    ctx: EvalContext, suite: str, n: int, hits: Sequence[Generation], extra: dict,
+    ctx: EvalContext,
+    suite: str,
+    n: int,
+    hits: Sequence[Generation],
+    extra: dict,
     controls: Sequence[Generation] = (),
-) -> tuple[EvalResult, dict[str, float], dict[str, float]]:  # fmt: skip
+) -> tuple[EvalResult, dict[str, float], dict[str, float]]:
     """Cold-replay the hits (and the controls, in the same flush) and score them: the EvalResult both suites
     return, the per-sample KL and the per-prompt shift units (empty without controls)."""
     compared = [h for h in hits if h.output_ids]
@@ -96,7 +102,10 @@ async def replay_and_score(
     units: dict[str, float] = {}
     if controls:
         units = shift_units(compared, hit_cold, controls, control_cold)
-        metrics |= {"hit_shift": math.fsum(units.values()) / len(units), "control_kl_div": control_kl(controls, control_cold)}
+        metrics |= {
+            "hit_shift": math.fsum(units.values()) / len(units),
+            "control_kl_div": control_kl(controls, control_cold),
+        }
     result = EvalResult(
         suite=suite,
         n=n,

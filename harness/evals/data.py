@@ -24,7 +24,9 @@ def load_records(source: str, split: str, *, subset: str | None = None, base_dir
         found = next((f for f in files if f.exists()), None)
         if found is None:
             present = sorted(p.stem for p in local.glob("*.json*"))
-            raise ConfigError(f"{local}: no {split}.jsonl for split {split!r}; splits present: {', '.join(present) or 'none'}")
+            raise ConfigError(
+                f"{local}: no {split}.jsonl for split {split!r}; splits present: {', '.join(present) or 'none'}"
+            )
         return _read_json_records(found)
     if local.suffix in (".jsonl", ".json") or local.exists():
         if not local.exists():

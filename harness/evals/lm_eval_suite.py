@@ -19,8 +19,8 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from harness.evals.data import sha256_text
 from harness.errors import ConfigError, HarnessError
+from harness.evals.data import sha256_text
 from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "lm_eval"
@@ -45,8 +45,10 @@ class LmEvalFailed(HarnessError):
 def task_spec(opts: dict, base_dir: str) -> str | dict:
     """The task as lm-eval loads it: a name, or the YAML's config with relative data files made absolute."""
     if bool(opts["task"]) == bool(opts["task_yaml"]):
-        raise ConfigError(f"{SUITE}: give exactly one of `task` (a registered lm-eval task) and `task_yaml` (a task "
-                          f"config file), got task={opts['task']!r}, task_yaml={opts['task_yaml']!r}")  # fmt: skip
+        raise ConfigError(
+            f"{SUITE}: give exactly one of `task` (a registered lm-eval task) and `task_yaml` (a task "
+            f"config file), got task={opts['task']!r}, task_yaml={opts['task_yaml']!r}"
+        )
     if opts["task"]:
         return opts["task"]
     import yaml
@@ -72,9 +74,16 @@ def records(samples: list[dict], metric: str, split: str = "test") -> list[dict]
         first = next(iter(arguments.values()), {}) if isinstance(arguments, dict) else arguments[0]
         context = first.get("arg_0") if isinstance(first, dict) else first[0]
         filtered = sample.get("filtered_resps") or [None]
-        out.append({"id": str(doc.get("id", f"{split}-{sample['doc_id']}")), "prompt_sha256": sha256_text(str(context)),
-                    "output": (sample.get("resps") or [[""]])[0][0], "parsed": filtered[0],
-                    "correct": bool(sample.get(name)), "target": sample.get("target")})  # fmt: skip
+        out.append(
+            {
+                "id": str(doc.get("id", f"{split}-{sample['doc_id']}")),
+                "prompt_sha256": sha256_text(str(context)),
+                "output": (sample.get("resps") or [[""]])[0][0],
+                "parsed": filtered[0],
+                "correct": bool(sample.get(name)),
+                "target": sample.get("target"),
+            }
+        )
     return out
 
 
@@ -94,17 +103,29 @@ class LmEval:
         task_name = next(iter(result["results"]))
         scores = result["results"][task_name]
         if opts["metric"] not in scores:
-            raise ConfigError(f"{SUITE}.metric: {opts['metric']!r} is not among lm-eval's results for {task_name}: "
-                              f"{', '.join(k for k in scores if not k.endswith('_stderr') and k != 'alias')}")  # fmt: skip
+            raise ConfigError(
+                f"{SUITE}.metric: {opts['metric']!r} is not among lm-eval's results for {task_name}: "
+                f"{', '.join(k for k in scores if not k.endswith('_stderr') and k != 'alias')}"
+            )
         split = spec.get("test_split", "test") if isinstance(spec, dict) else "test"
         rows = records(result["samples"][task_name], opts["metric"], split)
         for row in rows:
             ctx.on_sample(row)
         name, _, filter_name = opts["metric"].partition(",")
         stderr = scores.get(f"{name}_stderr,{filter_name}" if filter_name else f"{name}_stderr")
-        return EvalResult(SUITE, {"accuracy": float(scores[opts["metric"]])}, len(rows),
-                          {"task": task_name, "metric": opts["metric"], "stderr": stderr, "model": opts["model"],
-                           "num_fewshot": opts["num_fewshot"], "lm_eval_version": _version()})  # fmt: skip
+        return EvalResult(
+            SUITE,
+            {"accuracy": float(scores[opts["metric"]])},
+            len(rows),
+            {
+                "task": task_name,
+                "metric": opts["metric"],
+                "stderr": stderr,
+                "model": opts["model"],
+                "num_fewshot": opts["num_fewshot"],
+                "lm_eval_version": _version(),
+            },
+        )
 
     @staticmethod
     def _evaluate(ctx: EvalContext, opts: dict, spec, limit) -> dict[str, Any]:
@@ -112,15 +133,29 @@ class LmEval:
         from lm_eval.tasks import TaskManager
 
         route = "/v1/completions" if opts["model"] == "local-completions" else "/v1/chat/completions"
-        model_args = {"model": ctx.model_path, "base_url": ctx.client.base_url + route,
-                      "tokenizer": ctx.tokenizer_path or ctx.model_path, "tokenizer_backend": "huggingface",
-                      "tokenized_requests": False, "num_concurrent": opts["num_concurrent"],
-                      "max_retries": opts["max_retries"], "max_length": opts["max_length"], "batch_size": 1}  # fmt: skip
+        model_args = {
+            "model": ctx.model_path,
+            "base_url": ctx.client.base_url + route,
+            "tokenizer": ctx.tokenizer_path or ctx.model_path,
+            "tokenizer_backend": "huggingface",
+            "tokenized_requests": False,
+            "num_concurrent": opts["num_concurrent"],
+            "max_retries": opts["max_retries"],
+            "max_length": opts["max_length"],
+            "batch_size": 1,
+        }
         try:
-            return lm_eval.simple_evaluate(model=opts["model"], model_args=model_args, tasks=[spec],
-                                           task_manager=TaskManager(), num_fewshot=opts["num_fewshot"], limit=limit,
-                                           log_samples=True, apply_chat_template=opts["model"] != "local-completions")  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the library's own failure, reported as an error with its cause
+            return lm_eval.simple_evaluate(
+                model=opts["model"],
+                model_args=model_args,
+                tasks=[spec],
+                task_manager=TaskManager(),
+                num_fewshot=opts["num_fewshot"],
+                limit=limit,
+                log_samples=True,
+                apply_chat_template=opts["model"] != "local-completions",
+            )
+        except Exception as exc:
             # no "lm_eval[case]: " prefix: the harness puts the test's id before every error it reports
             raise LmEvalFailed(f"lm-eval stopped: {type(exc).__name__}: {str(exc)[:400]}") from exc
 

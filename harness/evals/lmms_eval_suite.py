@@ -30,8 +30,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.evals.data import sha256_text
 from harness.errors import ConfigError, HarnessError, did_you_mean
+from harness.evals.data import sha256_text
 from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "lmms_eval"
@@ -55,8 +55,10 @@ class LmmsEvalFailed(HarnessError):
 def task_source(opts: dict, base_dir: str) -> tuple[str, str | None]:
     """(task name, directory lmms-eval should index for it, or None for a registered task)."""
     if bool(opts["task"]) == bool(opts["task_yaml"]):
-        raise ConfigError(f"{SUITE}: give exactly one of `task` (a registered lmms-eval task) and `task_yaml` (a task "
-                          f"file), got task={opts['task']!r}, task_yaml={opts['task_yaml']!r}")  # fmt: skip
+        raise ConfigError(
+            f"{SUITE}: give exactly one of `task` (a registered lmms-eval task) and `task_yaml` (a task "
+            f"file), got task={opts['task']!r}, task_yaml={opts['task_yaml']!r}"
+        )
     if opts["task"]:
         return opts["task"], None
     path = Path(base_dir, opts["task_yaml"])
@@ -72,8 +74,10 @@ def generation_overrides(gen_kwargs: dict) -> str | None:
     """simple_evaluate's `gen_kwargs` string ("k=v,k=v"); its parser splits on commas, so values cannot hold one."""
     for key, value in gen_kwargs.items():
         if "," in str(value) or "=" in str(value):
-            raise ConfigError(f"{SUITE}.gen_kwargs.{key}: {value!r} holds ',' or '=', on which lmms-eval's parser "
-                              f"splits its gen_kwargs string")  # fmt: skip
+            raise ConfigError(
+                f"{SUITE}.gen_kwargs.{key}: {value!r} holds ',' or '=', on which lmms-eval's parser "
+                f"splits its gen_kwargs string"
+            )
     return ",".join(f"{k}={v}" for k, v in gen_kwargs.items()) or None
 
 
@@ -103,10 +107,17 @@ def records(samples: list[dict], metric: str, aggregate, split: str) -> list[dic
         parsed = parsed[0] if isinstance(parsed, list) and len(parsed) == 1 else parsed
         if isinstance(parsed, list):  # MMMU's open candidates come out of a set: sorted, so reruns read alike
             parsed = sorted(parsed, key=str)
-        out.append({"id": str(doc.get("id", f"{split}-{sample['doc_id']}")),
-                    "prompt_sha256": sha256_text(re.sub(r"<image \d+>", "<image>", context)), "output": output(sample),
-                    "parsed": parsed if parsed is not None else (sample.get("filtered_resps") or [None])[0],
-                    "correct": score > 0, "score": score, "target": sample.get("target")})  # fmt: skip
+        out.append(
+            {
+                "id": str(doc.get("id", f"{split}-{sample['doc_id']}")),
+                "prompt_sha256": sha256_text(re.sub(r"<image \d+>", "<image>", context)),
+                "output": output(sample),
+                "parsed": parsed if parsed is not None else (sample.get("filtered_resps") or [None])[0],
+                "correct": score > 0,
+                "score": score,
+                "target": sample.get("target"),
+            }
+        )
     return out
 
 
@@ -125,17 +136,28 @@ class LmmsEval:
         scores, samples = result["results"][name], result["samples"][name]
         failed = failed_requests(samples)
         if failed:
-            raise LmmsEvalFailed(f"{len(failed)} of {len(samples)} requests failed after lmms-eval's "
-                                 f"{opts['max_retries']} attempt(s) each (it scores them as answers; here they are "
-                                 f"errors): {failed[0][:300]}")  # fmt: skip
+            raise LmmsEvalFailed(
+                f"{len(failed)} of {len(samples)} requests failed after lmms-eval's "
+                f"{opts['max_retries']} attempt(s) each (it scores them as answers; here they are "
+                f"errors): {failed[0][:300]}"
+            )
         rows = records(samples, metric, task.aggregation()[metric], task.config.test_split or "test")
         for row in rows:
             ctx.on_sample(row)
         stderr = scores.get(f"{metric}_stderr,none")
-        return EvalResult(SUITE, {"accuracy": float(scores[f"{metric},none"])}, len(rows),
-                          {"task": name, "metric": f"{metric},none", "dataset_path": dataset,
-                           "stderr": stderr if isinstance(stderr, float) else None,  # MMMU's: "N/A"
-                           "gen_kwargs": opts["gen_kwargs"], "lmms_eval_version": _version()})  # fmt: skip
+        return EvalResult(
+            SUITE,
+            {"accuracy": float(scores[f"{metric},none"])},
+            len(rows),
+            {
+                "task": name,
+                "metric": f"{metric},none",
+                "dataset_path": dataset,
+                "stderr": stderr if isinstance(stderr, float) else None,  # MMMU's: "N/A"
+                "gen_kwargs": opts["gen_kwargs"],
+                "lmms_eval_version": _version(),
+            },
+        )
 
     @staticmethod
     def _load(name: str, include_path: str | None):
@@ -147,21 +169,25 @@ class LmmsEval:
         manager = TaskManager(include_path=include_path)
         where = f"{SUITE}.task_yaml" if include_path else f"{SUITE}.task"
         if name not in manager.all_tasks:  # a thousand names: the closest one, and how to list them
-            raise ConfigError(f"{where}: unknown lmms-eval task {name!r}{did_you_mean(name, manager.all_subtasks)}; "
-                              f"valid choices: the {len(manager.all_subtasks)} of `lmms-eval --tasks list`"
-                              + (f" or the tasks under {include_path}" if include_path else ""))  # fmt: skip
+            raise ConfigError(
+                f"{where}: unknown lmms-eval task {name!r}{did_you_mean(name, manager.all_subtasks)}; "
+                f"valid choices: the {len(manager.all_subtasks)} of `lmms-eval --tasks list`"
+                + (f" or the tasks under {include_path}" if include_path else "")
+            )
         if manager.task_index[name]["type"] != "task":
             raise ConfigError(f"{where}: {name!r} is an lmms-eval {manager.task_index[name]['type']}, not one task")
         dataset = load_yaml_config(manager.task_index[name]["yaml_path"], mode="simple").get("dataset_path", "")
         try:
             return manager, get_task_dict([name], manager, "chat")[name], dataset
-        except Exception as exc:  # noqa: BLE001 - the dataset's own failure, reported with what it needed
+        except Exception as exc:
             hub = dataset not in LOCAL_BUILDERS and not Path(dataset).is_dir()
-            needs = (f"dataset {dataset!r} from the Hugging Face hub; offline it needs a local copy (a task_yaml with "
-                     f"dataset_path: parquet and dataset_kwargs.data_files, as assets/lmms_eval/canary_vlm_mmmu.yaml)"
-                     if hub else f"its local dataset ({dataset})")  # fmt: skip
-            raise LmmsEvalFailed(f"task {name} could not load {needs}: "
-                                 f"{type(exc).__name__}: {str(exc)[:300]}") from exc  # fmt: skip
+            needs = (
+                f"dataset {dataset!r} from the Hugging Face hub; offline it needs a local copy (a task_yaml with "
+                f"dataset_path: parquet and dataset_kwargs.data_files, as assets/lmms_eval/canary_vlm_mmmu.yaml)"
+                if hub
+                else f"its local dataset ({dataset})"
+            )
+            raise LmmsEvalFailed(f"task {name} could not load {needs}: {type(exc).__name__}: {str(exc)[:300]}") from exc
 
     @staticmethod
     def _run(ctx: EvalContext, opts: dict, manager, task, limit, gen_kwargs: str | None) -> dict[str, Any]:
@@ -174,14 +200,25 @@ class LmmsEval:
             lmms_eval.evaluator._enable_reentrant_filelocks._patched = True
         # Straight to the server under test, never through a proxy of the environment. Each of lmms-eval's attempts
         # is one call of the openai client, which retries a 5xx twice itself.
-        model = get_model("openai")(model=ctx.model_path, base_url=ctx.client.base_url + "/v1", api_key="EMPTY",
-                                    max_retries=opts["max_retries"], num_concurrent=opts["num_concurrent"],
-                                    httpx_trust_env=False)  # fmt: skip
+        model = get_model("openai")(
+            model=ctx.model_path,
+            base_url=ctx.client.base_url + "/v1",
+            api_key="EMPTY",
+            max_retries=opts["max_retries"],
+            num_concurrent=opts["num_concurrent"],
+            httpx_trust_env=False,
+        )
         try:
-            return lmms_eval.evaluator.simple_evaluate(model=model, tasks=[task], task_manager=manager, limit=limit,
-                                                       log_samples=True, gen_kwargs=gen_kwargs,
-                                                       process_docs_parallel=1)  # fmt: skip
-        except Exception as exc:  # noqa: BLE001 - the library's own failure, reported as an error with its cause
+            return lmms_eval.evaluator.simple_evaluate(
+                model=model,
+                tasks=[task],
+                task_manager=manager,
+                limit=limit,
+                log_samples=True,
+                gen_kwargs=gen_kwargs,
+                process_docs_parallel=1,
+            )
+        except Exception as exc:
             raise LmmsEvalFailed(f"lmms-eval stopped: {type(exc).__name__}: {str(exc)[:400]}") from exc
 
 
@@ -190,8 +227,9 @@ def gated_metric(task, name: str, option: str) -> str:
     metrics = task.aggregation()
     metric = option.removesuffix(",none") or next(iter(metrics))
     if metric not in metrics:
-        raise ConfigError(f"{SUITE}.metric: {option!r} is not a metric of lmms-eval task {name}; valid choices: "
-                          f"{', '.join(metrics)}")  # fmt: skip
+        raise ConfigError(
+            f"{SUITE}.metric: {option!r} is not a metric of lmms-eval task {name}; valid choices: {', '.join(metrics)}"
+        )
     if task.higher_is_better().get(metric) is False:
         raise ConfigError(f"{SUITE}.metric: {metric} of {name} is lower-is-better; the suite gates accuracy")
     return metric

@@ -23,9 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ConfigError, ProtocolError
 from harness.evals.data import load_records
-from harness.errors import ProtocolError
-from harness.errors import ConfigError
 from harness.evals.types import EvalContext, EvalResult
 
 CANARY_SOURCE = "canary"
@@ -40,7 +39,13 @@ PROMPT_OPTIONS = {
 # temperature 1 and ignore_eos as SGLang's kit: the replay scores whatever was sampled, and at temperature 1
 # output logprobs equal the unscaled ones the replay returns.
 # control: also run every prompt cold and test the hits' signed gap against the controls' (harness.evals.cache_control).
-GENERATION_OPTIONS = {"max_new_tokens": 512, "temperature": 1.0, "ignore_eos": True, "min_hit_rate": 0.5, "control": True}
+GENERATION_OPTIONS = {
+    "max_new_tokens": 512,
+    "temperature": 1.0,
+    "ignore_eos": True,
+    "min_hit_rate": 0.5,
+    "control": True,
+}
 
 
 class CacheCheckFailed(AssertionError):
@@ -184,7 +189,9 @@ def cached_tokens_of(suite: str, prompt: Prompt, response: Mapping[str, Any], pr
 
 def output_logprobs(response: Mapping[str, Any], where: str = "") -> list[float]:
     """Logprobs of the generated tokens (`output_token_logprobs` holds (logprob, id, text) triples)."""
-    return [finite_logprob(entry[0], where, i) for i, entry in enumerate(response["meta_info"]["output_token_logprobs"])]
+    return [
+        finite_logprob(entry[0], where, i) for i, entry in enumerate(response["meta_info"]["output_token_logprobs"])
+    ]
 
 
 def finite_logprob(value: Any, where: str, index: int) -> float:

@@ -63,8 +63,10 @@ def tokens_before_image(tokenizer, text: str, image_token: str) -> list[int]:
     """The ids before the first image placeholder: what any other image may share with this prompt."""
     head, found, _ = text.partition(image_token)
     if not found:
-        raise CacheCheckFailed(f"{SUITE}: the chat template rendered no {image_token!r} for an image part; set "
-                               f"the suite's image_token option to this model's placeholder")  # fmt: skip
+        raise CacheCheckFailed(
+            f"{SUITE}: the chat template rendered no {image_token!r} for an image part; set "
+            f"the suite's image_token option to this model's placeholder"
+        )
     return list(tokenizer.encode(head, add_special_tokens=False))
 
 
@@ -90,20 +92,29 @@ def prepare_case(tokenizer, doc: Mapping, image_token: str) -> dict:
     cache legitimately."""
     text = f"[{doc['id']}] {doc['question']}"
     first, after = prompt_text(tokenizer, text, True), prompt_text(tokenizer, text, False)
-    return {"id": str(doc["id"]), "image": doc["image_1"], "first": first, "after": after,
-            "before_first": tokens_before_image(tokenizer, first, image_token),
-            "before_after": tokens_before_image(tokenizer, after, image_token)}  # fmt: skip
+    return {
+        "id": str(doc["id"]),
+        "image": doc["image_1"],
+        "first": first,
+        "after": after,
+        "before_first": tokens_before_image(tokenizer, first, image_token),
+        "before_after": tokens_before_image(tokenizer, after, image_token),
+    }
 
 
 def moved_image_bounds(cases: Sequence[dict]) -> dict[str, int]:
     """For each sample's image-after-text prompt, the most ids it may legitimately find cached: its longest
     common prefix, before any image, with any other prompt of the run (all run concurrently, so any may be
     cached first). Past that point only the same image at the same place could match, and there is none."""
-    others = [(c["id"], "first", c["before_first"]) for c in cases] + [(c["id"], "after", c["before_after"]) for c in cases]
+    others = [(c["id"], "first", c["before_first"]) for c in cases] + [
+        (c["id"], "after", c["before_after"]) for c in cases
+    ]
     return {
-        c["id"]: max(common_prefix(c["before_after"], ids) for owner, kind, ids in others if (owner, kind) != (c["id"], "after"))
+        c["id"]: max(
+            common_prefix(c["before_after"], ids) for owner, kind, ids in others if (owner, kind) != (c["id"], "after")
+        )
         for c in cases
-    }  # fmt: skip
+    }
 
 
 class MMPrefixCache:
@@ -116,12 +127,16 @@ class MMPrefixCache:
         if reason:
             return EvalResult(SUITE, {}, 0, skipped=reason)
         tokenizer = tokenizer_for(ctx)
-        docs = [d for d in load_questions(opts["source"], opts["split"], opts["subjects"], ctx.base_dir) if d.get("image_1")]
+        docs = [
+            d for d in load_questions(opts["source"], opts["split"], opts["subjects"], ctx.base_dir) if d.get("image_1")
+        ]
         docs = docs[: SMOKE_SAMPLES if ctx.smoke else (ctx.limit or opts["num_samples"])]
         greedy = {"max_new_tokens": opts["max_new_tokens"], "temperature": 0, "ignore_eos": True}
 
         async def generate(text: str, image, sampling: dict, **extra) -> dict:
-            return await ctx.client.generate({"text": text, "image_data": [image_url(image)], "sampling_params": sampling, **extra})
+            return await ctx.client.generate(
+                {"text": text, "image_data": [image_url(image)], "sampling_params": sampling, **extra}
+            )
 
         cases = [prepare_case(tokenizer, doc, opts["image_token"]) for doc in docs]
         moved_bounds = moved_image_bounds(cases)
@@ -133,23 +148,37 @@ class MMPrefixCache:
             hit = await generate(first, image, greedy, return_logprob=True)
             different = await generate(first, other_image(image), {"max_new_tokens": 1, "temperature": 0})
             moved = await generate(case["after"], image, {"max_new_tokens": 1, "temperature": 0})
-            bounds = {"different image": len(case["before_first"]), "image moved after the text": moved_bounds[case["id"]]}
+            bounds = {
+                "different image": len(case["before_first"]),
+                "image moved after the text": moved_bounds[case["id"]],
+            }
             seen = {"different image": different, "image moved after the text": moved}
             false_hits = [
                 f"{case['id']}: {what}: cached_tokens {r['meta_info']['cached_tokens']} > {bounds[what]}, the most "
                 "tokens it shares before any image with a prompt sent before it"
                 for what, r in seen.items()
                 if cached_tokens_of(SUITE, prompt, r, int(r["meta_info"].get("prompt_tokens", 10**9))) > bounds[what]
-            ]  # fmt: skip
+            ]
             hit_cached = cached_tokens_of(SUITE, prompt, hit, int(hit["meta_info"].get("prompt_tokens", 10**9)))
-            return {**case, "hit": hit, "hit_cached": hit_cached, "past_image": hit_cached > len(case["before_first"]),
-                    "false_hits": false_hits}  # fmt: skip
+            return {
+                **case,
+                "hit": hit,
+                "hit_cached": hit_cached,
+                "past_image": hit_cached > len(case["before_first"]),
+                "false_hits": false_hits,
+            }
 
         await ctx.client.flush_cache()
         probes = await ctx.client.map(probe, cases, progress=f"{SUITE}[{ctx.case_id}] probes")
         hits = [p for p in probes if p["past_image"]]
-        gate_hit_rate(SUITE, len(hits), len(probes), opts["min_hit_rate"],
-                      "the repeated prompt reused tokens past its image", [p["hit_cached"] for p in probes])  # fmt: skip
+        gate_hit_rate(
+            SUITE,
+            len(hits),
+            len(probes),
+            opts["min_hit_rate"],
+            "the repeated prompt reused tokens past its image",
+            [p["hit_cached"] for p in probes],
+        )
         await ctx.client.flush_cache()
 
         async def cold_pair(p: dict) -> tuple[dict, dict]:
@@ -157,8 +186,10 @@ class MMPrefixCache:
             for arm in ("cold", "control"):
                 r = await generate(p["first"], p["image"], greedy, return_logprob=True, logprob_start_len=0)
                 if r["meta_info"].get("cached_tokens"):
-                    raise CacheCheckFailed(f"{SUITE}: sample {p['id']}: the {arm} run (logprob_start_len=0) reported "
-                                           f"cached_tokens={r['meta_info']['cached_tokens']}; it must run cold (0)")  # fmt: skip
+                    raise CacheCheckFailed(
+                        f"{SUITE}: sample {p['id']}: the {arm} run (logprob_start_len=0) reported "
+                        f"cached_tokens={r['meta_info']['cached_tokens']}; it must run cold (0)"
+                    )
                 runs.append(r)
             return runs[0], runs[1]
 
@@ -182,14 +213,28 @@ def score(probes: list[dict], hits: list[dict], colds: list[tuple[dict, dict]]) 
         raise CacheCheckFailed(f"{SUITE}: no hit shares a first greedy token with its cold run; nothing to compare")
     summary = summarize_kl(pairs)
     false_hits = [line for p in probes for line in p["false_hits"]]
-    notes = [f"{SUITE}: {len(false_hits)} false cache hit(s); the first:"] + ["  " + f for f in false_hits[:SHOWN_FALSE_HITS]] if false_hits else []
+    notes = (
+        [f"{SUITE}: {len(false_hits)} false cache hit(s); the first:"]
+        + ["  " + f for f in false_hits[:SHOWN_FALSE_HITS]]
+        if false_hits
+        else []
+    )
     return EvalResult(
-        SUITE, n=len(probes),
-        metrics={"kl_div": summary.kl_div, "hit_shift": math.fsum(units.values()) / len(units),
-                 "hit_rate": len(hits) / len(probes), "false_hits": float(len(false_hits))},
-        details={"cache_report": "native /generate meta_info.cached_tokens", "compared_tokens": compared,
-                 "worst_token": summary.worst, "mean_hit_cached_tokens": sum(p["hit_cached"] for p in hits) / len(hits),
-                 "false_hit_lines": false_hits[:20]},
+        SUITE,
+        n=len(probes),
+        metrics={
+            "kl_div": summary.kl_div,
+            "hit_shift": math.fsum(units.values()) / len(units),
+            "hit_rate": len(hits) / len(probes),
+            "false_hits": float(len(false_hits)),
+        },
+        details={
+            "cache_report": "native /generate meta_info.cached_tokens",
+            "compared_tokens": compared,
+            "worst_token": summary.worst,
+            "mean_hit_cached_tokens": sum(p["hit_cached"] for p in hits) / len(hits),
+            "false_hit_lines": false_hits[:20],
+        },
         units={"hit_shift": list(units.values())},
         notes=notes,
-    )  # fmt: skip
+    )

@@ -34,9 +34,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from harness.errors import ConfigError, unknown_choice
 from harness.evals.data import sha256_text, stable_subsample
 from harness.evals.mmmu_answers import open_correct, option_letters, parse_multi_choice, parse_open
-from harness.errors import ConfigError, unknown_choice
 from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "mmmu"
@@ -59,12 +59,24 @@ DOMAINS = {
     "Art and Design": ["Art", "Art_Theory", "Design", "Music"],
     "Business": ["Accounting", "Economics", "Finance", "Manage", "Marketing"],
     "Science": ["Biology", "Chemistry", "Geography", "Math", "Physics"],
-    "Health and Medicine": ["Basic_Medical_Science", "Clinical_Medicine", "Diagnostics_and_Laboratory_Medicine",
-                            "Pharmacy", "Public_Health"],
+    "Health and Medicine": [
+        "Basic_Medical_Science",
+        "Clinical_Medicine",
+        "Diagnostics_and_Laboratory_Medicine",
+        "Pharmacy",
+        "Public_Health",
+    ],
     "Humanities and Social Science": ["History", "Literature", "Sociology", "Psychology"],
-    "Tech and Engineering": ["Agriculture", "Architecture_and_Engineering", "Computer_Science", "Electronics",
-                             "Energy_and_Power", "Materials", "Mechanical_Engineering"],
-}  # fmt: skip
+    "Tech and Engineering": [
+        "Agriculture",
+        "Architecture_and_Engineering",
+        "Computer_Science",
+        "Electronics",
+        "Energy_and_Power",
+        "Materials",
+        "Mechanical_Engineering",
+    ],
+}
 SUBJECTS = [subject for subjects in DOMAINS.values() for subject in subjects]
 DOMAIN_OF = {subject: domain for domain, subjects in DOMAINS.items() for subject in subjects}
 
@@ -146,8 +158,10 @@ def load_questions(source: str, split: str, subjects: Sequence[str] | None, base
         (files.extend(str(f) for f in found)) if found else missing.append(subject)
     if missing:
         present = sorted(p.name for p in local.iterdir() if p.is_dir())
-        raise ConfigError(f"{local}: no {split}-*.parquet for subject(s) {', '.join(missing)} "
-                          f"(subjects present: {', '.join(present) or 'none'})")  # fmt: skip
+        raise ConfigError(
+            f"{local}: no {split}-*.parquet for subject(s) {', '.join(missing)} "
+            f"(subjects present: {', '.join(present) or 'none'})"
+        )
     return [dict(row) for row in datasets.load_dataset("parquet", data_files={split: files}, split=split)]
 
 
@@ -166,7 +180,9 @@ def chat_messages(doc: Mapping[str, Any], variant: str) -> list[dict]:
             content.append({"type": "text", "text": value})
             continue
         if doc.get(value) is None:
-            raise ConfigError(f"mmmu: question {doc['id']}: its text names <{value.replace('_', ' ')}> but {value} is empty")
+            raise ConfigError(
+                f"mmmu: question {doc['id']}: its text names <{value.replace('_', ' ')}> but {value} is empty"
+            )
         content.append({"type": "image_url", "image_url": {"url": image_url(doc[value])}})
     return [{"role": "user", "content": content}]
 
@@ -186,19 +202,27 @@ def breakdown(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
 async def ask(client, doc: Mapping[str, Any], opts: Mapping[str, Any], model: str) -> dict[str, Any]:
     """One question through `client`'s chat route: the output and its score (no `on_sample`: callers record)."""
     messages = chat_messages(doc, opts["prompt_variant"])
-    response = await client.chat({"model": model, "messages": messages, "max_tokens": opts["max_new_tokens"],
-                                  "temperature": 0})  # fmt: skip
+    response = await client.chat(
+        {"model": model, "messages": messages, "max_tokens": opts["max_new_tokens"], "temperature": 0}
+    )
     output = response["choices"][0]["message"]["content"] or ""
     return {
-        "id": doc["id"], "subject": subject_of(doc), "question_type": doc["question_type"], "answer": doc["answer"],
+        "id": doc["id"],
+        "subject": subject_of(doc),
+        "question_type": doc["question_type"],
+        "answer": doc["answer"],
         "images": sum(1 for kind, _ in content_parts(doc, opts["prompt_variant"]) if kind == "image"),
-        "prompt_sha256": sha256_text(construct_prompt(doc)), "output": output, **score(doc, output),
-    }  # fmt: skip
+        "prompt_sha256": sha256_text(construct_prompt(doc)),
+        "output": output,
+        **score(doc, output),
+    }
 
 
 def select_questions(ctx: EvalContext, opts: Mapping[str, Any]) -> list[dict]:
     if opts["prompt_variant"] not in PROMPT_VARIANTS:
-        raise unknown_choice("mmmu prompt_variant", opts["prompt_variant"], PROMPT_VARIANTS, where="mmmu.prompt_variant")
+        raise unknown_choice(
+            "mmmu prompt_variant", opts["prompt_variant"], PROMPT_VARIANTS, where="mmmu.prompt_variant"
+        )
     docs = load_questions(opts["source"], opts["split"], opts["subjects"], ctx.base_dir)
     limit = SMOKE_SAMPLES if ctx.smoke else (ctx.limit or opts["limit"])
     return stable_subsample(docs, limit, key=lambda d: str(d["id"]))
@@ -220,11 +244,18 @@ class MMMU:
         samples = await ctx.client.map(one, docs, progress=f"{SUITE}[{ctx.case_id}]")
         n = len(samples)
         return EvalResult(
-            suite=SUITE, n=n,
-            metrics={"accuracy": sum(s["correct"] for s in samples) / n,
-                     "unparsed_rate": sum(s["unparsed"] for s in samples) / n},
-            details={"prompt_variant": opts["prompt_variant"], "max_new_tokens": opts["max_new_tokens"],
-                     "open_questions": sum(s["question_type"] == "open" for s in samples),
-                     "multi_image_questions": sum(s["images"] > 1 for s in samples), **breakdown(samples),
-                     "per_sample_correct": {s["id"]: bool(s["correct"]) for s in samples}},
-        )  # fmt: skip
+            suite=SUITE,
+            n=n,
+            metrics={
+                "accuracy": sum(s["correct"] for s in samples) / n,
+                "unparsed_rate": sum(s["unparsed"] for s in samples) / n,
+            },
+            details={
+                "prompt_variant": opts["prompt_variant"],
+                "max_new_tokens": opts["max_new_tokens"],
+                "open_questions": sum(s["question_type"] == "open" for s in samples),
+                "multi_image_questions": sum(s["images"] > 1 for s in samples),
+                **breakdown(samples),
+                "per_sample_correct": {s["id"]: bool(s["correct"]) for s in samples},
+            },
+        )

@@ -25,9 +25,11 @@ SUITE = "mmmu_parity"
 
 
 def disagreement_line(test: dict, ref: dict) -> str:
-    return (f"{test['id']}: gold {test['answer']!r}; under test {test['output']!r} → {test['parsed']!r} "
-            f"({'right' if test['correct'] else 'wrong'}); reference {ref['output']!r} → {ref['parsed']!r} "
-            f"({'right' if ref['correct'] else 'wrong'})")  # fmt: skip
+    return (
+        f"{test['id']}: gold {test['answer']!r}; under test {test['output']!r} → {test['parsed']!r} "
+        f"({'right' if test['correct'] else 'wrong'}); reference {ref['output']!r} → {ref['parsed']!r} "
+        f"({'right' if ref['correct'] else 'wrong'})"
+    )
 
 
 class MMMUParity:
@@ -44,12 +46,22 @@ class MMMUParity:
         async def both(doc: dict) -> tuple[dict, dict]:
             test = await ask(ctx.client, doc, opts, ctx.model_path)
             ref = await ask(reference, doc, opts, ctx.model_path)
-            ctx.on_sample({"id": doc["id"], "answer": doc["answer"], "test_output": test["output"],
-                           "test_parsed": test["parsed"], "test_correct": test["correct"], "ref_output": ref["output"],
-                           "ref_parsed": ref["parsed"], "ref_correct": ref["correct"],
-                           "agree": same_answer(test, ref)})  # fmt: skip
+            ctx.on_sample(
+                {
+                    "id": doc["id"],
+                    "answer": doc["answer"],
+                    "test_output": test["output"],
+                    "test_parsed": test["parsed"],
+                    "test_correct": test["correct"],
+                    "ref_output": ref["output"],
+                    "ref_parsed": ref["parsed"],
+                    "ref_correct": ref["correct"],
+                    "agree": same_answer(test, ref),
+                }
+            )
             return test, ref
 
         pairs = await ctx.client.map(both, docs, progress=f"{SUITE}[{ctx.case_id}]")
-        return paired_result(SUITE, ctx.case_id, pairs, same_answer, disagreement_line,
-                             {"prompt_variant": opts["prompt_variant"]})
+        return paired_result(
+            SUITE, ctx.case_id, pairs, same_answer, disagreement_line, {"prompt_variant": opts["prompt_variant"]}
+        )

@@ -25,22 +25,38 @@ def same_answer(test: dict, ref: dict) -> bool:
     return test["parsed"] == ref["parsed"]
 
 
-def paired_result(suite: str, case_id: str, pairs: Sequence[tuple[dict, dict]], same: Callable[[dict, dict], bool],
-                  line: Callable[[dict, dict], str], details: Mapping[str, Any]) -> EvalResult:  # fmt: skip
+def paired_result(
+    suite: str,
+    case_id: str,
+    pairs: Sequence[tuple[dict, dict]],
+    same: Callable[[dict, dict], bool],
+    line: Callable[[dict, dict], str],
+    details: Mapping[str, Any],
+) -> EvalResult:
     n = len(pairs)
     gaps = [float(test["correct"]) - float(ref["correct"]) for test, ref in pairs]
     disagreements = [(test, ref) for test, ref in pairs if not same(test, ref)]
     shown = min(SHOWN_DISAGREEMENTS, len(disagreements))
-    notes = [f"{suite}[{case_id}]: {len(disagreements)} of {n} answers differ"
-             + (f"; the first {shown}:" if disagreements else "")]  # fmt: skip
+    notes = [
+        f"{suite}[{case_id}]: {len(disagreements)} of {n} answers differ"
+        + (f"; the first {shown}:" if disagreements else "")
+    ]
     notes += ["  " + line(test, ref) for test, ref in disagreements[:SHOWN_DISAGREEMENTS]]
     return EvalResult(
-        suite=suite, n=n,
-        metrics={"answer_agreement": 1 - len(disagreements) / n, "accuracy_gap": sum(gaps) / n,
-                 "accuracy": sum(test["correct"] for test, _ in pairs) / n,
-                 "reference_accuracy": sum(ref["correct"] for _, ref in pairs) / n},
-        details={"better_under_test": sum(g > 0 for g in gaps), "better_on_reference": sum(g < 0 for g in gaps),
-                 **details, "disagreements": [line(t, r) for t, r in disagreements[:KEPT_DISAGREEMENTS]]},
+        suite=suite,
+        n=n,
+        metrics={
+            "answer_agreement": 1 - len(disagreements) / n,
+            "accuracy_gap": sum(gaps) / n,
+            "accuracy": sum(test["correct"] for test, _ in pairs) / n,
+            "reference_accuracy": sum(ref["correct"] for _, ref in pairs) / n,
+        },
+        details={
+            "better_under_test": sum(g > 0 for g in gaps),
+            "better_on_reference": sum(g < 0 for g in gaps),
+            **details,
+            "disagreements": [line(t, r) for t, r in disagreements[:KEPT_DISAGREEMENTS]],
+        },
         units={"accuracy_gap": gaps},
         notes=notes,
-    )  # fmt: skip
+    )

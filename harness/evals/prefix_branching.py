@@ -45,11 +45,20 @@ SUITE = "prefix_branching"
 FLA_CHUNK_SIZE = 64
 CACHE_KINDS = ("auto", "attention", "mamba_extra_buffer", "mamba_no_buffer")
 # Architectures SGLang serves with a hybrid (attention + linear/Mamba state) radix cache.
-HYBRID_ARCHITECTURES = frozenset({
-    "Qwen3NextForCausalLM", "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration",
-    "Qwen3_5ForCausalLM", "Qwen3_5MoeForCausalLM", "NemotronHForCausalLM", "FalconH1ForCausalLM",
-    "KimiLinearForCausalLM", "GraniteMoeHybridForCausalLM", "JambaForCausalLM",
-})  # fmt: skip
+HYBRID_ARCHITECTURES = frozenset(
+    {
+        "Qwen3NextForCausalLM",
+        "Qwen3_5ForConditionalGeneration",
+        "Qwen3_5MoeForConditionalGeneration",
+        "Qwen3_5ForCausalLM",
+        "Qwen3_5MoeForCausalLM",
+        "NemotronHForCausalLM",
+        "FalconH1ForCausalLM",
+        "KimiLinearForCausalLM",
+        "GraniteMoeHybridForCausalLM",
+        "JambaForCausalLM",
+    }
+)
 EXTRA_BUFFER_STRATEGIES = ("extra_buffer", "extra_buffer_lazy")
 # speculative algorithms whose radix cache keys are bigrams (SGLang's SpeculativeAlgorithm.is_eagle; NEXTN -> EAGLE)
 BIGRAM_KEY_ALGORITHMS = frozenset({"EAGLE", "EAGLE3", "NEXTN", "MTP", "FROZEN_KV_MTP"})
@@ -86,7 +95,9 @@ def classify_cache(
     layout = _classify(server_info, model_info, cache_kind, mamba_chunk)
     algorithm = str(server_info.get("speculative_algorithm") or "").upper()
     if algorithm in BIGRAM_KEY_ALGORITHMS:
-        return replace(layout, bigram_keys=True, evidence=f"{layout.evidence}; bigram keys (speculative_algorithm={algorithm})")
+        return replace(
+            layout, bigram_keys=True, evidence=f"{layout.evidence}; bigram keys (speculative_algorithm={algorithm})"
+        )
     return layout
 
 

@@ -39,17 +39,37 @@ from harness.errors import HarnessError
 from harness.evals.perf.bench_serving import Driver, beside, dataset_row
 from harness.evals.perf.measure import RequestTiming, by_request, late_text, run_requests, summarize
 from harness.evals.perf.spread import processes_for
-from harness.evals.perf.workload import (CONNECTIONS, Workload, build_requests, chat_payload, image_requests, payload, prompt_ids,
-                                   sharegpt_requests)
+from harness.evals.perf.workload import (
+    CONNECTIONS,
+    Workload,
+    build_requests,
+    chat_payload,
+    image_requests,
+    payload,
+    prompt_ids,
+    sharegpt_requests,
+)
 from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "serving_perf"
 # gated metric -> the bench_serving summary field it is
 GATE_METRICS = {"output_throughput": "output_throughput", "ttft_ms": "median_ttft_ms", "itl_ms": "median_itl_ms"}
 DEFAULT_WORKLOADS = {
-    "saturating": {"input_len": 256, "output_len": 128, "num_prompts": 200, "request_rate": "inf", "gate": ["output_throughput"]},
-    "light": {"input_len": 256, "output_len": 64, "num_prompts": 16, "max_concurrency": 1, "gate": ["ttft_ms", "itl_ms"]},
-}  # fmt: skip
+    "saturating": {
+        "input_len": 256,
+        "output_len": 128,
+        "num_prompts": 200,
+        "request_rate": "inf",
+        "gate": ["output_throughput"],
+    },
+    "light": {
+        "input_len": 256,
+        "output_len": 64,
+        "num_prompts": 16,
+        "max_concurrency": 1,
+        "gate": ["ttft_ms", "itl_ms"],
+    },
+}
 OPTIONS = {
     "workloads": DEFAULT_WORKLOADS,
     "repeats": 3,
@@ -95,8 +115,10 @@ def gated(workloads: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
 def verify(timings: list[RequestTiming], where: str) -> None:
     failed = [t for t in timings if not t.ok]
     if failed:
-        raise PerfRunInvalid(f"{where}: {len(failed)} of {len(timings)} requests failed, so no timing is judged; "
-                             f"first: {failed[0].error}")  # fmt: skip
+        raise PerfRunInvalid(
+            f"{where}: {len(failed)} of {len(timings)} requests failed, so no timing is judged; "
+            f"first: {failed[0].error}"
+        )
 
 
 class ServingPerf:
@@ -112,16 +134,24 @@ class ServingPerf:
         if opts["bench_serving_prompts"] not in BENCH_SERVING_PROMPTS:
             from harness.errors import unknown_choice
 
-            raise unknown_choice("bench_serving_prompts", opts["bench_serving_prompts"], BENCH_SERVING_PROMPTS,
-                                 where=f"{SUITE}.bench_serving_prompts")  # fmt: skip
+            raise unknown_choice(
+                "bench_serving_prompts",
+                opts["bench_serving_prompts"],
+                BENCH_SERVING_PROMPTS,
+                where=f"{SUITE}.bench_serving_prompts",
+            )
         if opts["bench_serving"] and opts["bench_serving_prompts"] == "same" and not opts["flush_cache"]:
             from harness.errors import ConfigError
 
-            raise ConfigError(f"{SUITE}: bench_serving_prompts: same needs flush_cache: true (without a flush the "
-                              "second tool of a repeat finds the first one's prompts in the prefix cache)")  # fmt: skip
+            raise ConfigError(
+                f"{SUITE}: bench_serving_prompts: same needs flush_cache: true (without a flush the "
+                "second tool of a repeat finds the first one's prompts in the prefix cache)"
+            )
         gates = gated(opts["workloads"])
-        workloads = [Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
-                     for name, raw in opts["workloads"].items()]  # fmt: skip
+        workloads = [
+            Workload.from_options(name, {k: v for k, v in raw.items() if k != "gate"}, f"{SUITE}.workloads")
+            for name, raw in opts["workloads"].items()
+        ]
         tokenizer, ids = prompt_ids(ctx.tokenizer_path or ctx.model_path, ctx.model_path)
         repeats = 1 if ctx.smoke else opts["repeats"]
         driver = Driver()
@@ -132,11 +162,17 @@ class ServingPerf:
 
     async def _measure(self, ctx, opts, gates, workloads, tokenizer, ids, repeats, driver) -> EvalResult:
         metrics, runs = {}, 0
-        details = {"prompt_token_choices": len(ids), "repeats": repeats, "connections": opts["connections"],
-                   "bench_serving_prompts": opts["bench_serving_prompts"], "workloads": {}}  # fmt: skip
+        details = {
+            "prompt_token_choices": len(ids),
+            "repeats": repeats,
+            "connections": opts["connections"],
+            "bench_serving_prompts": opts["bench_serving_prompts"],
+            "workloads": {},
+        }
         for workload in workloads:
             where = f"{SUITE}[{ctx.case_id}] {workload.name}"
-            def requests_of(seed: int) -> list:
+
+            def requests_of(seed: int, workload=workload) -> list:
                 if workload.dataset == "sharegpt":
                     built = sharegpt_requests(workload, tokenizer, Path(ctx.base_dir, workload.dataset_path), seed)
                 elif workload.dataset == "images":
@@ -148,7 +184,9 @@ class ServingPerf:
             url = ctx.client.base_url + ("/v1/chat/completions" if workload.dataset == "images" else "/generate")
             connections = workload.connections or opts["connections"]
 
-            warm, _, _ = await _send(url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"])
+            warm, _, _ = await _send(
+                url, requests_of(opts["seed"])[: workload.warmup], float("inf"), 1, 0, opts["request_timeout_s"]
+            )
             verify(warm, where + " warm-up")
             summaries, theirs = [], []
             compare = opts["bench_serving"] and workload.dataset != "images"  # its `image` dataset is not wired in
@@ -156,8 +194,11 @@ class ServingPerf:
                 # bench_serving goes first in every other repeat: the server's speed drifts between runs (two
                 # speeds under light load on the H200, 2026-12-02), and a fixed order would give one tool the
                 # later state every time.
-                same = [dataset_row(p, n, tokenizer) for p, n in requests_of(opts["seed"] + repeat)[workload.warmup :]] \
-                    if compare and opts["bench_serving_prompts"] == "same" else None
+                same = (
+                    [dataset_row(p, n, tokenizer) for p, n in requests_of(opts["seed"] + repeat)[workload.warmup :]]
+                    if compare and opts["bench_serving_prompts"] == "same"
+                    else None
+                )
                 if compare and repeat % 2 == 1:
                     theirs.append(await beside(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver, same))
                 # Each repeat its own prompts (seed + repeat, as bench_serving's --seed) on a flushed prefix cache
@@ -171,30 +212,61 @@ class ServingPerf:
                     await asyncio.sleep(opts["settle_s"])
                 measured = requests[workload.warmup :]
                 processes = processes_for(len(measured), workload.max_concurrency, opts["client_processes"])
-                timings, duration, load = await _send(url, measured, workload.request_rate, workload.max_concurrency,
-                                                      opts["seed"] + repeat, opts["request_timeout_s"], processes,
-                                                      fresh_connections=connections == "per_request")  # fmt: skip
+                timings, duration, load = await _send(
+                    url,
+                    measured,
+                    workload.request_rate,
+                    workload.max_concurrency,
+                    opts["seed"] + repeat,
+                    opts["request_timeout_s"],
+                    processes,
+                    fresh_connections=connections == "per_request",
+                )
                 verify(timings, f"{where} repeat {repeat + 1}")
                 saturated = load.saturated(opts["client_cpu_budget"], opts["client_lag_budget_ms"])
                 if saturated:
-                    raise PerfRunInvalid(f"{where} repeat {repeat + 1}: client-saturated: {saturated}; the numbers "
-                                         "would measure the client, not the server")  # fmt: skip
+                    raise PerfRunInvalid(
+                        f"{where} repeat {repeat + 1}: client-saturated: {saturated}; the numbers "
+                        "would measure the client, not the server"
+                    )
                 summary = summarize(timings, duration)
-                summary.update(client_cpu_per_wall=load.cpu_per_wall, client_p99_loop_lag_ms=load.p99_loop_lag_ms,
-                               client_max_loop_lag_ms=load.max_loop_lag_ms, client_processes=processes)  # fmt: skip
+                summary.update(
+                    client_cpu_per_wall=load.cpu_per_wall,
+                    client_p99_loop_lag_ms=load.p99_loop_lag_ms,
+                    client_max_loop_lag_ms=load.max_loop_lag_ms,
+                    client_processes=processes,
+                )
                 summaries.append(summary)
                 runs += len(timings)
-                ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "connections": connections, **summary,
-                               "by_request": by_request(timings)})  # fmt: skip
+                ctx.on_sample(
+                    {
+                        "workload": workload.name,
+                        "repeat": repeat + 1,
+                        "connections": connections,
+                        **summary,
+                        "by_request": by_request(timings),
+                    }
+                )
                 if compare and repeat % 2 == 0:
                     theirs.append(await beside(ctx, workload, opts["seed"] + repeat, opts["flush_cache"], driver, same))
                 if compare:
-                    ctx.on_sample({"workload": workload.name, "repeat": repeat + 1, "tool": "bench_serving",
-                                   "order": "after" if repeat % 2 == 0 else "before", **theirs[-1]})  # fmt: skip
+                    ctx.on_sample(
+                        {
+                            "workload": workload.name,
+                            "repeat": repeat + 1,
+                            "tool": "bench_serving",
+                            "order": "after" if repeat % 2 == 0 else "before",
+                            **theirs[-1],
+                        }
+                    )
             for metric in gates[workload.name]:
                 metrics[metric] = statistics.median(s[GATE_METRICS[metric]] for s in summaries)
-            details["workloads"][workload.name] = {"workload": workload.record(), "gates": gates[workload.name],
-                                                   "repeats": summaries, "spread": _spread(summaries)}  # fmt: skip
+            details["workloads"][workload.name] = {
+                "workload": workload.record(),
+                "gates": gates[workload.name],
+                "repeats": summaries,
+                "spread": _spread(summaries),
+            }
             if theirs:
                 from harness.evals.perf.bench_serving import side_by_side
 
@@ -202,8 +274,17 @@ class ServingPerf:
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
 
 
-async def _send(url: str, requests: list, rate: float, concurrency: int | None, seed: int, timeout_s: float,
-                processes: int = 1, *, fresh_connections: bool = False):
+async def _send(
+    url: str,
+    requests: list,
+    rate: float,
+    concurrency: int | None,
+    seed: int,
+    timeout_s: float,
+    processes: int = 1,
+    *,
+    fresh_connections: bool = False,
+):
     """Stream `requests` ((input_ids, output_len) pairs) in a session of their own: unbounded, since the shared
     client caps in-flight requests at --harness-concurrency (which would cap the saturating load), and fresh, since
     keep-alive connections left idle between repeats are closed by the server (uvicorn after 5 s), which a reused
@@ -218,19 +299,38 @@ async def _send(url: str, requests: list, rate: float, concurrency: int | None, 
     if processes > 1:  # harness.evals.perf.spread: past a few hundred streams, one event loop per share of them
         from harness.evals.perf.spread import send_spread
 
-        duration, load = await asyncio.to_thread(send_spread, url, payloads, timings, processes=processes, request_rate=rate,
-                                                 max_concurrency=concurrency, seed=seed, timeout_s=timeout_s,
-                                                 fresh_connections=fresh_connections)  # fmt: skip
+        duration, load = await asyncio.to_thread(
+            send_spread,
+            url,
+            payloads,
+            timings,
+            processes=processes,
+            request_rate=rate,
+            max_concurrency=concurrency,
+            seed=seed,
+            timeout_s=timeout_s,
+            fresh_connections=fresh_connections,
+        )
         return timings, duration, load
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=fresh_connections)) as session:
-        duration, load = await run_requests(session, url, payloads, timings, request_rate=rate,
-                                            max_concurrency=concurrency, seed=seed, timeout_s=timeout_s)  # fmt: skip
+        duration, load = await run_requests(
+            session,
+            url,
+            payloads,
+            timings,
+            request_rate=rate,
+            max_concurrency=concurrency,
+            seed=seed,
+            timeout_s=timeout_s,
+        )
     return timings, duration, load
 
 
 def _spread(summaries: list[dict]) -> dict[str, list[float]]:
     keys = ("output_throughput", "median_ttft_ms", "median_itl_ms", "median_tpot_ms", "median_e2e_latency_ms")
-    return {k: [min(s[k] for s in summaries), max(s[k] for s in summaries)] for k in keys if all(k in s for s in summaries)}
+    return {
+        k: [min(s[k] for s in summaries), max(s[k] for s in summaries)] for k in keys if all(k in s for s in summaries)
+    }
 
 
 def _notes(details: dict, case_id: str) -> list[str]:

@@ -19,13 +19,45 @@ from dataclasses import dataclass
 from pathlib import Path
 
 NAMES = (
-    "Alice", "Bob", "Carol", "Dave", "Eve", "Frank", "Grace", "Henry", "Ivy", "Jack",
-    "Kate", "Liam", "Mia", "Noah", "Olivia", "Paul", "Quinn", "Rosa", "Sam", "Tom",
-)  # fmt: skip
+    "Alice",
+    "Bob",
+    "Carol",
+    "Dave",
+    "Eve",
+    "Frank",
+    "Grace",
+    "Henry",
+    "Ivy",
+    "Jack",
+    "Kate",
+    "Liam",
+    "Mia",
+    "Noah",
+    "Olivia",
+    "Paul",
+    "Quinn",
+    "Rosa",
+    "Sam",
+    "Tom",
+)
 ITEMS = (
-    "apples", "pens", "cups", "books", "stamps", "marbles", "cards", "shells",
-    "stickers", "coins", "eggs", "candies", "beads", "toys", "rocks", "flowers",
-)  # fmt: skip
+    "apples",
+    "pens",
+    "cups",
+    "books",
+    "stamps",
+    "marbles",
+    "cards",
+    "shells",
+    "stickers",
+    "coins",
+    "eggs",
+    "candies",
+    "beads",
+    "toys",
+    "rocks",
+    "flowers",
+)
 CONTAINERS = {"box": "boxes", "bag": "bags", "crate": "crates", "pack": "packs", "jar": "jars"}
 
 # kind -> (question template, reasoning template); {x} is the intermediate result, {n} the answer.

@@ -54,7 +54,7 @@ def frame_indices(total: int, video_fps: float, sampling: Sampling) -> list[int]
     if sampling.rule == "fps":
         step = max(video_fps, 1e-9) / sampling.fps
         count = math.ceil(total / step - 1e-9)  # the times k / fps that fall inside the video
-        candidates = sorted({min(total - 1, int(round(k * step))) for k in range(count)})
+        candidates = sorted({min(total - 1, round(k * step)) for k in range(count)})
     else:
         candidates = list(range(total))
     if len(candidates) <= sampling.num_frames:
@@ -113,7 +113,9 @@ def read_frames(path: str | Path, sampling: Sampling) -> Frames:
                 ok, frame = capture.retrieve()
                 if not ok:
                     break
-                images.append(limit_pixels(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), sampling.max_pixels))
+                images.append(
+                    limit_pixels(Image.fromarray(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)), sampling.max_pixels)
+                )
                 found.append(index)
             index += 1
     finally:

@@ -34,8 +34,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from harness.evals.data import sha256_text, stable_subsample
 from harness.errors import ConfigError, unknown_choice
+from harness.evals.data import sha256_text, stable_subsample
 from harness.evals.mmmu import image_url
 from harness.evals.types import EvalContext, EvalResult, check_options
 from harness.evals.video import Sampling, read_frames, video_data_url
@@ -43,15 +43,27 @@ from harness.evals.video import Sampling, read_frames, video_data_url
 SUITE = "video_mme"
 MODES = ("frames", "video_url")
 VIDEO_URL_FORMS = ("data", "path")
-OPTION_PROMPT = ("Select the best answer to the following multiple-choice question based on the video. "
-                 "Respond with only the letter (A, B, C, or D) of the correct option.")  # fmt: skip
-OPTION_PROMPT_SUBTITLES = ("Select the best answer to the following multiple-choice question based on the video and "
-                           "the subtitles. Respond with only the letter (A, B, C, or D) of the correct option.")  # fmt: skip
+OPTION_PROMPT = (
+    "Select the best answer to the following multiple-choice question based on the video. "
+    "Respond with only the letter (A, B, C, or D) of the correct option."
+)
+OPTION_PROMPT_SUBTITLES = (
+    "Select the best answer to the following multiple-choice question based on the video and "
+    "the subtitles. Respond with only the letter (A, B, C, or D) of the correct option."
+)
 SUBTITLES_INTRO = "This video's subtitles are listed below: \n"
 NO_SUBTITLES = "No subtitles available"
 POST_PROMPT = "The best answer is:"
-ANSWER_PREFIXES = ("The best answer is", "The correct answer is", "The answer is", "The answer", "The best option is",
-                   "The correct option is", "Best answer:", "Best option:")  # fmt: skip
+ANSWER_PREFIXES = (
+    "The best answer is",
+    "The correct answer is",
+    "The answer is",
+    "The answer",
+    "The best option is",
+    "The correct option is",
+    "Best answer:",
+    "Best option:",
+)
 SMOKE_SAMPLES = 6
 OPTIONS = {
     "source": "lmms-lab/Video-MME",
@@ -104,7 +116,9 @@ def parse_srt(text: str) -> list[tuple[float, float, str]]:
         times = [SRT_TIME.search(part) for part in lines[1].split("-->")]
         if not all(times):
             continue
-        start, end = (int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in (t.groups() for t in times))
+        start, end = (
+            int(h) * 3600 + int(m) * 60 + int(s) + int(ms) / 1000 for h, m, s, ms in (t.groups() for t in times)
+        )
         body = " ".join(lines[2:])
         font = FONT_TEXT.findall(body)
         cues.append((start, end, font[0] if font else body))
@@ -126,7 +140,9 @@ def load_questions(source: str, split: str, base_dir: str = ".") -> list[dict]:
     files = sorted((local / "videomme").glob(f"{split}-*.parquet")) or sorted(local.glob(f"{split}-*.parquet"))
     if not files:
         raise ConfigError(f"{local}: no videomme/{split}-*.parquet or {split}-*.parquet")
-    return [dict(row) for row in datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)]
+    return [
+        dict(row) for row in datasets.load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
+    ]
 
 
 def video_root(opts: Mapping[str, Any], base_dir: str) -> Path:
@@ -166,17 +182,32 @@ def breakdown(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[
     for s in samples:
         for f in BREAKDOWN_FIELDS:
             groups[f][s[f]].append(s)
-    return {f: {name: {"n": len(rows), "accuracy": sum(r["correct"] for r in rows) / len(rows),
-                       "stderr": clustered_standard_error([r["correct"] for r in rows], [r["videoID"] for r in rows])}
-                for name, rows in sorted(by.items())} for f, by in groups.items()}  # fmt: skip
+    return {
+        f: {
+            name: {
+                "n": len(rows),
+                "accuracy": sum(r["correct"] for r in rows) / len(rows),
+                "stderr": clustered_standard_error([r["correct"] for r in rows], [r["videoID"] for r in rows]),
+            }
+            for name, rows in sorted(by.items())
+        }
+        for f, by in groups.items()
+    }
 
 
 def delivery(opts: Mapping[str, Any]) -> dict[str, Any]:
     """What the report records about how videos reached the server."""
     record = {"mode": opts["mode"], "subtitles": bool(opts["subtitles"])}
     if opts["mode"] == "frames":
-        return {**record, "sampling": Sampling(opts["sampling"], opts["num_frames"], opts["fps"], opts["max_pixels"]).record()}
-    return {**record, "video_url_form": opts["video_url_form"], "sampling": "by the server (its video processor's defaults)"}
+        return {
+            **record,
+            "sampling": Sampling(opts["sampling"], opts["num_frames"], opts["fps"], opts["max_pixels"]).record(),
+        }
+    return {
+        **record,
+        "video_url_form": opts["video_url_form"],
+        "sampling": "by the server (its video processor's defaults)",
+    }
 
 
 class VideoAsker:
@@ -186,8 +217,9 @@ class VideoAsker:
         if opts["mode"] not in MODES:
             raise unknown_choice("video_mme mode", opts["mode"], MODES, where="video_mme.mode")
         if opts["video_url_form"] not in VIDEO_URL_FORMS:
-            raise unknown_choice("video_mme video_url_form", opts["video_url_form"], VIDEO_URL_FORMS,
-                                 where="video_mme.video_url_form")  # fmt: skip
+            raise unknown_choice(
+                "video_mme video_url_form", opts["video_url_form"], VIDEO_URL_FORMS, where="video_mme.video_url_form"
+            )
         self.opts, self.videos, self.model = opts, videos, model
         self.sampling = Sampling(opts["sampling"], opts["num_frames"], opts["fps"], opts["max_pixels"])
 
@@ -198,7 +230,11 @@ class VideoAsker:
         if self.opts["mode"] == "frames":
             frames = read_frames(path, self.sampling)
             parts = [{"type": "image_url", "image_url": {"url": image_url(im)}} for im in frames.images]
-            sent = {"frame_indices": frames.indices, "total_frames": frames.total, "frames_sha256": frames.digest()[:16]}
+            sent = {
+                "frame_indices": frames.indices,
+                "total_frames": frames.total,
+                "frames_sha256": frames.digest()[:16],
+            }
             indices, fps = frames.indices, frames.fps
         else:
             url = video_data_url(path) if self.opts["video_url_form"] == "data" else str(path.resolve())
@@ -215,14 +251,28 @@ class VideoAsker:
         import asyncio
 
         parts, sent = await asyncio.to_thread(self.request, doc)  # decoding must not stall the other requests
-        response = await client.chat({"model": self.model, "messages": [{"role": "user", "content": parts}],
-                                      "max_tokens": self.opts["max_new_tokens"], "temperature": 0})  # fmt: skip
+        response = await client.chat(
+            {
+                "model": self.model,
+                "messages": [{"role": "user", "content": parts}],
+                "max_tokens": self.opts["max_new_tokens"],
+                "temperature": 0,
+            }
+        )
         output = response["choices"][0]["message"]["content"] or ""
         predicted = extract_answer(output)
-        return {"question_id": doc["question_id"], "videoID": doc["videoID"], **{f: doc[f] for f in BREAKDOWN_FIELDS},
-                "answer": doc["answer"], "output": output, "parsed": predicted or None, "unparsed": not predicted,
-                "correct": predicted.lower() == str(doc["answer"]).lower(), "prompt_sha256": sha256_text(parts[-1]["text"]),
-                **sent}  # fmt: skip
+        return {
+            "question_id": doc["question_id"],
+            "videoID": doc["videoID"],
+            **{f: doc[f] for f in BREAKDOWN_FIELDS},
+            "answer": doc["answer"],
+            "output": output,
+            "parsed": predicted or None,
+            "unparsed": not predicted,
+            "correct": predicted.lower() == str(doc["answer"]).lower(),
+            "prompt_sha256": sha256_text(parts[-1]["text"]),
+            **sent,
+        }
 
 
 def select_questions(ctx: EvalContext, opts: Mapping[str, Any]) -> tuple[list[dict], dict[str, Path]]:
@@ -236,9 +286,12 @@ def summary(samples: Sequence[Mapping[str, Any]]) -> tuple[dict[str, float], dic
     n = len(samples)
     correct = [s["correct"] for s in samples]
     metrics = {"accuracy": sum(correct) / n, "unparsed_rate": sum(s["unparsed"] for s in samples) / n}
-    details = {"stderr_clustered": clustered_standard_error(correct, [s["videoID"] for s in samples]),
-               "videos": len({s["videoID"] for s in samples}), **breakdown(samples),
-               "per_sample_correct": {s["question_id"]: bool(s["correct"]) for s in samples}}  # fmt: skip
+    details = {
+        "stderr_clustered": clustered_standard_error(correct, [s["videoID"] for s in samples]),
+        "videos": len({s["videoID"] for s in samples}),
+        **breakdown(samples),
+        "per_sample_correct": {s["question_id"]: bool(s["correct"]) for s in samples},
+    }
     return metrics, details
 
 
@@ -258,8 +311,12 @@ class VideoMME:
 
         samples = await ctx.client.map(one, docs, progress=f"{SUITE}[{ctx.case_id}]")
         metrics, details = summary(samples)
-        details = {**delivery(opts), "max_new_tokens": opts["max_new_tokens"],
-                   "request_timeout_s": ctx.client.options.timeout_s, **details}  # fmt: skip
+        details = {
+            **delivery(opts),
+            "max_new_tokens": opts["max_new_tokens"],
+            "request_timeout_s": ctx.client.options.timeout_s,
+            **details,
+        }
         return EvalResult(suite=SUITE, n=len(samples), metrics=metrics, details=details)
 
 

@@ -19,18 +19,20 @@ need not sample the same frames, so agreement below 1 can be legitimate: the thr
 from __future__ import annotations
 
 from harness.evals.paired import paired_result, same_answer
+from harness.evals.types import EvalContext, EvalResult, check_options
 from harness.evals.video_mme import OPTIONS as VIDEO_OPTIONS
 from harness.evals.video_mme import VideoAsker, delivery, select_questions
-from harness.evals.types import EvalContext, EvalResult, check_options
 
 SUITE = "video_mme_modes"
 OPTIONS = {key: value for key, value in VIDEO_OPTIONS.items() if key != "mode"}
 
 
 def disagreement_line(frames: dict, video: dict) -> str:
-    return (f"{frames['question_id']} ({frames['videoID']}): gold {frames['answer']!r}; frames "
-            f"{frames.get('frame_indices')} {frames['output']!r} → {frames['parsed']!r}; video_url {video['output']!r} "
-            f"→ {video['parsed']!r}")  # fmt: skip
+    return (
+        f"{frames['question_id']} ({frames['videoID']}): gold {frames['answer']!r}; frames "
+        f"{frames.get('frame_indices')} {frames['output']!r} → {frames['parsed']!r}; video_url {video['output']!r} "
+        f"→ {video['parsed']!r}"
+    )
 
 
 class VideoMMEModes:
@@ -45,15 +47,34 @@ class VideoMMEModes:
 
         async def both(doc: dict) -> tuple[dict, dict]:
             frames, video = await by_frames.ask(ctx.client, doc), await by_url.ask(ctx.client, doc)
-            ctx.on_sample({"question_id": doc["question_id"], "videoID": doc["videoID"], "answer": doc["answer"],
-                           "frames_output": frames["output"], "frames_parsed": frames["parsed"],
-                           "frame_indices": frames.get("frame_indices"), "video_url_output": video["output"],
-                           "video_url_parsed": video["parsed"], "agree": same_answer(frames, video)})  # fmt: skip
+            ctx.on_sample(
+                {
+                    "question_id": doc["question_id"],
+                    "videoID": doc["videoID"],
+                    "answer": doc["answer"],
+                    "frames_output": frames["output"],
+                    "frames_parsed": frames["parsed"],
+                    "frame_indices": frames.get("frame_indices"),
+                    "video_url_output": video["output"],
+                    "video_url_parsed": video["parsed"],
+                    "agree": same_answer(frames, video),
+                }
+            )
             return frames, video
 
         pairs = await ctx.client.map(both, docs, progress=f"{SUITE}[{ctx.case_id}]")
-        details = {"frames": delivery({**opts, "mode": "frames"}), "video_url": delivery({**opts, "mode": "video_url"}),
-                   "max_new_tokens": opts["max_new_tokens"], "request_timeout_s": ctx.client.options.timeout_s}  # fmt: skip
+        details = {
+            "frames": delivery({**opts, "mode": "frames"}),
+            "video_url": delivery({**opts, "mode": "video_url"}),
+            "max_new_tokens": opts["max_new_tokens"],
+            "request_timeout_s": ctx.client.options.timeout_s,
+        }
         # under test: the server's own decoding (video_url); reference: the frames decoded here
-        return paired_result(SUITE, ctx.case_id, [(video, frames) for frames, video in pairs], same_answer,
-                             lambda video, frames: disagreement_line(frames, video), details)
+        return paired_result(
+            SUITE,
+            ctx.case_id,
+            [(video, frames) for frames, video in pairs],
+            same_answer,
+            lambda video, frames: disagreement_line(frames, video),
+            details,
+        )

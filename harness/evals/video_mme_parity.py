@@ -12,16 +12,18 @@ Assumes: greedy decoding on both; the reference engine serves the same checkpoin
 from __future__ import annotations
 
 from harness.errors import ConfigError
-from harness.evals.video_mme import OPTIONS, VideoAsker, delivery, select_questions
 from harness.evals.paired import paired_result, same_answer
 from harness.evals.types import EvalContext, EvalResult, check_options
+from harness.evals.video_mme import OPTIONS, VideoAsker, delivery, select_questions
 
 SUITE = "video_mme_parity"
 
 
 def disagreement_line(test: dict, ref: dict) -> str:
-    return (f"{test['question_id']} ({test['videoID']}): gold {test['answer']!r}; under test {test['output']!r} → "
-            f"{test['parsed']!r}; reference {ref['output']!r} → {ref['parsed']!r}")  # fmt: skip
+    return (
+        f"{test['question_id']} ({test['videoID']}): gold {test['answer']!r}; under test {test['output']!r} → "
+        f"{test['parsed']!r}; reference {ref['output']!r} → {ref['parsed']!r}"
+    )
 
 
 class VideoMMEParity:
@@ -31,7 +33,9 @@ class VideoMMEParity:
         check_options(SUITE, ctx.options, OPTIONS)
         opts = {**OPTIONS, **ctx.options}
         if opts["mode"] != "frames":
-            raise ConfigError(f"{SUITE}.mode: {opts['mode']!r}; the HF reference engine takes frames only (mode: frames)")
+            raise ConfigError(
+                f"{SUITE}.mode: {opts['mode']!r}; the HF reference engine takes frames only (mode: frames)"
+            )
         if ctx.reference is None:
             raise ValueError(f"{SUITE}[{ctx.case_id}]: no reference engine available to compare with")
         reference = ctx.reference()
@@ -40,12 +44,27 @@ class VideoMMEParity:
 
         async def both(doc: dict) -> tuple[dict, dict]:
             test, ref = await asker.ask(ctx.client, doc), await asker.ask(reference, doc)
-            ctx.on_sample({"question_id": doc["question_id"], "videoID": doc["videoID"], "answer": doc["answer"],
-                           "test_output": test["output"], "test_parsed": test["parsed"], "ref_output": ref["output"],
-                           "ref_parsed": ref["parsed"], "frame_indices": test.get("frame_indices"),
-                           "agree": same_answer(test, ref)})  # fmt: skip
+            ctx.on_sample(
+                {
+                    "question_id": doc["question_id"],
+                    "videoID": doc["videoID"],
+                    "answer": doc["answer"],
+                    "test_output": test["output"],
+                    "test_parsed": test["parsed"],
+                    "ref_output": ref["output"],
+                    "ref_parsed": ref["parsed"],
+                    "frame_indices": test.get("frame_indices"),
+                    "agree": same_answer(test, ref),
+                }
+            )
             return test, ref
 
         pairs = await ctx.client.map(both, docs, progress=f"{SUITE}[{ctx.case_id}]")
-        return paired_result(SUITE, ctx.case_id, pairs, same_answer, disagreement_line,
-                             {**delivery(opts), "max_new_tokens": opts["max_new_tokens"]})
+        return paired_result(
+            SUITE,
+            ctx.case_id,
+            pairs,
+            same_answer,
+            disagreement_line,
+            {**delivery(opts), "max_new_tokens": opts["max_new_tokens"]},
+        )

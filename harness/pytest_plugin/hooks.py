@@ -23,37 +23,80 @@ MARKER_KWARGS = ("suite",)
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("harness", "SGLang validation harness")
     add = group.addoption
-    add("--harness-config", default="thresholds.yaml",
-        help="Matrix and references file, relative to the rootdir. Default: %(default)r")
-    add("--harness-engine", choices=ENGINE_CHOICES, default="yaml",
-        help="Engine for every selected config; 'yaml' uses each config's own. Default: %(default)r")
-    add("--harness-base-url", default=os.environ.get("HARNESS_BASE_URL"),
-        help="Attach to a running server instead of launching (env HARNESS_BASE_URL). Default: %(default)r")
-    add("--harness-report-dir", default="reports",
-        help="Where reports/<run-id>/ is written. Default: %(default)r")
-    add("--harness-limit", type=int, default=None,
-        help="Evaluate a deterministic subsample of N items per suite. Default: %(default)r (all)")
-    add("--harness-smoke", action="store_true", default=False,
-        help="Run a few samples per suite and assert nothing (tests the code path). Default: %(default)r")
-    add("--harness-no-reference", action="store_true", default=False,
-        help="Record observed values without judging them. Default: %(default)r")
-    add("--harness-update-thresholds", action="store_true", default=False,
-        help="Write observed values into existing reference entries (never adds one). Default: %(default)r")
-    add("--harness-gpus", default=None,
-        help="GPU ids ('0,1,2,3') or a count; configs needing more are skipped. Default: %(default)r (detect)")
-    add("--harness-startup-timeout", type=float, default=None,
-        help="Seconds to wait for a server to become healthy. Default: %(default)r (per engine)")
-    add("--harness-concurrency", type=int, default=64,
-        help="Concurrent requests per server. Default: %(default)r")
-    add("--harness-request-timeout", type=float, default=600.0,
+    add(
+        "--harness-config",
+        default="thresholds.yaml",
+        help="Matrix and references file, relative to the rootdir. Default: %(default)r",
+    )
+    add(
+        "--harness-engine",
+        choices=ENGINE_CHOICES,
+        default="yaml",
+        help="Engine for every selected config; 'yaml' uses each config's own. Default: %(default)r",
+    )
+    add(
+        "--harness-base-url",
+        default=os.environ.get("HARNESS_BASE_URL"),
+        help="Attach to a running server instead of launching (env HARNESS_BASE_URL). Default: %(default)r",
+    )
+    add("--harness-report-dir", default="reports", help="Where reports/<run-id>/ is written. Default: %(default)r")
+    add(
+        "--harness-limit",
+        type=int,
+        default=None,
+        help="Evaluate a deterministic subsample of N items per suite. Default: %(default)r (all)",
+    )
+    add(
+        "--harness-smoke",
+        action="store_true",
+        default=False,
+        help="Run a few samples per suite and assert nothing (tests the code path). Default: %(default)r",
+    )
+    add(
+        "--harness-no-reference",
+        action="store_true",
+        default=False,
+        help="Record observed values without judging them. Default: %(default)r",
+    )
+    add(
+        "--harness-update-thresholds",
+        action="store_true",
+        default=False,
+        help="Write observed values into existing reference entries (never adds one). Default: %(default)r",
+    )
+    add(
+        "--harness-gpus",
+        default=None,
+        help="GPU ids ('0,1,2,3') or a count; configs needing more are skipped. Default: %(default)r (detect)",
+    )
+    add(
+        "--harness-startup-timeout",
+        type=float,
+        default=None,
+        help="Seconds to wait for a server to become healthy. Default: %(default)r (per engine)",
+    )
+    add("--harness-concurrency", type=int, default=64, help="Concurrent requests per server. Default: %(default)r")
+    add(
+        "--harness-request-timeout",
+        type=float,
+        default=600.0,
         help="Seconds one request may go unanswered before the server is probed and the test errors "
-             "(a timeout is not retried). Default: %(default)r")
-    add("--harness-baseline", default=None, metavar="RUN_DIR",
+        "(a timeout is not retried). Default: %(default)r",
+    )
+    add(
+        "--harness-baseline",
+        default=None,
+        metavar="RUN_DIR",
         help="Compare this run with a baseline run (reports/<run-id>/) question by question at the end; a worse "
-             "row fails the session (harness.report.compare). Default: %(default)r (none)")
-    add("--harness-shard", default=None, metavar="I/N",
+        "row fails the session (harness.report.compare). Default: %(default)r (none)",
+    )
+    add(
+        "--harness-shard",
+        default=None,
+        metavar="I/N",
         help="Run only servers whose index in the collected matrix is I modulo N (0-based), for sharded CI; "
-             "a server's suites never split across shards. Default: %(default)r (all)")
+        "a server's suites never split across shards. Default: %(default)r (all)",
+    )
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -232,4 +275,3 @@ def harness(request: pytest.FixtureRequest, harness_case):
     """The server of this test's (model, config), started once and shared, plus run/check helpers."""
     session = request.config.stash[HARNESS_KEY]
     return session.run_for(harness_case, request.node)
-

@@ -10,10 +10,10 @@ import pytest
 
 from harness.client.http import ClientOptions
 from harness.errors import ConfigError, HarnessError
-from harness.report.results import Report, new_run_id
-from harness.serve.server import ServerLost
-from harness.serve.pool import Case, PoolSettings, ServerPool
 from harness.evals.types import EvalContext, EvalResult
+from harness.report.results import Report, new_run_id
+from harness.serve.pool import Case, PoolSettings, ServerPool
+from harness.serve.server import ServerLost
 
 
 class HarnessSession:
@@ -37,7 +37,7 @@ class HarnessSession:
     def _runs_here(self, case) -> bool:
         try:
             return self.pool.skip_reason(case.spec) is None
-        except Exception:  # noqa: BLE001 - a config that cannot even be planned errors later, with its own message
+        except Exception:
             return True
 
     def plan_family(self, cases) -> None:
@@ -81,10 +81,7 @@ class HarnessSession:
             from harness.errors import unknown_choice
 
             raise unknown_choice("suite", suite, KNOWN_SUITES, where="test function name")
-        return [
-            Case(spec=spec, suite=suite, options=options)
-            for spec, options in self.thresholds.cases(suite)
-        ]
+        return [Case(spec=spec, suite=suite, options=options) for spec, options in self.thresholds.cases(suite)]
 
     # -- servers and report --------------------------------------------------------------------------
     @property
@@ -93,9 +90,8 @@ class HarnessSession:
 
     def _ensure_report(self) -> Report:
         if self._report is None:
-            from harness.serve.gpus import detect_gpus
-
             from harness.serve import process_group
+            from harness.serve.gpus import detect_gpus
 
             self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict())
             if self.family is not None:
@@ -185,9 +181,15 @@ class HarnessSession:
             )
         else:  # a suite that passed without calling harness.check: say so rather than leave no trace
             self._ensure_report().record_test(
-                {"nodeid": nodeid, "suite": case.suite, "case": case.key, "verdict": "pass", "checks": [],
-                 "notes": ["passed without a judged metric (the test did not call harness.check)"]}
-            )  # fmt: skip
+                {
+                    "nodeid": nodeid,
+                    "suite": case.suite,
+                    "case": case.key,
+                    "verdict": "pass",
+                    "checks": [],
+                    "notes": ["passed without a judged metric (the test did not call harness.check)"],
+                }
+            )
 
     def record_interrupt(self, how: str) -> None:
         """Rows for the running test and every test not reached when the session is stopped (Ctrl-C, SIGTERM)."""
@@ -199,7 +201,9 @@ class HarnessSession:
             self.record_error(nodeid, case, f"{case.suite}[{case.key}]: interrupted by {how}")
         for nodeid, case in self.planned_items:
             if not self._report.has_test(nodeid):
-                self.record_error(nodeid, case, f"{case.suite}[{case.key}]: not run: the session was interrupted by {how}")
+                self.record_error(
+                    nodeid, case, f"{case.suite}[{case.key}]: not run: the session was interrupted by {how}"
+                )
 
     def on_fatal_signal(self, signum: int) -> None:
         """SIGTERM/SIGHUP: the safety net has killed the servers; write the interrupted row and close the report."""
@@ -217,10 +221,11 @@ class HarnessSession:
         if self._report is None:
             return None
         from harness.report.compare import Run, compare_runs, cross_config, release_verdict, write_comparison
-
         from harness.report.history import append_run
 
-        append_run(self.run_dir.parent / "history.sqlite", self.run_dir)  # the nightly trend (python -m harness history)
+        append_run(
+            self.run_dir.parent / "history.sqlite", self.run_dir
+        )  # the nightly trend (python -m harness history)
         new, status = Run.load(self.run_dir), None
         try:
             models = self.thresholds.doc.models
@@ -251,7 +256,7 @@ class HarnessSession:
         try:
             path = write_html(self.run_dir, self.run_dir.parent / "history.sqlite")
             self.verdict_lines.append(f"HTML report: {path}")
-        except Exception as exc:  # noqa: BLE001 - reported, and results.json/summary.md are already complete
+        except Exception as exc:
             self.verdict_lines.append(f"HTML report not written: {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
@@ -265,8 +270,21 @@ class HarnessSession:
 
 
 def _summarize_info(info: dict[str, Any]) -> dict[str, Any]:
-    keys = ("version", "page_size", "disable_radix_cache", "mamba_radix_cache_strategy", "mamba_track_interval",
-            "speculative_algorithm", "tp_size", "dp_size", "ep_size", "pp_size", "dtype", "engine", "model_path")
+    keys = (
+        "version",
+        "page_size",
+        "disable_radix_cache",
+        "mamba_radix_cache_strategy",
+        "mamba_track_interval",
+        "speculative_algorithm",
+        "tp_size",
+        "dp_size",
+        "ep_size",
+        "pp_size",
+        "dtype",
+        "engine",
+        "model_path",
+    )
     return {key: info[key] for key in keys if key in info}
 
 
@@ -323,8 +341,13 @@ class HarnessRun:
             self._fail_lost(exc)
         except HarnessError as exc:  # a request that failed for good, a malformed answer, a field the server lacks
             message = f"{self.case.suite}[{self.case.key}]: {exc}"
-            self.session.record_error(self.node.nodeid, self.case, message, samples_kept=self.samples_kept,
-                                      client=self.live.client.stats.since(counted))  # fmt: skip
+            self.session.record_error(
+                self.node.nodeid,
+                self.case,
+                message,
+                samples_kept=self.samples_kept,
+                client=self.live.client.stats.since(counted),
+            )
             pytest.fail(message, pytrace=False)
         result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
         result.details.setdefault("client", self.live.client.stats.since(counted))
@@ -338,11 +361,20 @@ class HarnessRun:
         cause = f": {exc.cause}" if exc.cause else ""
         message = f"{self.case.suite}[{self.case.key}]: {exc.what}{after}{cause}\n" + str(exc).partition("\n")[2]
         self.session.record_error(
-            self.node.nodeid, self.case, message, samples_kept=self.samples_kept, exit_code=exc.exit_code,
-            log=str(exc.log_path or ""), log_tail=exc.log_tail.splitlines()[-20:],
-        )  # fmt: skip
-        lost = type(exc)(f"{exc.what} during {self.case.suite}{after}", cause=exc.cause, exit_code=exc.exit_code,
-                         log_path=exc.log_path)  # fmt: skip
+            self.node.nodeid,
+            self.case,
+            message,
+            samples_kept=self.samples_kept,
+            exit_code=exc.exit_code,
+            log=str(exc.log_path or ""),
+            log_tail=exc.log_tail.splitlines()[-20:],
+        )
+        lost = type(exc)(
+            f"{exc.what} during {self.case.suite}{after}",
+            cause=exc.cause,
+            exit_code=exc.exit_code,
+            log_path=exc.log_path,
+        )
         self.session.pool.mark_lost(self.case.spec, lost)
         pytest.fail(message.rstrip(), pytrace=False)
 
@@ -376,4 +408,4 @@ class HarnessRun:
             pytest.fail("\n".join([*outcome.failures, *result.notes]), pytrace=False)
 
 
-__all__ = ["HarnessSession", "HarnessRun", "ConfigError"]
+__all__ = ["ConfigError", "HarnessRun", "HarnessSession"]

@@ -97,11 +97,16 @@ def _compare_accuracy(suite: str, case: str, old: list[dict], new: list[dict], a
     old_by_id, new_by_id = {str(s["id"]): s for s in old}, {str(s["id"]): s for s in new}
     if old_by_id.keys() != new_by_id.keys():
         only_old, only_new = old_by_id.keys() - new_by_id.keys(), new_by_id.keys() - old_by_id.keys()
-        return _not_comparable(suite, case, f"the questions differ ({len(only_old)} only in the baseline, "
-                                            f"{len(only_new)} only in this run)")  # fmt: skip
+        return _not_comparable(
+            suite,
+            case,
+            f"the questions differ ({len(only_old)} only in the baseline, {len(only_new)} only in this run)",
+        )
     changed = [i for i in old_by_id if old_by_id[i].get("prompt_sha256") != new_by_id[i].get("prompt_sha256")]
     if changed:
-        return _not_comparable(suite, case, f"{len(changed)} of {len(old_by_id)} prompts differ (first: id {changed[0]})")
+        return _not_comparable(
+            suite, case, f"{len(changed)} of {len(old_by_id)} prompts differ (first: id {changed[0]})"
+        )
     broken = [i for i in old_by_id if old_by_id[i]["correct"] and not new_by_id[i]["correct"]]
     fixed = [i for i in old_by_id if new_by_id[i]["correct"] and not old_by_id[i]["correct"]]
     p = mcnemar_two_sided(len(fixed), len(broken))
@@ -112,8 +117,19 @@ def _compare_accuracy(suite: str, case: str, old: list[dict], new: list[dict], a
     if broken:
         line += f"; first broken: {', '.join(broken[:SHOWN_BROKEN])}"
     accuracy = (sum(s["correct"] for s in old) / n, sum(s["correct"] for s in new) / n)
-    return RowComparison(suite, case, verdict, line, {"n": n, "broken": broken, "fixed": fixed, "p_value": p,
-                                                      "accuracy": {"baseline": accuracy[0], "new": accuracy[1]}})  # fmt: skip
+    return RowComparison(
+        suite,
+        case,
+        verdict,
+        line,
+        {
+            "n": n,
+            "broken": broken,
+            "fixed": fixed,
+            "p_value": p,
+            "accuracy": {"baseline": accuracy[0], "new": accuracy[1]},
+        },
+    )
 
 
 def _compare_perf(suite: str, case: str, old_row: dict, new_row: dict, tolerance: float) -> RowComparison:
@@ -131,8 +147,14 @@ def _compare_perf(suite: str, case: str, old_row: dict, new_row: dict, tolerance
         parts.append(f"{metric} {new_value:.4g} vs {old_value:.4g} (×{ratio:.2f})")
         details[metric] = {"baseline": old_value, "new": new_value, "ratio": ratio, "baseline_spread": spread}
     verdict = "worse" if worse else "better" if better else "same"
-    return RowComparison(suite, case, verdict, f"{suite}[{case}]: {verdict}: {', '.join(parts)} (tolerance "
-                                               f"{tolerance:.0%} and outside the baseline's repeats)", details)  # fmt: skip
+    return RowComparison(
+        suite,
+        case,
+        verdict,
+        f"{suite}[{case}]: {verdict}: {', '.join(parts)} (tolerance "
+        f"{tolerance:.0%} and outside the baseline's repeats)",
+        details,
+    )
 
 
 def _perf_spread(row: dict, metric: str) -> list[float] | None:
@@ -150,11 +172,20 @@ def _compare_checks(suite: str, case: str, old_row: dict, new_row: dict) -> RowC
     old_checks = {c["metric"]: c for c in old_row.get("checks", []) if c.get("passed") is not None}
     new_checks = {c["metric"]: c for c in new_row.get("checks", []) if c.get("passed") is not None}
     newly_failing = [m for m, c in new_checks.items() if not c["passed"] and old_checks.get(m, {}).get("passed")]
-    newly_passing = [m for m, c in new_checks.items() if c["passed"] and m in old_checks and not old_checks[m]["passed"]]
+    newly_passing = [
+        m for m, c in new_checks.items() if c["passed"] and m in old_checks and not old_checks[m]["passed"]
+    ]
     verdict = "worse" if newly_failing else "better" if newly_passing else "same"
-    shown = ", ".join(f"{m} {_fmt(old_row['metrics'].get(m))} → {_fmt(new_row['metrics'].get(m))}" for m in new_row["metrics"])
-    return RowComparison(suite, case, verdict, f"{suite}[{case}]: {verdict}: {shown}",
-                         {"newly_failing": newly_failing, "newly_passing": newly_passing})  # fmt: skip
+    shown = ", ".join(
+        f"{m} {_fmt(old_row['metrics'].get(m))} → {_fmt(new_row['metrics'].get(m))}" for m in new_row["metrics"]
+    )
+    return RowComparison(
+        suite,
+        case,
+        verdict,
+        f"{suite}[{case}]: {verdict}: {shown}",
+        {"newly_failing": newly_failing, "newly_passing": newly_passing},
+    )
 
 
 def _fmt(value) -> str:
@@ -170,7 +201,7 @@ def cross_config(run: Run, reference_configs: dict[str, list[str]], alpha: float
     reference (the first of a model's list that ran the suite). Correctness by McNemar as against a baseline,
     plus the share of questions answered alike."""
     out = []
-    for (suite, case) in sorted(run.rows):
+    for suite, case in sorted(run.rows):
         model, config = case.split("/", 1)
         present = [c for c in reference_configs.get(model, []) if (suite, f"{model}/{c}") in run.rows]
         reference = present[0] if present else None
@@ -211,7 +242,12 @@ def release_verdict(rows: list[RowComparison]) -> tuple[str, int]:
 
 
 def write_comparison(path: Path, base: Run, new: Run, rows: list[RowComparison], release: str) -> None:
-    record = {"baseline": str(base.root), "run": str(new.root), "release": release,
-              "rows": [{"suite": r.suite, "case": r.case, "verdict": r.verdict, "line": r.line, "details": r.details}
-                       for r in rows]}  # fmt: skip
+    record = {
+        "baseline": str(base.root),
+        "run": str(new.root),
+        "release": release,
+        "rows": [
+            {"suite": r.suite, "case": r.case, "verdict": r.verdict, "line": r.line, "details": r.details} for r in rows
+        ],
+    }
     path.write_text(json.dumps(record, indent=1, default=str) + "\n")

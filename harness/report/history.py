@@ -41,12 +41,24 @@ def append_run(db: Path, run_dir: Path) -> int:
         for metric, value in (test.get("metrics") or {}).items():
             if isinstance(value, (int, float)):
                 judged = passed.get(metric)
-                rows.append((run_id, model, config, test["suite"], metric, float(value),
-                             None if judged is None else int(bool(judged)), test.get("verdict")))  # fmt: skip
+                rows.append(
+                    (
+                        run_id,
+                        model,
+                        config,
+                        test["suite"],
+                        metric,
+                        float(value),
+                        None if judged is None else int(bool(judged)),
+                        test.get("verdict"),
+                    )
+                )
     with sqlite3.connect(db) as conn:
         conn.executescript(SCHEMA)
-        conn.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
-                     (run_id, run.get("started"), run.get("git_sha"), ", ".join(versions), ", ".join(gpus)))  # fmt: skip
+        conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?)",
+            (run_id, run.get("started"), run.get("git_sha"), ", ".join(versions), ", ".join(gpus)),
+        )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
         conn.executemany("INSERT INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
     return len(rows)

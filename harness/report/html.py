@@ -47,11 +47,13 @@ def write_html(run_dir: Path, history_db: Path | None = None) -> Path:
 def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
     run = data.get("run", {})
     e = html.escape
-    parts = [f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Validation run {e(str(run.get('run_id')))}</title>",
-             f"<style>{STYLE}</style></head><body>",
-             f"<h1>Validation run {e(str(run.get('run_id')))}</h1>",
-             f"<p>harness {e(str(run.get('harness_version')))}, git {e(str(run.get('git_sha'))[:12])}, started "
-             f"{e(str(run.get('started')))}, GPUs {e(', '.join((run.get('gpus') or {}).get('names') or []) or 'none')}</p>"]  # fmt: skip
+    parts = [
+        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Validation run {e(str(run.get('run_id')))}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Validation run {e(str(run.get('run_id')))}</h1>",
+        f"<p>harness {e(str(run.get('harness_version')))}, git {e(str(run.get('git_sha'))[:12])}, started "
+        f"{e(str(run.get('started')))}, GPUs {e(', '.join((run.get('gpus') or {}).get('names') or []) or 'none')}</p>",
+    ]
     if run.get("error"):
         parts.append(f"<p><b>The run did not start:</b> {e(run['error'])}</p>")
     if run.get("error_control"):
@@ -70,9 +72,11 @@ def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
 def _servers(servers: dict) -> list[str]:
     if not servers:
         return []
-    rows = "".join(f"<tr><td>{html.escape(case)}</td><td>{html.escape(str(s.get('engine', '?')))} {html.escape(str(s.get('version') or ''))}</td>"
-                   f"<td><code>{html.escape(' '.join(s.get('command') or []) or '(attached)')}</code></td></tr>"
-                   for case, s in servers.items())  # fmt: skip
+    rows = "".join(
+        f"<tr><td>{html.escape(case)}</td><td>{html.escape(str(s.get('engine', '?')))} {html.escape(str(s.get('version') or ''))}</td>"
+        f"<td><code>{html.escape(' '.join(s.get('command') or []) or '(attached)')}</code></td></tr>"
+        for case, s in servers.items()
+    )
     return ["<h2>Servers</h2><table><tr><th>case</th><th>engine</th><th>command</th></tr>", rows, "</table>"]
 
 
@@ -85,25 +89,42 @@ def _verdicts(tests: list[dict]) -> list[str]:
         checks = test.get("checks") or [{}]
         for check in checks:
             message = check.get("message") or test.get("error") or test.get("skipped") or ""
-            shown = _check_verdict(test, check).split(":")[0].lower() if check and verdict not in ("skipped", "error") else verdict
-            rows.append(f"<tr class={html.escape(shown)} data-test={html.escape(test.get('nodeid', ''), quote=True)}>"
-                        f"<td>{html.escape(test['case'])}</td><td>{html.escape(test['suite'])}</td>"
-                        f"<td>{html.escape(str(check.get('metric', '–')))}</td><td>{html.escape(_fmt(check.get('observed')))}</td>"
-                        f"<td>{html.escape(_bound(check) if check else '–')}</td><td class=verdict>{html.escape(shown)}</td>"
-                        f"<td>{html.escape(str(message))}</td></tr>")  # fmt: skip
+            shown = (
+                _check_verdict(test, check).split(":")[0].lower()
+                if check and verdict not in ("skipped", "error")
+                else verdict
+            )
+            rows.append(
+                f"<tr class={html.escape(shown)} data-test={html.escape(test.get('nodeid', ''), quote=True)}>"
+                f"<td>{html.escape(test['case'])}</td><td>{html.escape(test['suite'])}</td>"
+                f"<td>{html.escape(str(check.get('metric', '–')))}</td><td>{html.escape(_fmt(check.get('observed')))}</td>"
+                f"<td>{html.escape(_bound(check) if check else '–')}</td><td class=verdict>{html.escape(shown)}</td>"
+                f"<td>{html.escape(str(message))}</td></tr>"
+            )
     counts = {v: sum(t.get("verdict") == v for t in tests) for v in ("pass", "fail", "error", "skipped", "recorded")}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
-    return [f"<h2>Verdicts</h2><p>{html.escape(summary) or 'no tests'}</p>",
-            "<table id=verdicts><tr><th>case</th><th>suite</th><th>metric</th><th>observed</th><th>bound</th>"
-            "<th>verdict</th><th>message</th></tr>", *rows, "</table>"]  # fmt: skip
+    return [
+        f"<h2>Verdicts</h2><p>{html.escape(summary) or 'no tests'}</p>",
+        "<table id=verdicts><tr><th>case</th><th>suite</th><th>metric</th><th>observed</th><th>bound</th>"
+        "<th>verdict</th><th>message</th></tr>",
+        *rows,
+        "</table>",
+    ]
 
 
 def _comparison(record: dict, title: str) -> list[str]:
-    rows = "".join(f"<tr class={html.escape(str(r.get('verdict')))}><td>{html.escape(str(r.get('case')))}</td>"
-                   f"<td>{html.escape(str(r.get('suite')))}</td><td class=verdict>{html.escape(str(r.get('verdict')))}</td>"
-                   f"<td>{html.escape(str(r.get('line')))}</td></tr>" for r in record.get("rows", []))  # fmt: skip
-    return [f"<h2>{html.escape(title)}</h2><p>{html.escape(str(record.get('release', '')))}</p>",
-            "<table><tr><th>case</th><th>suite</th><th>verdict</th><th>line</th></tr>", rows, "</table>"]
+    rows = "".join(
+        f"<tr class={html.escape(str(r.get('verdict')))}><td>{html.escape(str(r.get('case')))}</td>"
+        f"<td>{html.escape(str(r.get('suite')))}</td><td class=verdict>{html.escape(str(r.get('verdict')))}</td>"
+        f"<td>{html.escape(str(r.get('line')))}</td></tr>"
+        for r in record.get("rows", [])
+    )
+    return [
+        f"<h2>{html.escape(title)}</h2><p>{html.escape(str(record.get('release', '')))}</p>",
+        "<table><tr><th>case</th><th>suite</th><th>verdict</th><th>line</th></tr>",
+        rows,
+        "</table>",
+    ]
 
 
 def _failing_samples(run_dir: Path) -> list[str]:
@@ -119,13 +140,17 @@ def _failing_samples(run_dir: Path) -> list[str]:
                 failing.append(record)
         if not failing:
             continue
-        out.append(f"<h3>{html.escape(path.stem)}: {len(failing)} wrong</h3><table><tr><th>id</th><th>expected</th><th>output</th></tr>")
+        out.append(
+            f"<h3>{html.escape(path.stem)}: {len(failing)} wrong</h3><table><tr><th>id</th><th>expected</th><th>output</th></tr>"
+        )
         for record in failing[:FAILING_SAMPLES]:
             text = next((record[f] for f in OUTPUT_FIELDS if f in record), "")
             expected = record.get("label", record.get("answer", ""))
             sample_id = record.get("id", record.get("question_id", record.get("doc_id", "")))
-            out.append(f"<tr class=sample><td>{html.escape(str(sample_id))}</td><td>{html.escape(str(expected))}</td>"
-                       f"<td><pre>{html.escape(text if isinstance(text, str) else json.dumps(text))}</pre></td></tr>")  # fmt: skip
+            out.append(
+                f"<tr class=sample><td>{html.escape(str(sample_id))}</td><td>{html.escape(str(expected))}</td>"
+                f"<td><pre>{html.escape(text if isinstance(text, str) else json.dumps(text))}</pre></td></tr>"
+            )
         out.append("</table>")
     return ["<h2>Failing samples</h2>", *out] if out else []
 
@@ -136,8 +161,10 @@ def _details(tests: list[dict]) -> list[str]:
         body = {k: test.get(k) for k in ("metrics", "details", "notes", "failures", "client") if test.get(k)}
         if not body:
             continue
-        out.append(f"<details><summary>{html.escape(test['suite'])}[{html.escape(test['case'])}] — "
-                   f"{html.escape(test.get('verdict', '?'))}</summary><pre>{html.escape(json.dumps(body, indent=1, default=str)[:20000])}</pre></details>")  # fmt: skip
+        out.append(
+            f"<details><summary>{html.escape(test['suite'])}[{html.escape(test['case'])}] — "
+            f"{html.escape(test.get('verdict', '?'))}</summary><pre>{html.escape(json.dumps(body, indent=1, default=str)[:20000])}</pre></details>"
+        )
     return out
 
 
@@ -149,9 +176,11 @@ def _plots(data: dict, run_dir: Path, history_db: Path | None) -> list[str]:
         import matplotlib.pyplot as plt
     except ImportError:
         return ["<h2>Plots</h2><p class=muted>No plots: matplotlib is not installed (pip install '.[report]').</p>"]
-    figures = [("History: every judged metric, run by run", _history_figure(plt, history_db)),
-               ("Cache suites: per-prompt KL of the hit against its replay", _kl_figure(plt, run_dir)),
-               ("serving_perf: latency percentiles per workload (its middle repeat)", _latency_figure(plt, data))]  # fmt: skip
+    figures = [
+        ("History: every judged metric, run by run", _history_figure(plt, history_db)),
+        ("Cache suites: per-prompt KL of the hit against its replay", _kl_figure(plt, run_dir)),
+        ("serving_perf: latency percentiles per workload (its middle repeat)", _latency_figure(plt, data)),
+    ]
     out = ["<h2>Plots</h2>"]
     for title, svg in figures:
         if svg:
@@ -172,8 +201,10 @@ def _history_figure(plt, history_db: Path | None) -> str | None:
     if not history_db or not Path(history_db).is_file():
         return None
     with sqlite3.connect(history_db) as conn:
-        rows = conn.execute("SELECT r.model || '/' || r.config || ' ' || r.suite || ' ' || r.metric, runs.started, r.value, r.passed "
-                            "FROM results r JOIN runs USING (run_id) WHERE r.passed IS NOT NULL ORDER BY runs.started").fetchall()  # fmt: skip
+        rows = conn.execute(
+            "SELECT r.model || '/' || r.config || ' ' || r.suite || ' ' || r.metric, runs.started, r.value, r.passed "
+            "FROM results r JOIN runs USING (run_id) WHERE r.passed IS NOT NULL ORDER BY runs.started"
+        ).fetchall()
     series: dict[str, list[tuple[str, float, int]]] = {}
     for name, started, value, passed in rows:
         series.setdefault(name, []).append((started, value, passed))
@@ -181,11 +212,15 @@ def _history_figure(plt, history_db: Path | None) -> str | None:
         return None
     names = sorted(series)[:24]
     cols = 3
-    fig, axes = plt.subplots((len(names) + cols - 1) // cols, cols, figsize=(11, 1.9 * ((len(names) + cols - 1) // cols)), squeeze=False)
+    fig, axes = plt.subplots(
+        (len(names) + cols - 1) // cols, cols, figsize=(11, 1.9 * ((len(names) + cols - 1) // cols)), squeeze=False
+    )
     for ax, name in zip(axes.flat, names):
         points = series[name]
         ax.plot(range(len(points)), [p[1] for p in points], color="#555", linewidth=1)
-        ax.scatter(range(len(points)), [p[1] for p in points], c=["#2a2" if p[2] else "#d22" for p in points], s=14, zorder=3)
+        ax.scatter(
+            range(len(points)), [p[1] for p in points], c=["#2a2" if p[2] else "#d22" for p in points], s=14, zorder=3
+        )
         ax.set_title(name, fontsize=7)
         ax.set_xticks(range(len(points)), [p[0][5:16].replace("T", " ") for p in points], rotation=30, ha="right")
         ax.tick_params(labelsize=6)
@@ -222,7 +257,7 @@ def _latency_figure(plt, data: dict) -> str | None:
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.5 * len(bars) + 1.5))
     for ax, metric in zip(axes, ("ttft", "itl")):
-        for i, (label, summary) in enumerate(bars):
+        for i, (_label, summary) in enumerate(bars):
             for pct, colour in (("p99", "#bbb"), ("p90", "#888"), ("median", "#333")):
                 ax.barh(i, summary.get(f"{pct}_{metric}_ms", 0), color=colour, label=pct if i == 0 else None)
         ax.set_yticks(range(len(bars)), [b[0] for b in bars], fontsize=7)

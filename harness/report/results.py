@@ -22,6 +22,7 @@ import orjson
 from harness import __version__
 from harness.serve.secrets import scrub, scrub_command
 
+
 def _git_sha(cwd: Path) -> str | None:
     """HEAD, with "+dirty" when tracked files differ from it: a tree copied to a GPU machine keeps a stale .git,
     and a report must not claim a commit it did not run."""
@@ -77,7 +78,7 @@ class Report:
 
     def record_server(self, case_id: str, info: dict[str, Any]) -> None:
         entry = dict(info)
-        if "command" in entry and entry["command"]:
+        if entry.get("command"):
             entry["command"] = scrub_command([str(a) for a in entry["command"]])
         self.data["servers"][case_id] = entry
         self._flush()
@@ -87,7 +88,7 @@ class Report:
         path = self.run_dir / "samples" / f"{suite}__{case_slug}.jsonl"
         handle = self._sample_files.get(str(path))
         if handle is None:
-            handle = self._sample_files[str(path)] = open(path, "ab")
+            handle = self._sample_files[str(path)] = open(path, "ab")  # noqa: SIM115 - open for the run, closed in close()
 
         def write(record: dict) -> None:
             handle.write(orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY) + b"\n")
@@ -136,7 +137,11 @@ class Report:
             lines += ["", run["error_control"]["line"]]
         if run.get("error"):
             lines += [f"**The run did not start:** {_cell(run['error'])}", ""]
-        lines += ["", "| model | config | suite | metric | observed | bound | verdict |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| model | config | suite | metric | observed | bound | verdict |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for test in self.data["tests"]:
             model, _, config = test["case"].partition("/")
             if test["verdict"] in ("skipped", "error"):

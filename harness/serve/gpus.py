@@ -42,8 +42,12 @@ class GpuInventory:
         return len(self.ids)
 
     def as_dict(self) -> dict:
-        return {"ids": list(self.ids), "source": self.source, "names": list(self.names),
-                "memory_mib": list(self.memory_mib)}  # fmt: skip
+        return {
+            "ids": list(self.ids),
+            "source": self.source,
+            "names": list(self.names),
+            "memory_mib": list(self.memory_mib),
+        }
 
 
 def detect_gpus(env: Mapping[str, str] | None = None) -> GpuInventory:
@@ -147,7 +151,13 @@ def _parse_visible_devices(value: str) -> tuple[str, ...]:
 def _query_nvidia_smi(env: Mapping[str, str]) -> GpuInventory | None:
     try:
         out = subprocess.run(
-            NVIDIA_SMI_QUERY, env=dict(env), capture_output=True, text=True, timeout=30, check=False, start_new_session=True
+            NVIDIA_SMI_QUERY,
+            env=dict(env),
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+            start_new_session=True,
         )
     except (FileNotFoundError, PermissionError, subprocess.TimeoutExpired):
         return None
@@ -190,4 +200,3 @@ def gpu_model(inventory: GpuInventory) -> str:
         return "unknown"
     words = [w for w in inventory.names[0].replace("-", " ").split() if w.upper() not in ("NVIDIA", "GEFORCE", "TESLA")]
     return words[0] if words else "unknown"
-

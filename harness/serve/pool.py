@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.client.http import Client, ClientOptions, RequestFailed
-from harness.serve.server import ServerLost, ServerUnresponsive
 from harness.config.spec import ServerSpec
+from harness.serve.server import ServerLost, ServerUnresponsive
 
 WATCH_INTERVAL_S = 0.25  # how often a running eval checks its server's process is still there
 CANCEL_TIMEOUT_S = 5.0  # after Ctrl-C, how long the loop's tasks get to run their cleanup
@@ -109,9 +109,11 @@ class LiveServer:
             return None
         probe = f"GET {self.server.engine.health_path}: {answer}"
         return ServerUnresponsive(
-            "server stopped answering", cause=f"{exc}; {probe}", log_path=self.server.log_path,
+            "server stopped answering",
+            cause=f"{exc}; {probe}",
+            log_path=self.server.log_path,
             log_tail=self.server.log_tail(),  # empty when attached: there is no log to read
-        )  # fmt: skip
+        )
 
     def reference_client(self) -> Client:
         """The HF reference engine on the same weights (CPU fp32), started on first use, stopped with this server."""
@@ -120,9 +122,13 @@ class LiveServer:
             from harness.serve.server import Server
 
             spec = ServerSpec(
-                model=self.spec.model, config=f"{self.spec.config}-hf-reference", model_path=self.spec.model_path,
-                engine="hf", args=REFERENCE_ARGS, tokenizer_path=self.spec.tokenizer_path,
-            )  # fmt: skip
+                model=self.spec.model,
+                config=f"{self.spec.config}-hf-reference",
+                model_path=self.spec.model_path,
+                engine="hf",
+                args=REFERENCE_ARGS,
+                tokenizer_path=self.spec.tokenizer_path,
+            )
             server = self.stack.enter_context(Server(spec, get_engine("hf"), log_dir=self.settings.log_dir, gpu_ids=()))
             client = Client(server.base_url, self.settings.client_options)
             self.stack.callback(lambda: self.loop.run_until_complete(client.close()))
@@ -268,9 +274,14 @@ class ServerPool:
             raise
         self._stack = stack
         return LiveServer(
-            spec=spec, server=server, client=client, loop=loop, info=dict(server.info or {}),
-            stack=stack, settings=self.settings,
-        )  # fmt: skip
+            spec=spec,
+            server=server,
+            client=client,
+            loop=loop,
+            info=dict(server.info or {}),
+            stack=stack,
+            settings=self.settings,
+        )
 
     def mark_lost(self, spec: ServerSpec, exc: ServerLost) -> None:
         """Stop (and reap) the lost server; its config's remaining tests then fail at once with this reason."""

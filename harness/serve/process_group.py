@@ -38,10 +38,8 @@ def terminate_group(process: subprocess.Popen, grace_period: float) -> list[str]
     watched = _tree_and_group(process.pid, pgid)
     _signal_group(pgid, signal.SIGTERM)
     deadline = time.monotonic() + grace_period
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         process.wait(timeout=grace_period)
-    except subprocess.TimeoutExpired:
-        pass
     _, alive = psutil.wait_procs(watched, timeout=max(deadline - time.monotonic(), 0))
     alive += [p for p in _group_members(pgid) if p not in alive]
     if process.poll() is None or alive:
@@ -67,10 +65,8 @@ def kill_group_now(pgid: int, settle: float = 2.0) -> None:
 
 def _tree_and_group(pid: int, pgid: int) -> list[psutil.Process]:
     procs: dict[int, psutil.Process] = {p.pid: p for p in _group_members(pgid)}
-    try:
+    with contextlib.suppress(psutil.NoSuchProcess):
         procs.update({p.pid: p for p in psutil.Process(pid).children(recursive=True)})
-    except psutil.NoSuchProcess:
-        pass
     procs.pop(pid, None)  # the leader is waited for through its Popen
     return list(procs.values())
 
@@ -88,17 +84,14 @@ def _group_members(pgid: int) -> list[psutil.Process]:
 
 
 def _signal_group(pgid: int, sig: int) -> None:
-    try:
+    # ProcessLookupError: the group is already empty (a zombie leader only counts as gone)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):  # group already empty (zombie leader only counts as gone)
-        pass
 
 
 def _kill_quietly(proc: psutil.Process) -> None:
-    try:
+    with contextlib.suppress(psutil.Error):
         proc.kill()
-    except psutil.Error:
-        pass
 
 
 def _is_live(proc: psutil.Process) -> bool:
@@ -216,9 +209,9 @@ def port_holders(port: int | None) -> str:
         pids = sorted({c.pid for c in psutil.net_connections("inet") if c.laddr and c.laddr.port == port and c.pid})
     except psutil.Error:
         pids = []
-    return ", ".join(f"pid {pid} ({_name(psutil.Process(pid)) if psutil.pid_exists(pid) else '?'})" for pid in pids) or (
-        "another process"
-    )
+    return ", ".join(
+        f"pid {pid} ({_name(psutil.Process(pid)) if psutil.pid_exists(pid) else '?'})" for pid in pids
+    ) or ("another process")
 
 
 def wait_port_free(host: str, port: int | None, timeout: float, what: str = "server") -> None:

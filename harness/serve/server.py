@@ -19,6 +19,7 @@ Only the stdlib and psutil, so it runs anywhere the harness core does (the async
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -33,10 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.config.spec import ServerSpec
+from harness.errors import ConfigError, HarnessError
 from harness.serve import process_group
 from harness.serve.engines.attach import AttachEngine
 from harness.serve.engines.base import Engine
-from harness.errors import ConfigError, HarnessError
 from harness.serve.gpus import cuda_visible_devices
 from harness.serve.process_group import (
     ServerTeardownError,
@@ -48,7 +50,6 @@ from harness.serve.process_group import (
     wait_port_free,
 )
 from harness.serve.secrets import scrub, scrub_command
-from harness.config.spec import ServerSpec
 
 # Exit statuses that mean "stopped because we asked": SIGTERM/SIGKILL, directly or via a shell wrapper.
 CLEAN_STOP_CODES = {0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
@@ -76,9 +77,14 @@ class ServerLost(HarnessError):
     """
 
     def __init__(
-        self, what: str, *, cause: str | None = None, exit_code: int | None = None, log_path: Path | None = None,
+        self,
+        what: str,
+        *,
+        cause: str | None = None,
+        exit_code: int | None = None,
+        log_path: Path | None = None,
         log_tail: str = "",
-    ):  # fmt: skip
+    ):
         self.what, self.cause = what, cause  # "server exited with code -9", "torch.OutOfMemoryError: ..."
         self.exit_code = exit_code
         self.log_path = log_path
@@ -177,7 +183,7 @@ class Server:
         return cls(spec, AttachEngine(), base_url=url, options=options)
 
     # -- context manager --------------------------------------------------------------------------------------
-    def __enter__(self) -> Server:  # noqa: PYI034 - Self needs Python 3.11
+    def __enter__(self) -> Server:
         self.start()
         return self
 
@@ -196,7 +202,7 @@ class Server:
         except BaseException as exc:  # KeyboardInterrupt included: never leave a half-started server behind
             try:
                 self.stop()
-            except Exception as stop_exc:  # noqa: BLE001 - the start error is re-raised, carrying this one
+            except Exception as stop_exc:
                 exc.add_note(f"and stopping it failed too: {stop_exc!r}")
             raise
         return self
@@ -267,14 +273,14 @@ class Server:
         if self.process is None:
             time.sleep(seconds)
             return
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(timeout=seconds)
-        except subprocess.TimeoutExpired:
-            pass
 
     def _failure(self, what: str, started: float, cause: str | None = None) -> str:
-        lines = [f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"
-                 + (f": {cause}" if cause else "")]  # fmt: skip
+        lines = [
+            f"{self.spec.id}: {self.engine.name} server {what} (after {time.monotonic() - started:.1f} s)"
+            + (f": {cause}" if cause else "")
+        ]
         if self.command:
             lines.append(f"command: {self.shown_command}")
         if self.log_path:
@@ -313,7 +319,9 @@ class Server:
         """The error for a launched process that exited: its code, the likely cause and the log tail."""
         tail = self.log_tail()
         what = f"server exited with code {self.exit_code}" + (f" {when}" if when else "")
-        return ServerDied(what, cause=likely_cause(tail), exit_code=self.exit_code, log_path=self.log_path, log_tail=tail)
+        return ServerDied(
+            what, cause=likely_cause(tail), exit_code=self.exit_code, log_path=self.log_path, log_tail=tail
+        )
 
     def health(self) -> tuple[int | None, str]:
         """One probe of the engine's health path: (HTTP status or None, what answered)."""
@@ -394,7 +402,9 @@ def _normalise_url(base_url: str) -> str:
     url = str(base_url).strip().rstrip("/")
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"base URL {base_url!r}: expected http://host:port (from --harness-base-url / HARNESS_BASE_URL)")
+        raise ConfigError(
+            f"base URL {base_url!r}: expected http://host:port (from --harness-base-url / HARNESS_BASE_URL)"
+        )
     return url
 
 

@@ -91,7 +91,9 @@ class Verdict:
     detail: str = ""
     warnings: list[str] = field(default_factory=list)
     p_value: float | None = None  # the one-sided p of a floor/ceiling test, a shift test's p
-    run_alpha: tuple[float, int] | None = None  # (family-wise α, gates) when α is the run's share (harness.verdict.error_control)
+    run_alpha: tuple[float, int] | None = (
+        None  # (family-wise α, gates) when α is the run's share (harness.verdict.error_control)
+    )
 
     def _alpha_text(self) -> str:
         if self.run_alpha is None:
@@ -140,7 +142,9 @@ class Verdict:
     def _shift_message(self) -> str:
         r, f = self.shift, self._fmt
         verdict = "no shift" if self.passed else "shifted"
-        name = f"McNemar exact two-sided ({r.discordant[0]} up, {r.discordant[1]} down)" if r.discordant else "sign-flip"
+        name = (
+            f"McNemar exact two-sided ({r.discordant[0]} up, {r.discordant[1]} down)" if r.discordant else "sign-flip"
+        )
         test = f"{name} p={r.p_value:.2g} {'≥' if r.p_value >= self.alpha else '<'} {self._alpha_text()}, n={r.n}"
         return (
             f"{self.test}: {self.metric} {f(r.mean)} ({SHIFT_CONFIDENCE:.0%} CI [{f(r.low)}, {f(r.high)}]): {verdict} "
@@ -189,10 +193,24 @@ def check_statistical(
             f" changes of θ={format(theta, info.fmt)} or more; {advice}"
         )
     return Verdict(
-        test, metric, observed, passed, "floor" if reference.higher_is_better else "ceiling", bound, source,
-        reference=reference.value, n=n, n_ref=reference.n, sigma=reference.sigma, alpha=reference.alpha,
-        beta=reference.beta, theta=theta, wilson=wilson, warnings=warnings, p_value=p_value,
-    )  # fmt: skip
+        test,
+        metric,
+        observed,
+        passed,
+        "floor" if reference.higher_is_better else "ceiling",
+        bound,
+        source,
+        reference=reference.value,
+        n=n,
+        n_ref=reference.n,
+        sigma=reference.sigma,
+        alpha=reference.alpha,
+        beta=reference.beta,
+        theta=theta,
+        wilson=wilson,
+        warnings=warnings,
+        p_value=p_value,
+    )
 
 
 def one_sided_p(observed: float, reference: StatisticalReference, n: int) -> float:
@@ -218,9 +236,19 @@ def check_bound(
         detail = f" ({bound.ratio:g} × ref {format(bound.value, info.fmt)}{ref_n})"
     wilson = wilson_interval(observed, n) if info.proportion and n else None
     return Verdict(
-        test, metric, observed, passed, "max" if bound.upper else "min", bound.limit, source,
-        reference=bound.value, n=n, n_ref=bound.n, wilson=wilson, detail=detail,
-    )  # fmt: skip
+        test,
+        metric,
+        observed,
+        passed,
+        "max" if bound.upper else "min",
+        bound.limit,
+        source,
+        reference=bound.value,
+        n=n,
+        n_ref=bound.n,
+        wilson=wilson,
+        detail=detail,
+    )
 
 
 def check_paired(
@@ -237,9 +265,17 @@ def check_paired(
         raise ValueError(f"{test}: no paired samples to compare with the baseline")
     observed = sum(map(bool, candidate.values() if isinstance(candidate, Mapping) else candidate)) / result.total
     return Verdict(
-        test, metric, observed, result.p_value >= probability(alpha, "alpha"), "paired", alpha, source,
-        n=result.total, alpha=alpha, mcnemar=result,
-    )  # fmt: skip
+        test,
+        metric,
+        observed,
+        result.p_value >= probability(alpha, "alpha"),
+        "paired",
+        alpha,
+        source,
+        n=result.total,
+        alpha=alpha,
+        mcnemar=result,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,9 +308,19 @@ def shift_statistics(values: Sequence[float], test: ShiftTest) -> ShiftResult:
     se = sd / math.sqrt(n)
     z_ci = z_quantile(1 - (1 - SHIFT_CONFIDENCE) / 2)
     z_sum = z_quantile(1 - probability(test.alpha, "alpha") / 2) + z_quantile(1 - probability(test.beta, "beta"))
-    paired = (sum(v == 1 for v in values), sum(v == -1 for v in values)) if all(v in (-1, 0, 1) for v in values) else None
-    return ShiftResult(mean, mean - z_ci * se, mean + z_ci * se, sign_flip_p_value(values), n,
-                       max(test.min_effect, z_sum * se), paired, abs(mean) <= test.min_effect)  # fmt: skip
+    paired = (
+        (sum(v == 1 for v in values), sum(v == -1 for v in values)) if all(v in (-1, 0, 1) for v in values) else None
+    )
+    return ShiftResult(
+        mean,
+        mean - z_ci * se,
+        mean + z_ci * se,
+        sign_flip_p_value(values),
+        n,
+        max(test.min_effect, z_sum * se),
+        paired,
+        abs(mean) <= test.min_effect,
+    )
 
 
 def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest, source: str = "") -> Verdict:
@@ -282,24 +328,41 @@ def check_shift(test: str, metric: str, values: Sequence[float], spec: ShiftTest
     result = shift_statistics(values, spec)
     passed = result.p_value >= spec.alpha or result.within_min_effect
     return Verdict(
-        test, metric, result.mean, passed, "shift", spec.alpha, source, reference=0.0, n=result.n,
-        alpha=spec.alpha, beta=spec.beta, theta=result.detectable, shift=result, p_value=result.p_value,
-    )  # fmt: skip
+        test,
+        metric,
+        result.mean,
+        passed,
+        "shift",
+        spec.alpha,
+        source,
+        reference=0.0,
+        n=result.n,
+        alpha=spec.alpha,
+        beta=spec.beta,
+        theta=result.detectable,
+        shift=result,
+        p_value=result.p_value,
+    )
 
 
 def criterion_of(entry: ReferenceEntry) -> StatisticalReference | Bound | ShiftTest:
     """What a thresholds.yaml entry compares an observed value with."""
     if entry.kind == "shift":
-        alpha, beta = DEFAULT_ALPHA if entry.alpha is None else entry.alpha, DEFAULT_BETA if entry.beta is None else entry.beta
+        alpha, beta = (
+            DEFAULT_ALPHA if entry.alpha is None else entry.alpha,
+            DEFAULT_BETA if entry.beta is None else entry.beta,
+        )
         return ShiftTest(alpha, beta, entry.min_effect or 0.0)
     if entry.kind == "statistical":
         direction = metric_info(entry.metric).higher_is_better
         return StatisticalReference(
-            entry.value, entry.n, entry.sigma,
+            entry.value,
+            entry.n,
+            entry.sigma,
             DEFAULT_ALPHA if entry.alpha is None else entry.alpha,
             DEFAULT_BETA if entry.beta is None else entry.beta,
             direction if entry.higher_is_better is None else entry.higher_is_better,
-        )  # fmt: skip
+        )
     if entry.kind in ("max", "min"):
         return Bound(getattr(entry, entry.kind), upper=entry.kind == "max", value=entry.value, n=entry.n)
     ratio = getattr(entry, entry.kind)
@@ -314,12 +377,19 @@ def check_reference(
     statistical entry at its `family`'s level (harness.verdict.error_control.Family), or its own α without one."""
     entry, where = match.entry, f"{match.source} {match.path}"
     criterion = criterion_of(entry) if not entry.pending else None
-    run_share = family is not None and family.scope == "run" and criterion is not None and entry.kind in ("statistical", "shift")
+    run_share = (
+        family is not None
+        and family.scope == "run"
+        and criterion is not None
+        and entry.kind in ("statistical", "shift")
+    )
     if run_share:
         criterion = replace(criterion, alpha=family.level(criterion.alpha))
     if entry.kind == "shift":
         if not units:
-            raise NoReferenceError(f"{where}: {entry.metric} for {match.test_id} needs its per-unit values; the eval gave none")
+            raise NoReferenceError(
+                f"{where}: {entry.metric} for {match.test_id} needs its per-unit values; the eval gave none"
+            )
         return _in_family(check_shift(match.test_id, entry.metric, units, criterion, where), family, run_share)
     if entry.pending:
         raise NoReferenceError(
@@ -327,7 +397,9 @@ def check_reference(
             " record one with --harness-no-reference, then write it with --harness-update-thresholds"
         )
     if isinstance(criterion, StatisticalReference):
-        return _in_family(check_statistical(match.test_id, entry.metric, observed, criterion, n, where), family, run_share)
+        return _in_family(
+            check_statistical(match.test_id, entry.metric, observed, criterion, n, where), family, run_share
+        )
     return check_bound(match.test_id, entry.metric, observed, criterion, n, where)
 
 

@@ -62,21 +62,31 @@ class Family:
         if not self.gates:
             return "error control: no statistical gate in this run"
         if self.scope == "run":
-            return (f"error control: per run: family-wise α {self.alpha:g} shared by {self.size} statistical gates "
-                    f"(Bonferroni: {self.share:.3g} each)")  # fmt: skip
+            return (
+                f"error control: per run: family-wise α {self.alpha:g} shared by {self.size} statistical gates "
+                f"(Bonferroni: {self.share:.3g} each)"
+            )
         counts: dict[float, int] = {}
         for _, a in self.gates:
             counts[a] = counts.get(a, 0) + 1
         each = ", ".join(f"{a:g} ×{c}" for a, c in sorted(counts.items(), reverse=True))
-        return (f"error control: per gate: {self.size} statistical gates, each at its own α ({each}); a clean run "
-                f"fails at least one with probability up to {independent:.1%} (independent gates; ≤ {bound:.1%} "
-                "in any case); error_control: {scope: run} bounds it")  # fmt: skip
+        return (
+            f"error control: per gate: {self.size} statistical gates, each at its own α ({each}); a clean run "
+            f"fails at least one with probability up to {independent:.1%} (independent gates; ≤ {bound:.1%} "
+            "in any case); error_control: {scope: run} bounds it"
+        )
 
     def record(self) -> dict[str, Any]:
         bound, independent = self.family_alpha()
-        return {"scope": self.scope, "alpha": self.alpha, "gates": [g for g, _ in self.gates], "size": self.size,
-                "level": self.share if self.scope == "run" else None, "family_alpha_bound": bound,
-                "family_alpha_independent": independent}  # fmt: skip
+        return {
+            "scope": self.scope,
+            "alpha": self.alpha,
+            "gates": [g for g, _ in self.gates],
+            "size": self.size,
+            "level": self.share if self.scope == "run" else None,
+            "family_alpha_bound": bound,
+            "family_alpha_independent": independent,
+        }
 
 
 def family_of(thresholds, cases) -> Family:

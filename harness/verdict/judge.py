@@ -63,7 +63,9 @@ def judge(session, case, result: EvalResult) -> Outcome:
             outcome.notes.append(f"{match.test_id}: wrote {metric}={observed:.6g} (n={result.n}) into {match.path}")
             continue
         try:
-            verdict = check_reference(match, observed, n=result.n, units=result.units.get(metric), family=session.family)
+            verdict = check_reference(
+                match, observed, n=result.n, units=result.units.get(metric), family=session.family
+            )
         except NoReferenceError as exc:
             check["message"] = str(exc)
             outcome.failures.append(str(exc))
@@ -90,8 +92,10 @@ def judge(session, case, result: EvalResult) -> Outcome:
     outcome.notes.extend(result.notes)
     other_gpus = _references_for_other_gpus(thresholds, case.suite, model) if not outcome.failures else []
     if not any("reference" in check for check in outcome.checks) and other_gpus:
-        outcome.notes.append(f"{case.suite}[{model}/{config}]: recorded, not judged: no reference for GPU "
-                             f"{thresholds.gpu!r} (references.{case.suite}.{model} has {', '.join(other_gpus)})")  # fmt: skip
+        outcome.notes.append(
+            f"{case.suite}[{model}/{config}]: recorded, not judged: no reference for GPU "
+            f"{thresholds.gpu!r} (references.{case.suite}.{model} has {', '.join(other_gpus)})"
+        )
         outcome.verdict = "recorded"
         return outcome
     if not any("reference" in check for check in outcome.checks) and not opt.harness_no_reference:
@@ -113,4 +117,3 @@ def _references_for_other_gpus(thresholds, suite: str, model: str) -> list[str]:
     if not entries or len(gpus) == 0 or any(e.match.gpu is None for e in entries):
         return []
     return [] if (thresholds.gpu or "").lower() in (g.lower() for g in gpus) else gpus
-

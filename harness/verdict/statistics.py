@@ -167,7 +167,9 @@ def sign_flip_p_value(values: Sequence[float], seed: int = 0) -> float:
             sums = [s + value for s in sums] + [s - value for s in sums]
         return sum(abs(s) >= observed for s in sums) / len(sums)
     rng = random.Random(seed)
-    hits = sum(abs(math.fsum(v if rng.random() < 0.5 else -v for v in values)) >= observed for _ in range(SIGN_FLIP_DRAWS))
+    hits = sum(
+        abs(math.fsum(v if rng.random() < 0.5 else -v for v in values)) >= observed for _ in range(SIGN_FLIP_DRAWS)
+    )
     return (hits + 1) / (SIGN_FLIP_DRAWS + 1)
 
 

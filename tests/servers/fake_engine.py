@@ -60,7 +60,9 @@ def main() -> None:
         children.append(subprocess.Popen(sleeper))
     if args.spawn_orphan:  # a grandchild whose parent exits: re-parented to init, still in our process group
         spawn = f"import subprocess as s; print(s.Popen({sleeper!r}, stdout=s.DEVNULL, stderr=s.DEVNULL).pid)"
-        orphans.append(int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout))
+        orphans.append(
+            int(subprocess.run([sys.executable, "-c", spawn], capture_output=True, text=True, check=True).stdout)
+        )
     if args.ignore_sigterm:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
     elif args.sglang_sigterm:

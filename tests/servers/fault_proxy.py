@@ -32,8 +32,21 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-FAULTS = ("none", "5xx-burst", "5xx-always", "malformed", "hang", "nan-logprobs", "no-cached-tokens", "shift-hits",
-          "wrong-answers", "drop-image", "reorder-images", "drop-late-images", "repeat-first-image")  # fmt: skip
+FAULTS = (
+    "none",
+    "5xx-burst",
+    "5xx-always",
+    "malformed",
+    "hang",
+    "nan-logprobs",
+    "no-cached-tokens",
+    "shift-hits",
+    "wrong-answers",
+    "drop-image",
+    "reorder-images",
+    "drop-late-images",
+    "repeat-first-image",
+)
 IMAGE_FAULTS = ("drop-image", "reorder-images", "drop-late-images", "repeat-first-image")
 
 

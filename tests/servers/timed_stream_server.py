@@ -63,13 +63,23 @@ def build_app(opts) -> web.Application:
         await resp.write_eof()
         if opts.log:
             with open(opts.log, "ab") as log:
-                log.write(orjson.dumps({"id": (body.get("input_ids") or [None])[0], "prompt": hash(tuple(body.get("input_ids") or ())),
-                                        "peer_port": peer_port, "sends": sends}) + b"\n")  # fmt: skip
+                log.write(
+                    orjson.dumps(
+                        {
+                            "id": (body.get("input_ids") or [None])[0],
+                            "prompt": hash(tuple(body.get("input_ids") or ())),
+                            "peer_port": peer_port,
+                            "sends": sends,
+                        }
+                    )
+                    + b"\n"
+                )
         return resp
 
     async def ok(request):
-        return web.json_response({"version": "9.9.9-timed", "page_size": 1, "disable_radix_cache": False,
-                                  "model_path": "timed/model"})  # fmt: skip
+        return web.json_response(
+            {"version": "9.9.9-timed", "page_size": 1, "disable_radix_cache": False, "model_path": "timed/model"}
+        )
 
     async def flush(request):
         if opts.log:

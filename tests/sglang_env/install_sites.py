@@ -41,8 +41,18 @@ def install(dest: Path, version: str) -> None:
     if site.exists():
         shutil.rmtree(site)  # a half-finished earlier attempt
     started = time.monotonic()
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(site),
-           f"sglang=={version}", *PINS[version]]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--no-deps",
+        "--target",
+        str(site),
+        f"sglang=={version}",
+        *PINS[version],
+    ]
     print("+", " ".join(cmd), flush=True)
     subprocess.run(cmd, check=True)
     if version == "0.5.17":

@@ -37,28 +37,74 @@ from pathlib import Path
 
 from harness.serve import process_group
 
-SHARED = ("output_throughput", "input_throughput", "request_throughput", "median_ttft_ms", "p99_ttft_ms",
-          "median_itl_ms", "p99_itl_ms", "median_tpot_ms", "median_e2e_latency_ms", "concurrency")  # fmt: skip
+SHARED = (
+    "output_throughput",
+    "input_throughput",
+    "request_throughput",
+    "median_ttft_ms",
+    "p99_ttft_ms",
+    "median_itl_ms",
+    "p99_itl_ms",
+    "median_tpot_ms",
+    "median_e2e_latency_ms",
+    "concurrency",
+)
 TOLERANCE = 0.05
 
 
-def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, python: str = sys.executable,
-            dataset_path: Path | None = None, flush_cache: bool = True) -> list[str]:
+def command(
+    base_url: str,
+    tokenizer: str,
+    workload,
+    seed: int,
+    output: Path,
+    python: str = sys.executable,
+    dataset_path: Path | None = None,
+    flush_cache: bool = True,
+) -> list[str]:
     """`random` workloads as `random-ids --tokenize-prompt`; `sharegpt` ones read the same file (`dataset_path`,
     resolved by the caller), their first turns sent as text, the output length fixed to the workload's."""
     rate = "inf" if math.isinf(workload.request_rate) else str(workload.request_rate)
     cmd = [python, "-m", "sglang.bench_serving", "--backend", "sglang", "--base-url", base_url]
     if workload.dataset == "sharegpt":
-        cmd += ["--dataset-name", "sharegpt", "--dataset-path", str(dataset_path or workload.dataset_path),
-                "--sharegpt-context-len", str(workload.input_len + workload.output_len)]  # fmt: skip
+        cmd += [
+            "--dataset-name",
+            "sharegpt",
+            "--dataset-path",
+            str(dataset_path or workload.dataset_path),
+            "--sharegpt-context-len",
+            str(workload.input_len + workload.output_len),
+        ]
         if workload.fixed_output:
             cmd += ["--sharegpt-output-len", str(workload.output_len)]
     else:
-        cmd += ["--dataset-name", "random-ids", "--tokenize-prompt", "--random-input-len", str(workload.input_len),
-                "--random-output-len", str(workload.output_len), "--random-range-ratio", str(workload.range_ratio)]  # fmt: skip
-    cmd += ["--num-prompts", str(workload.num_prompts), "--request-rate", rate, "--tokenizer", tokenizer,
-            "--seed", str(seed), "--warmup-requests", str(workload.warmup), "--output-file", str(output), "--disable-tqdm",
-            "--output-details"]  # fmt: skip
+        cmd += [
+            "--dataset-name",
+            "random-ids",
+            "--tokenize-prompt",
+            "--random-input-len",
+            str(workload.input_len),
+            "--random-output-len",
+            str(workload.output_len),
+            "--random-range-ratio",
+            str(workload.range_ratio),
+        ]
+    cmd += [
+        "--num-prompts",
+        str(workload.num_prompts),
+        "--request-rate",
+        rate,
+        "--tokenizer",
+        tokenizer,
+        "--seed",
+        str(seed),
+        "--warmup-requests",
+        str(workload.warmup),
+        "--output-file",
+        str(output),
+        "--disable-tqdm",
+        "--output-details",
+    ]
     if workload.max_concurrency:
         cmd += ["--max-concurrency", str(workload.max_concurrency)]
     if flush_cache:
@@ -66,9 +112,19 @@ def command(base_url: str, tokenizer: str, workload, seed: int, output: Path, py
     return cmd
 
 
-def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, timeout_s: float = 300.0,
-             python: str = sys.executable, env: dict | None = None, driver: Driver | None = None,
-             requests: list[dict] | None = None, **how) -> dict:
+def run_once(
+    base_url: str,
+    tokenizer: str,
+    workload,
+    seed: int,
+    output: Path,
+    timeout_s: float = 300.0,
+    python: str = sys.executable,
+    env: dict | None = None,
+    driver: Driver | None = None,
+    requests: list[dict] | None = None,
+    **how,
+) -> dict:
     """One bench_serving run of `workload`: its summary fields, or `error` with the exit and output tail.
     With `driver`, the run goes through that long-lived bench_serving process instead of a fresh one. With
     `requests` (`{"prompt", "prompt_len", "output_len"}` each), it sends exactly those, through a driver (this
@@ -95,8 +151,13 @@ def run_once(base_url: str, tokenizer: str, workload, seed: int, output: Path, t
     # --output-details: per request, in the order sent (its gather keeps task order), which with `same` is the
     # harness's order, so request k of both tools is one prompt (harness.evals.perf.measure.by_request)
     ttfts = [round(t * 1000, 3) for t in theirs.get("ttfts") or []]
-    return {"command": cmd, "wall_s": ran["wall_s"], "prompts": prompts, **{k: theirs.get(k) for k in SHARED},
-            **({"by_request": {"ttft_ms": ttfts}} if ttfts else {})}
+    return {
+        "command": cmd,
+        "wall_s": ran["wall_s"],
+        "prompts": prompts,
+        **{k: theirs.get(k) for k in SHARED},
+        **({"by_request": {"ttft_ms": ttfts}} if ttfts else {}),
+    }
 
 
 class Driver:
@@ -110,8 +171,14 @@ class Driver:
     def _start(self) -> None:
         from harness.evals.perf import bench_serving_driver
 
-        self.proc = subprocess.Popen([self.python, "-u", bench_serving_driver.__file__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT, start_new_session=True, env=self.env)  # fmt: skip
+        self.proc = subprocess.Popen(
+            [self.python, "-u", bench_serving_driver.__file__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=self.env,
+        )
         process_group.register(self.proc.pid)
         self.lines = queue.Queue()
         threading.Thread(target=_pump, args=(self.proc.stdout, self.lines), daemon=True).start()
@@ -132,15 +199,25 @@ class Driver:
                 line = self.lines.get(timeout=max(left, 0.01))
             except queue.Empty:
                 self.close()
-                return {"returncode": -9, "tail": "".join(tail)[-2000:] + f"\n(timed out after {timeout_s:.0f} s)",
-                        "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+                return {
+                    "returncode": -9,
+                    "tail": "".join(tail)[-2000:] + f"\n(timed out after {timeout_s:.0f} s)",
+                    "wall_s": round(time.monotonic() - started, 1),
+                }
             if line is None:  # the driver died
                 code = self.proc.wait()
                 self.close()
-                return {"returncode": code, "tail": "".join(tail)[-2000:], "wall_s": round(time.monotonic() - started, 1)}
+                return {
+                    "returncode": code,
+                    "tail": "".join(tail)[-2000:],
+                    "wall_s": round(time.monotonic() - started, 1),
+                }
             if line.startswith(MARKER):
-                return {"returncode": int(line.split()[-1]), "tail": "".join(tail)[-2000:],
-                        "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+                return {
+                    "returncode": int(line.split()[-1]),
+                    "tail": "".join(tail)[-2000:],
+                    "wall_s": round(time.monotonic() - started, 1),
+                }
             tail.append(line)
             del tail[:-200]
 
@@ -167,9 +244,18 @@ async def beside(ctx, workload, seed: int, flush_cache: bool, driver, requests: 
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as folder:
         dataset = Path(ctx.base_dir, workload.dataset_path) if workload.dataset_path else None
-        return await asyncio.to_thread(run_once, ctx.client.base_url, ctx.tokenizer_path or ctx.model_path,
-                                       workload, seed, Path(folder, f"{workload.name}.jsonl"), driver=driver,
-                                       requests=requests, dataset_path=dataset, flush_cache=flush_cache)  # fmt: skip
+        return await asyncio.to_thread(
+            run_once,
+            ctx.client.base_url,
+            ctx.tokenizer_path or ctx.model_path,
+            workload,
+            seed,
+            Path(folder, f"{workload.name}.jsonl"),
+            driver=driver,
+            requests=requests,
+            dataset_path=dataset,
+            flush_cache=flush_cache,
+        )
 
 
 def dataset_row(prompt, output_len: int, tokenizer) -> dict:
@@ -210,16 +296,30 @@ def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: flo
         if not mine or not other or not statistics.median(other):
             continue
         a, b = statistics.median(mine), statistics.median(other)
-        pairs = [(s[key] - t[key]) / t[key] for s, t in zip(ours, theirs)
-                 if "error" not in t and isinstance(s.get(key), (int, float)) and isinstance(t.get(key), (int, float)) and t[key]]  # fmt: skip
+        pairs = [
+            (s[key] - t[key]) / t[key]
+            for s, t in zip(ours, theirs)
+            if "error" not in t
+            and isinstance(s.get(key), (int, float))
+            and isinstance(t.get(key), (int, float))
+            and t[key]
+        ]
         paired = statistics.median(pairs) if pairs else None
         moves, ours_moves = run_to_run_change(other), run_to_run_change(mine)
         held = moves is not None and ours_moves is not None and max(moves, ours_moves) <= tolerance
-        block["metrics"][key] = {"harness": a, "bench_serving": b, "relative_difference": (a - b) / b,
-                                 "paired_relative_differences": pairs, "paired_median": paired,
-                                 "bench_serving_run_to_run": moves, "harness_run_to_run": ours_moves, "judged": held,
-                                 "within_tolerance": abs(paired if paired is not None else (a - b) / b) <= tolerance,
-                                 "harness_spread": [min(mine), max(mine)], "bench_serving_spread": [min(other), max(other)]}  # fmt: skip
+        block["metrics"][key] = {
+            "harness": a,
+            "bench_serving": b,
+            "relative_difference": (a - b) / b,
+            "paired_relative_differences": pairs,
+            "paired_median": paired,
+            "bench_serving_run_to_run": moves,
+            "harness_run_to_run": ours_moves,
+            "judged": held,
+            "within_tolerance": abs(paired if paired is not None else (a - b) / b) <= tolerance,
+            "harness_spread": [min(mine), max(mine)],
+            "bench_serving_spread": [min(other), max(other)],
+        }
     metrics = block["metrics"]
     judged = [k for k, m in metrics.items() if m["judged"]]
     outside = [k for k in judged if not metrics[k]["within_tolerance"]]
@@ -232,11 +332,19 @@ def side_by_side(name: str, ours: list[dict], theirs: list[dict], tolerance: flo
         else:  # the harness alone moving is named apart: that is jitter the comparison is there to catch
             alone = [k for k in noisy if (metrics[k]["bench_serving_run_to_run"] or math.inf) <= tolerance]
             both = [k for k in noisy if k not in alone]
-            verdict += f"; not judged, bench_serving moved more than {tolerance:.0%} run to run: {', '.join(both)}" if both else ""
-            verdict += f"; not judged, the harness alone moved more than {tolerance:.0%}: {', '.join(alone)}" if alone else ""
+            verdict += (
+                f"; not judged, bench_serving moved more than {tolerance:.0%} run to run: {', '.join(both)}"
+                if both
+                else ""
+            )
+            verdict += (
+                f"; not judged, the harness alone moved more than {tolerance:.0%}: {', '.join(alone)}" if alone else ""
+            )
     parts = ", ".join(_metric_part(k, m) for k, m in metrics.items())
-    block["line"] = (f"bench_serving {name} ({len(ok)} of {len(theirs)} runs): {verdict}; harness vs bench_serving "
-                     f"(medians; paired; run to run, harness and bench_serving): {parts}")
+    block["line"] = (
+        f"bench_serving {name} ({len(ok)} of {len(theirs)} runs): {verdict}; harness vs bench_serving "
+        f"(medians; paired; run to run, harness and bench_serving): {parts}"
+    )
     return block
 
 
@@ -262,8 +370,11 @@ def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> dict:
         output, _ = proc.communicate()
     finally:
         process_group.unregister(proc.pid)
-    return {"returncode": proc.returncode, "tail": output.decode(errors="replace")[-2000:],
-            "wall_s": round(time.monotonic() - started, 1)}  # fmt: skip
+    return {
+        "returncode": proc.returncode,
+        "tail": output.decode(errors="replace")[-2000:],
+        "wall_s": round(time.monotonic() - started, 1),
+    }
 
 
 def rejudge(samples: Path) -> list[str]:
@@ -276,7 +387,9 @@ def rejudge(samples: Path) -> list[str]:
     lines = []
 
     def of(name: str, tool: str | None) -> list[dict]:  # by repeat: repeat k of one tool beside repeat k of the other
-        return sorted((r for r in rows if r["workload"] == name and r.get("tool") == tool), key=lambda r: r.get("repeat", 0))
+        return sorted(
+            (r for r in rows if r["workload"] == name and r.get("tool") == tool), key=lambda r: r.get("repeat", 0)
+        )
 
     for name in names:
         ours, theirs = of(name, None), of(name, "bench_serving")
@@ -304,8 +417,10 @@ def ttft_by_request(name: str, ours: list[dict], theirs: list[dict]) -> str | No
     if not diffs:
         return None
     q1, mid, q3 = np.percentile(diffs, [25, 50, 75])
-    line = (f"{name} TTFT by request, harness - bench_serving: median {mid:+.2f} ms (quartiles {q1:+.2f}, {q3:+.2f}), "
-            f"harness higher in {sum(d > 0 for d in diffs)} of {len(diffs)}")  # fmt: skip
+    line = (
+        f"{name} TTFT by request, harness - bench_serving: median {mid:+.2f} ms (quartiles {q1:+.2f}, {q3:+.2f}), "
+        f"harness higher in {sum(d > 0 for d in diffs)} of {len(diffs)}"
+    )
     return line + (f"; harness's gap from an answer to its next send: median {np.median(gaps):.2f} ms" if gaps else "")
 
 

@@ -30,7 +30,7 @@ def run(argv: list[str], requests: str | None = None) -> int:
         runpy.run_module("sglang.bench_serving", run_name="__main__", alter_sys=False)
     except SystemExit as stop:  # argparse errors and explicit exits keep their status
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-    except Exception:  # noqa: BLE001 - reported through the exit status and the output tail
+    except Exception:
         traceback.print_exc()
         return 1
     finally:
@@ -45,12 +45,16 @@ def _send_these(path: str):
 
     serving = importlib.import_module("sglang.benchmark.serving")
     if not callable(getattr(serving, "get_dataset", None)):
-        raise RuntimeError("this SGLang's sglang.benchmark.serving has no get_dataset to hand the harness's requests "
-                           "to (0.5.17 and 0.5.23 have it); run serving_perf with bench_serving_prompts: own")  # fmt: skip
+        raise RuntimeError(
+            "this SGLang's sglang.benchmark.serving has no get_dataset to hand the harness's requests "
+            "to (0.5.17 and 0.5.23 have it); run serving_perf with bench_serving_prompts: own"
+        )
     from sglang.benchmark.datasets import DatasetRow
 
     rows = [json.loads(line) for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
-    dataset = [DatasetRow(prompt=r["prompt"], prompt_len=int(r["prompt_len"]), output_len=int(r["output_len"])) for r in rows]
+    dataset = [
+        DatasetRow(prompt=r["prompt"], prompt_len=int(r["prompt_len"]), output_len=int(r["output_len"])) for r in rows
+    ]
     original = serving.get_dataset
     serving.get_dataset = lambda args, tokenizer, model_id=None: list(dataset)
     return lambda: setattr(serving, "get_dataset", original)

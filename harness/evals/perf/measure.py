@@ -66,8 +66,9 @@ async def _stream_events(session, url: str, payload: dict, timing: RequestTiming
 
     timing.start = start = last_chunk = time.perf_counter()
     try:
-        async with session.post(url, data=orjson.dumps(payload), headers=JSON_HEADERS,
-                                timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:  # fmt: skip
+        async with session.post(
+            url, data=orjson.dumps(payload), headers=JSON_HEADERS, timeout=aiohttp.ClientTimeout(total=timeout_s)
+        ) as resp:
             if resp.status != 200:
                 timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                 return
@@ -79,14 +80,16 @@ async def _stream_events(session, url: str, payload: dict, timing: RequestTiming
         timing.latency = last_chunk - start
     except (asyncio.TimeoutError, TimeoutError):
         timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
-    except Exception as exc:  # noqa: BLE001 - any transport failure is this request's error, counted apart
+    except Exception as exc:
         timing.error = f"{type(exc).__name__}: {exc}"[:300]
 
 
 def _check_count(timing: RequestTiming) -> None:
     if timing.error is None and timing.output_len == 0 and timing.tokens_before_text:
-        timing.error = (f"{timing.tokens_before_text} output tokens streamed and no text: no TTFT (bench_serving's, "
-                        "to the first text)")  # fmt: skip
+        timing.error = (
+            f"{timing.tokens_before_text} output tokens streamed and no text: no TTFT (bench_serving's, "
+            "to the first text)"
+        )
     elif timing.error is None and timing.output_len != timing.expected_output:
         timing.error = f"{timing.output_len} output tokens streamed, {timing.expected_output} asked for (ignore_eos)"
 
@@ -145,7 +148,10 @@ async def stream_chat_one(session, url: str, payload: dict, timing: RequestTimin
     if timing.error is None and not state["usage"]:
         timing.error = "the stream ended without a usage chunk (stream_options.include_usage)"
     elif state["usage"]:
-        timing.output_len, timing.prompt_len = int(state["usage"]["completion_tokens"]), int(state["usage"]["prompt_tokens"])
+        timing.output_len, timing.prompt_len = (
+            int(state["usage"]["completion_tokens"]),
+            int(state["usage"]["prompt_tokens"]),
+        )
     _check_count(timing)
     return timing
 
@@ -166,13 +172,24 @@ class ClientLoad:
         if self.cpu_per_wall > cpu_budget:
             return f"the client used {self.cpu_per_wall:.2f} CPU s per wall s (budget {cpu_budget:g})"
         if self.p99_loop_lag_ms > lag_budget_ms:
-            return (f"the client's event loop lagged {self.p99_loop_lag_ms:.1f} ms at the 99th percentile (budget "
-                    f"{lag_budget_ms:g} ms; worst {self.max_loop_lag_ms:.1f} ms)")  # fmt: skip
+            return (
+                f"the client's event loop lagged {self.p99_loop_lag_ms:.1f} ms at the 99th percentile (budget "
+                f"{lag_budget_ms:g} ms; worst {self.max_loop_lag_ms:.1f} ms)"
+            )
         return None
 
 
-async def run_requests(session, url: str, payloads: list[dict], timings: list[RequestTiming], *, request_rate: float,
-                       max_concurrency: int | None, seed: int, timeout_s: float) -> tuple[float, ClientLoad]:  # fmt: skip
+async def run_requests(
+    session,
+    url: str,
+    payloads: list[dict],
+    timings: list[RequestTiming],
+    *,
+    request_rate: float,
+    max_concurrency: int | None,
+    seed: int,
+    timeout_s: float,
+) -> tuple[float, ClientLoad]:
     """Send every payload (Poisson arrivals at `request_rate`/s, or all at once when inf; at most `max_concurrency`
     in flight); returns the run's duration (first send to last answer) and the client's load. A URL ending in
     /chat/completions is timed as an OpenAI chat stream (`stream_chat_one`), any other as native /generate."""
@@ -252,9 +269,11 @@ def late_text(summaries: list[dict]) -> str | None:
     if not late:
         return None
     first = [s["p99_first_token_ms"] for s in summaries]
-    return (f"{late} of {sum(s['completed'] for s in summaries)} requests streamed up to "
-            f"{max(s['max_tokens_before_text'] for s in summaries)} tokens before any text: their TTFT (bench_serving's, "
-            f"to the first text) includes that decode; to the first token, text or not: p99 {min(first):.4g}..{max(first):.4g} ms")  # fmt: skip
+    return (
+        f"{late} of {sum(s['completed'] for s in summaries)} requests streamed up to "
+        f"{max(s['max_tokens_before_text'] for s in summaries)} tokens before any text: their TTFT (bench_serving's, "
+        f"to the first text) includes that decode; to the first token, text or not: p99 {min(first):.4g}..{max(first):.4g} ms"
+    )
 
 
 def by_request(timings: list[RequestTiming]) -> dict[str, list[float]]:
@@ -262,7 +281,9 @@ def by_request(timings: list[RequestTiming]) -> dict[str, list[float]]:
     were given), so two tools' runs of the same requests pair up request by request, and at one request in flight
     the gap between one answer and the next send can be read off."""
     first = min((t.start for t in timings), default=0.0)
-    return {"start_ms": [round((t.start - first) * 1000, 3) for t in timings],
-            "ttft_ms": [round(t.ttft * 1000, 3) if t.ok else None for t in timings],
-            "first_token_ms": [round((t.first_token or t.ttft) * 1000, 3) if t.ok else None for t in timings],
-            "e2e_ms": [round(t.latency * 1000, 3) if t.ok else None for t in timings]}  # fmt: skip
+    return {
+        "start_ms": [round((t.start - first) * 1000, 3) for t in timings],
+        "ttft_ms": [round(t.ttft * 1000, 3) if t.ok else None for t in timings],
+        "first_token_ms": [round((t.first_token or t.ttft) * 1000, 3) if t.ok else None for t in timings],
+        "e2e_ms": [round(t.latency * 1000, 3) if t.ok else None for t in timings],
+    }

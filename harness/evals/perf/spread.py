@@ -45,17 +45,38 @@ class Share:
     fresh_connections: bool = False
 
 
-def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *, processes: int, request_rate: float,
-                max_concurrency: int | None, seed: int, timeout_s: float, fresh_connections: bool = False) -> tuple[float, ClientLoad]:  # fmt: skip
+def send_spread(
+    url: str,
+    payloads: list[dict],
+    timings: list[RequestTiming],
+    *,
+    processes: int,
+    request_rate: float,
+    max_concurrency: int | None,
+    seed: int,
+    timeout_s: float,
+    fresh_connections: bool = False,
+) -> tuple[float, ClientLoad]:
     """Like `measure.run_requests`, over `processes` workers; fills `timings` in place."""
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds an event loop and threads
     barrier, results = context.Barrier(processes + 1), context.Queue()
     shares = [list(range(k, len(payloads), processes)) for k in range(processes)]
     limits = _split(max_concurrency, processes)
     workers = [
-        context.Process(target=_worker, daemon=True, name=f"perf-client-{k}",
-                        args=(k, url, [payloads[i] for i in share], [(timings[i].prompt_len, timings[i].expected_output) for i in share],
-                              Share(request_rate / processes, limits[k], seed * 1000 + k, timeout_s, fresh_connections), barrier, results))  # fmt: skip
+        context.Process(
+            target=_worker,
+            daemon=True,
+            name=f"perf-client-{k}",
+            args=(
+                k,
+                url,
+                [payloads[i] for i in share],
+                [(timings[i].prompt_len, timings[i].expected_output) for i in share],
+                Share(request_rate / processes, limits[k], seed * 1000 + k, timeout_s, fresh_connections),
+                barrier,
+                results,
+            ),
+        )
         for k, share in enumerate(shares)
     ]
     try:
@@ -64,7 +85,9 @@ def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *,
         barrier.wait(timeout=START_TIMEOUT_S)
         answers = [results.get(timeout=timeout_s * len(payloads) + START_TIMEOUT_S) for _ in workers]
     except (queue.Empty, TimeoutError, RuntimeError) as exc:
-        raise RuntimeError(f"the perf client's {processes} worker processes did not finish: {type(exc).__name__}: {exc}") from None
+        raise RuntimeError(
+            f"the perf client's {processes} worker processes did not finish: {type(exc).__name__}: {exc}"
+        ) from None
     finally:
         for worker in workers:
             worker.join(timeout=5)
@@ -79,8 +102,11 @@ def send_spread(url: str, payloads: list[dict], timings: list[RequestTiming], *,
             vars(timings[index]).update(fields)
     first, last = min(a["started"] for a in answers), max(a["started"] + a["duration"] for a in answers)
     busiest = max((a["load"] for a in answers), key=lambda load: (load["cpu_per_wall"], load["p99_loop_lag_ms"]))
-    return last - first, ClientLoad(busiest["cpu_per_wall"], max(a["load"]["p99_loop_lag_ms"] for a in answers),
-                                    max(a["load"]["max_loop_lag_ms"] for a in answers))  # fmt: skip
+    return last - first, ClientLoad(
+        busiest["cpu_per_wall"],
+        max(a["load"]["p99_loop_lag_ms"] for a in answers),
+        max(a["load"]["max_loop_lag_ms"] for a in answers),
+    )
 
 
 def _split(limit: int | None, parts: int) -> list[int | None]:
@@ -100,16 +126,33 @@ def _worker(k, url, payloads, shapes, how: Share, barrier, results) -> None:
     timings = [RequestTiming(prompt_len, expected) for prompt_len, expected in shapes]
 
     async def go():
-        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=how.fresh_connections)) as session:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, force_close=how.fresh_connections)
+        ) as session:
             barrier.wait(timeout=START_TIMEOUT_S)
             started = time.perf_counter()
-            duration, load = await run_requests(session, url, payloads, timings, request_rate=how.request_rate,
-                                                max_concurrency=how.max_concurrency, seed=how.seed, timeout_s=how.timeout_s)  # fmt: skip
+            duration, load = await run_requests(
+                session,
+                url,
+                payloads,
+                timings,
+                request_rate=how.request_rate,
+                max_concurrency=how.max_concurrency,
+                seed=how.seed,
+                timeout_s=how.timeout_s,
+            )
             return started, duration, load
 
     try:
         started, duration, load = asyncio.run(go())
-        results.put({"worker": k, "started": started, "duration": duration, "load": asdict(load),
-                     "timings": [asdict(t) for t in timings]})  # fmt: skip
-    except Exception as exc:  # noqa: BLE001 - reported to the parent, which raises it with the worker's name
+        results.put(
+            {
+                "worker": k,
+                "started": started,
+                "duration": duration,
+                "load": asdict(load),
+                "timings": [asdict(t) for t in timings],
+            }
+        )
+    except Exception as exc:
         results.put({"worker": k, "error": f"worker {k}: {type(exc).__name__}: {exc}"})

@@ -27,8 +27,20 @@ from typing import Any
 
 from harness.errors import ConfigError
 
-SHAPE_KEYS = ("input_len", "output_len", "range_ratio", "num_prompts", "request_rate", "max_concurrency", "warmup",
-              "dataset", "dataset_path", "image_size", "images_per_request", "connections")
+SHAPE_KEYS = (
+    "input_len",
+    "output_len",
+    "range_ratio",
+    "num_prompts",
+    "request_rate",
+    "max_concurrency",
+    "warmup",
+    "dataset",
+    "dataset_path",
+    "image_size",
+    "images_per_request",
+    "connections",
+)
 DATASETS = ("random", "sharegpt", "images")
 # keep_alive: the client keeps its connections open across requests; per_request: a new connection for every
 # request, as bench_serving opens a session per request (harness.evals.serving_perf's `connections` option)
@@ -63,12 +75,25 @@ class Workload:
         try:
             rate = float(rate)
         except (TypeError, ValueError):
-            raise ConfigError(f"{where}.{name}.request_rate: {rate!r} (a number of requests per second, or inf)") from None
-        workload = cls(name, int(raw.get("input_len", 128)), int(raw.get("output_len", 64)), int(raw.get("num_prompts", 64)),
-                       rate, raw.get("max_concurrency"), float(raw.get("range_ratio", 1.0)), int(raw.get("warmup", 2)),
-                       raw.get("dataset", "random"), raw.get("dataset_path"), "output_len" in raw,
-                       tuple(raw.get("image_size", (448, 448))), int(raw.get("images_per_request", 1)),
-                       raw.get("connections"))  # fmt: skip
+            raise ConfigError(
+                f"{where}.{name}.request_rate: {rate!r} (a number of requests per second, or inf)"
+            ) from None
+        workload = cls(
+            name,
+            int(raw.get("input_len", 128)),
+            int(raw.get("output_len", 64)),
+            int(raw.get("num_prompts", 64)),
+            rate,
+            raw.get("max_concurrency"),
+            float(raw.get("range_ratio", 1.0)),
+            int(raw.get("warmup", 2)),
+            raw.get("dataset", "random"),
+            raw.get("dataset_path"),
+            "output_len" in raw,
+            tuple(raw.get("image_size", (448, 448))),
+            int(raw.get("images_per_request", 1)),
+            raw.get("connections"),
+        )
         if workload.dataset not in DATASETS:
             from harness.errors import unknown_choice
 
@@ -78,17 +103,32 @@ class Workload:
 
             raise unknown_choice("connections", workload.connections, CONNECTIONS, where=f"{where}.{name}.connections")
         if workload.dataset == "sharegpt" and not workload.dataset_path:
-            raise ConfigError(f"{where}.{name}: dataset sharegpt needs dataset_path (a local ShareGPT-format JSON file)")
+            raise ConfigError(
+                f"{where}.{name}: dataset sharegpt needs dataset_path (a local ShareGPT-format JSON file)"
+            )
         if min(workload.input_len, workload.output_len, workload.num_prompts) < 1 or not 0 < workload.range_ratio <= 1:
-            raise ConfigError(f"{where}.{name}: input_len, output_len and num_prompts must be >= 1 and range_ratio in "
-                              f"(0, 1], got {dict(raw)}")  # fmt: skip
+            raise ConfigError(
+                f"{where}.{name}: input_len, output_len and num_prompts must be >= 1 and range_ratio in "
+                f"(0, 1], got {dict(raw)}"
+            )
         return workload
 
     def record(self) -> dict:
-        keys = ("input_len", "output_len", "num_prompts", "request_rate", "max_concurrency", "range_ratio", "warmup",
-                "dataset", "dataset_path") + (("image_size", "images_per_request") if self.dataset == "images" else ())  # fmt: skip
+        keys = (
+            "input_len",
+            "output_len",
+            "num_prompts",
+            "request_rate",
+            "max_concurrency",
+            "range_ratio",
+            "warmup",
+            "dataset",
+            "dataset_path",
+        ) + (("image_size", "images_per_request") if self.dataset == "images" else ())
         keys += ("connections",) if self.connections else ()
-        return {k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf" for k in keys}
+        return {
+            k: getattr(self, k) if not (k == "request_rate" and math.isinf(self.request_rate)) else "inf" for k in keys
+        }
 
 
 def lengths(full: int, ratio: float, count: int, rng: random.Random) -> list[int]:
@@ -118,7 +158,10 @@ def build_requests(workload: Workload, ids: list[int], seed: int) -> list[tuple[
     """(input_ids, output_len) per request: the same every run for the same workload, ids and seed."""
     rng = random.Random(f"serving-perf/{workload.name}/{seed}")
     count = workload.num_prompts + workload.warmup
-    inputs, outputs = lengths(workload.input_len, workload.range_ratio, count, rng), lengths(workload.output_len, workload.range_ratio, count, rng)
+    inputs, outputs = (
+        lengths(workload.input_len, workload.range_ratio, count, rng),
+        lengths(workload.output_len, workload.range_ratio, count, rng),
+    )
     return [([rng.choice(ids) for _ in range(n_in)], n_out) for n_in, n_out in zip(inputs, outputs)]
 
 
@@ -131,7 +174,9 @@ def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tu
     try:
         conversations = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
-        raise ConfigError(f"serving_perf.workloads.{workload.name}.dataset_path: {path}: not a readable JSON file ({exc})") from None
+        raise ConfigError(
+            f"serving_perf.workloads.{workload.name}.dataset_path: {path}: not a readable JSON file ({exc})"
+        ) from None
     usable = []
     for entry in conversations if isinstance(conversations, list) else []:
         turns = (entry.get("conversations") or entry.get("conversation") or []) if isinstance(entry, dict) else []
@@ -143,8 +188,10 @@ def sharegpt_requests(workload: Workload, tokenizer, path, seed: int) -> list[tu
             usable.append((turns[0]["value"], workload.output_len if workload.fixed_output else reply))
     needed = workload.num_prompts + workload.warmup
     if len(usable) < needed:
-        raise ConfigError(f"serving_perf.workloads.{workload.name}: {path} has {len(usable)} usable conversations "
-                          f"(2+ turns, 4+ tokens each, prompt <= input_len {workload.input_len}); {needed} needed")  # fmt: skip
+        raise ConfigError(
+            f"serving_perf.workloads.{workload.name}: {path} has {len(usable)} usable conversations "
+            f"(2+ turns, 4+ tokens each, prompt <= input_len {workload.input_len}); {needed} needed"
+        )
     random.Random(f"serving-perf/{workload.name}/{seed}").shuffle(usable)
     return usable[:needed]
 
@@ -161,7 +208,10 @@ def image_requests(workload: Workload, tokenizer, ids: list[int], seed: int) -> 
 
     rng = random.Random(f"serving-perf/{workload.name}/{seed}")
     count = workload.num_prompts + workload.warmup
-    inputs, outputs = lengths(workload.input_len, workload.range_ratio, count, rng), lengths(workload.output_len, workload.range_ratio, count, rng)
+    inputs, outputs = (
+        lengths(workload.input_len, workload.range_ratio, count, rng),
+        lengths(workload.output_len, workload.range_ratio, count, rng),
+    )
     pixels = np.random.default_rng(rng.randrange(2**32))
     width, height = workload.image_size
     out = []
@@ -170,18 +220,33 @@ def image_requests(workload: Workload, tokenizer, ids: list[int], seed: int) -> 
         for _ in range(workload.images_per_request):
             buffer = io.BytesIO()
             Image.fromarray(pixels.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(buffer, format="PNG")
-            content.append({"type": "image_url", "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}})
+            content.append(
+                {
+                    "type": "image_url",
+                    "image_url": {"url": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()},
+                }
+            )
         content.append({"type": "text", "text": tokenizer.decode([rng.choice(ids) for _ in range(n_in)])})
         out.append(([{"role": "user", "content": content}], n_out))
     return out
 
 
 def chat_payload(messages: list[dict], output_len: int) -> dict:
-    return {"model": "default", "messages": messages, "max_tokens": output_len, "temperature": 0.0, "ignore_eos": True,
-            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    return {
+        "model": "default",
+        "messages": messages,
+        "max_tokens": output_len,
+        "temperature": 0.0,
+        "ignore_eos": True,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
 
 
 def payload(prompt: list[int] | str, output_len: int) -> dict:
     """A native streaming request of token ids, or of text (sharegpt: as bench_serving sends it)."""
-    return {"text" if isinstance(prompt, str) else "input_ids": prompt, "stream": True,
-            "sampling_params": {"max_new_tokens": output_len, "ignore_eos": True, "temperature": 0.0}}  # fmt: skip
+    return {
+        "text" if isinstance(prompt, str) else "input_ids": prompt,
+        "stream": True,
+        "sampling_params": {"max_new_tokens": output_len, "ignore_eos": True, "temperature": 0.0},
+    }

@@ -12,17 +12,24 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+from harness.config.spec import ServerSpec
 from harness.serve.deployment.plan import member_spec
 from harness.serve.server import LifecycleOptions, Server, ServerDied, ServerStartError
-from harness.config.spec import ServerSpec
 
 # Members that serve no generation (encoders) are healthy when /health answers and have no /server_info.
 NON_GENERATING_ROLES = ("encoder",)
 
 
 class Deployment:
-    def __init__(self, spec: ServerSpec, engine_for, *, log_dir: str | Path, gpu_ids: tuple[str, ...] | None,
-                 options: LifecycleOptions = LifecycleOptions()):  # fmt: skip
+    def __init__(
+        self,
+        spec: ServerSpec,
+        engine_for,
+        *,
+        log_dir: str | Path,
+        gpu_ids: tuple[str, ...] | None,
+        options: LifecycleOptions = LifecycleOptions(),
+    ):
         """`engine_for(name)` gives a member's engine; `gpu_ids` are the config's, members index into them."""
         self.spec = spec
         self.engine_for = engine_for
@@ -76,9 +83,13 @@ class Deployment:
 
     def describe(self) -> dict:
         """What the report records: kind and, per member, role, URL, command and log."""
-        return {"kind": self.spec.deployment.kind,
-                "members": [{"role": m.role, "url": s.base_url, "command": s.shown_command, "log": str(s.log_path)}
-                            for m, s in zip(self.spec.deployment.members, self.members)]}  # fmt: skip
+        return {
+            "kind": self.spec.deployment.kind,
+            "members": [
+                {"role": m.role, "url": s.base_url, "command": s.shown_command, "log": str(s.log_path)}
+                for m, s in zip(self.spec.deployment.members, self.members)
+            ],
+        }
 
     # -- lifecycle ---------------------------------------------------------------------------------------------------
     def __enter__(self) -> Deployment:
@@ -101,9 +112,12 @@ class Deployment:
                 try:
                     server.start()
                 except ServerStartError as exc:
-                    raise ServerStartError(f"{self.spec.id}: {self.spec.deployment.kind} member '{member.role}' "
-                                           f"({index + 1} of {len(members)}) did not start\n{exc}",
-                                           exit_code=exc.exit_code, log_tail=exc.log_tail) from exc  # fmt: skip
+                    raise ServerStartError(
+                        f"{self.spec.id}: {self.spec.deployment.kind} member '{member.role}' "
+                        f"({index + 1} of {len(members)}) did not start\n{exc}",
+                        exit_code=exc.exit_code,
+                        log_tail=exc.log_tail,
+                    ) from exc
                 self.members.append(server)
         except BaseException:  # KeyboardInterrupt included: stop what is up, newest first
             self.stop()
@@ -116,7 +130,7 @@ class Deployment:
         for server in reversed(self.members):
             try:
                 server.stop()
-            except Exception as exc:  # noqa: BLE001 - raised below, after the other members are stopped
+            except Exception as exc:
                 errors.append(exc)
         if errors:
             raise errors[0]
@@ -140,8 +154,13 @@ class Deployment:
         role = self.spec.deployment.members[self.members.index(server)].role
         lost = server.died(when)
         what = f"member '{role}' of the {self.spec.deployment.kind} deployment exited with code {server.exit_code}"
-        return ServerDied(what + (f" {when}" if when else ""), cause=lost.cause, exit_code=lost.exit_code,
-                          log_path=lost.log_path, log_tail=lost.log_tail)  # fmt: skip
+        return ServerDied(
+            what + (f" {when}" if when else ""),
+            cause=lost.cause,
+            exit_code=lost.exit_code,
+            log_path=lost.log_path,
+            log_tail=lost.log_tail,
+        )
 
     def health(self) -> tuple[int | None, str]:
         return self.front.health()

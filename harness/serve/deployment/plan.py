@@ -30,19 +30,31 @@ import importlib.util
 import json
 from pathlib import Path
 
-from harness.errors import ConfigError
 from harness.config.spec import DeploymentSpec, ServerSpec
+from harness.errors import ConfigError
 
 EPD_ARCHITECTURES = (
-    "Qwen2VLForConditionalGeneration", "Qwen2_5_VLForConditionalGeneration", "Qwen3VLForConditionalGeneration",
-    "Qwen3VLMoeForConditionalGeneration", "Qwen3_5ForConditionalGeneration", "Qwen3_5MoeForConditionalGeneration",
-    "InternS2PreviewForConditionalGeneration", "Qwen3OmniMoeForConditionalGeneration",
-    "Qwen2AudioForConditionalGeneration", "Qwen2_5OmniModel", "KimiVLForConditionalGeneration",
-    "KimiK25ForConditionalGeneration", "KimiK3ForConditionalGeneration", "MiMoV2ForCausalLM",
-)  # fmt: skip
+    "Qwen2VLForConditionalGeneration",
+    "Qwen2_5_VLForConditionalGeneration",
+    "Qwen3VLForConditionalGeneration",
+    "Qwen3VLMoeForConditionalGeneration",
+    "Qwen3_5ForConditionalGeneration",
+    "Qwen3_5MoeForConditionalGeneration",
+    "InternS2PreviewForConditionalGeneration",
+    "Qwen3OmniMoeForConditionalGeneration",
+    "Qwen2AudioForConditionalGeneration",
+    "Qwen2_5OmniModel",
+    "KimiVLForConditionalGeneration",
+    "KimiK25ForConditionalGeneration",
+    "KimiK3ForConditionalGeneration",
+    "MiMoV2ForCausalLM",
+)
 # --disaggregation-transfer-backend -> the Python module it needs, and the pip package that has it
-TRANSFER_MODULES = {"mooncake": ("mooncake", "mooncake-transfer-engine"), "mooncake_tcp": ("mooncake", "mooncake-transfer-engine"),
-                    "nixl": ("nixl", "nixl")}  # fmt: skip
+TRANSFER_MODULES = {
+    "mooncake": ("mooncake", "mooncake-transfer-engine"),
+    "mooncake_tcp": ("mooncake", "mooncake-transfer-engine"),
+    "nixl": ("nixl", "nixl"),
+}
 PLACEHOLDER_URL = "http://127.0.0.1:1"  # where the preflight checks a wired flag before any port is known
 PD_BOOTSTRAP_PORT = 8998  # SGLang's default --disaggregation-bootstrap-port
 
@@ -58,9 +70,14 @@ def member_spec(spec: ServerSpec, index: int, urls: list[str]) -> ServerSpec:
     engine = "sglang-router" if member.role == "router" else (member.engine or spec.engine)
     args = wired if member.role == "router" else (*spec.args, *member.args, *wired)
     return dataclasses.replace(
-        spec, config=f"{spec.config}.{_name(deployment, index)}", engine=engine, args=tuple(args),
-        env={**spec.env, **member.env}, gpus=len(member.gpus), deployment=None,
-    )  # fmt: skip
+        spec,
+        config=f"{spec.config}.{_name(deployment, index)}",
+        engine=engine,
+        args=tuple(args),
+        env={**spec.env, **member.env},
+        gpus=len(member.gpus),
+        deployment=None,
+    )
 
 
 def _name(deployment: DeploymentSpec, index: int) -> str:
@@ -102,8 +119,10 @@ def preflight(spec: ServerSpec, engine_for) -> list:
     if spec.deployment.kind == "pd":
         backend = transfer_backend(spec)
         if backend == "fake":
-            raise ConfigError(f"{spec.id}: --disaggregation-transfer-backend fake moves no KV (SGLang's prefill side "
-                              "refuses it); a pd config needs mooncake, mooncake_tcp or nixl")  # fmt: skip
+            raise ConfigError(
+                f"{spec.id}: --disaggregation-transfer-backend fake moves no KV (SGLang's prefill side "
+                "refuses it); a pd config needs mooncake, mooncake_tcp or nixl"
+            )
     return [engine_for(line.engine).preflight(line) for line in launch_lines(spec)]
 
 
@@ -113,8 +132,10 @@ def _check_epd_architecture(spec: ServerSpec) -> None:
         return
     architectures = json.loads(config.read_text()).get("architectures") or []
     if not any(a in EPD_ARCHITECTURES for a in architectures):
-        raise ConfigError(f"{spec.id}: SGLang serves the vision encoder split (epd) only for {', '.join(EPD_ARCHITECTURES)}; "
-                          f"{config} names {architectures}")  # fmt: skip
+        raise ConfigError(
+            f"{spec.id}: SGLang serves the vision encoder split (epd) only for {', '.join(EPD_ARCHITECTURES)}; "
+            f"{config} names {architectures}"
+        )
 
 
 def transfer_backend(spec: ServerSpec) -> str:
@@ -130,8 +151,10 @@ def skip_reason(spec: ServerSpec) -> str | None:
     backend = transfer_backend(spec)
     module, package = TRANSFER_MODULES.get(backend, (None, None))
     if module and importlib.util.find_spec(module) is None:
-        return (f"{spec.id}: pd needs the KV transfer backend {backend!r} (Python module {module!r}, pip package "
-                f"{package}), which is not installed here")  # fmt: skip
+        return (
+            f"{spec.id}: pd needs the KV transfer backend {backend!r} (Python module {module!r}, pip package "
+            f"{package}), which is not installed here"
+        )
     if importlib.util.find_spec("sglang_router") is None:
         return f"{spec.id}: pd needs the router (pip package sglang-router: python -m sglang_router.launch_router)"
     return None

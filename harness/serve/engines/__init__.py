@@ -5,12 +5,12 @@
 
 from __future__ import annotations
 
+from harness.errors import unknown_choice
 from harness.serve.engines.attach import AttachEngine
 from harness.serve.engines.base import Engine
 from harness.serve.engines.hf import HFEngine
 from harness.serve.engines.sglang import SGLangEngine
 from harness.serve.engines.vllm import VLLMEngine
-from harness.errors import unknown_choice
 
 ENGINES: dict[str, type[Engine]] = {
     "sglang": SGLangEngine,

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.errors import ConfigError
 from harness.config.spec import ServerSpec
+from harness.errors import ConfigError
 
 
 @dataclass(frozen=True)

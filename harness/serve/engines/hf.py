@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.serve.engines.base import Engine
 from harness.config.spec import ServerSpec
+from harness.serve.engines.base import Engine
 
 
 @dataclass(frozen=True)

@@ -35,8 +35,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from harness.serve.engines.flags import flag_value
 from harness.errors import ConfigError, did_you_mean
+from harness.serve.engines.flags import flag_value
 
 EXIT_REJECTED = 1
 EXIT_NO_SGLANG = 3
@@ -110,7 +110,10 @@ def check_sglang_args(model_path: str, args: Sequence[str], where: str = "") -> 
             raise _bad_value(parser, argv, exc, prefix, version) from None
         except _ParserFailure as exc:
             raise PreflightError(
-                f"{prefix}SGLang {version} rejects the launch args: {exc}", flag=None, value=None, sglang_version=version
+                f"{prefix}SGLang {version} rejects the launch args: {exc}",
+                flag=None,
+                value=None,
+                sglang_version=version,
             ) from None
     unknown = [token for token in extras if token.startswith("-") and not _is_number(token)]
     if unknown:
@@ -118,8 +121,10 @@ def check_sglang_args(model_path: str, args: Sequence[str], where: str = "") -> 
     if extras:
         raise PreflightError(
             f"{prefix}SGLang {version} takes no positional arguments, got {' '.join(map(repr, extras))}",
-            flag=None, value=extras[0], sglang_version=version,
-        )  # fmt: skip
+            flag=None,
+            value=extras[0],
+            sglang_version=version,
+        )
     parsed = {  # what the line set: values that differ from SGLang's defaults
         key: value
         for key, value in vars(namespace).items()
@@ -139,8 +144,10 @@ def _unknown_flag(parser: argparse.ArgumentParser, unknown: list[str], prefix: s
     return PreflightError(
         f"{prefix}SGLang {version} does not accept {flag!r}{hint}{others}; "
         "`python -m sglang.launch_server --help` lists its flags",
-        flag=flag, value=None, sglang_version=version,
-    )  # fmt: skip
+        flag=flag,
+        value=None,
+        sglang_version=version,
+    )
 
 
 def _bad_value(
@@ -204,10 +211,19 @@ def check_to_json(model_path: str, args: Sequence[str], where: str = "") -> dict
     try:
         result = check_sglang_args(model_path, args, where=where)
     except PreflightError as exc:
-        return {"ok": False, "error": str(exc), "flag": exc.flag, "value": exc.value,
-                "sglang_version": exc.sglang_version}  # fmt: skip
-    return {"ok": True, "sglang_version": result.sglang_version, "parsed": result.parsed,
-            "warnings": list(result.warnings)}  # fmt: skip
+        return {
+            "ok": False,
+            "error": str(exc),
+            "flag": exc.flag,
+            "value": exc.value,
+            "sglang_version": exc.sglang_version,
+        }
+    return {
+        "ok": True,
+        "sglang_version": result.sglang_version,
+        "parsed": result.parsed,
+        "warnings": list(result.warnings),
+    }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -216,8 +232,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli = argparse.ArgumentParser(prog="python -m harness.serve.engines.preflight", description=__doc__.split("\n")[0])
     cli.add_argument("--model-path", help="required unless --batch")
     cli.add_argument("--where", default="", help="model/config, for the message")
-    cli.add_argument("--batch", metavar="FILE", help='JSON list of {"model_path", "args", "where"}: one line, '
-                     "one parser import (seconds) for all; prints a JSON list, exits 0")  # fmt: skip
+    cli.add_argument(
+        "--batch",
+        metavar="FILE",
+        help='JSON list of {"model_path", "args", "where"}: one line, '
+        "one parser import (seconds) for all; prints a JSON list, exits 0",
+    )
     opts = cli.parse_args(own)
     if not opts.batch and not opts.model_path:
         cli.error("--model-path is required (or --batch FILE)")

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from harness.config.spec import ServerSpec
+from harness.errors import ConfigError, unknown_choice
 from harness.serve.engines.base import Engine, check_model_path
 from harness.serve.engines.flags import flag_value
-from harness.errors import ConfigError, unknown_choice
-from harness.config.spec import ServerSpec
 
 EAGLE_ALGORITHMS = ("EAGLE", "EAGLE3")
 # 0.5.23's choices; 0.5.17 has the same four. no_buffer/extra_buffer are what the suites exercise.
@@ -98,26 +98,29 @@ def ep_dp_attention(ep: int, dp: int, a2a: str = "deepep") -> list[str]:
     preflight reports that warning.
     """
     return [
-        "--ep-size", _positive("ep", ep),
-        "--dp-size", _positive("dp", dp),
+        "--ep-size",
+        _positive("ep", ep),
+        "--dp-size",
+        _positive("dp", dp),
         "--enable-dp-attention",
-        "--moe-a2a-backend", a2a,
-    ]  # fmt: skip
+        "--moe-a2a-backend",
+        a2a,
+    ]
 
 
-def eagle(
-    draft_path: str, steps: int, topk: int, num_draft_tokens: int, algorithm: str = "EAGLE"
-) -> list[str]:
+def eagle(draft_path: str, steps: int, topk: int, num_draft_tokens: int, algorithm: str = "EAGLE") -> list[str]:
     """EAGLE or EAGLE3 speculative decoding with a separate draft model."""
     if algorithm not in EAGLE_ALGORITHMS:
         raise unknown_choice("EAGLE algorithm", algorithm, EAGLE_ALGORITHMS, where="eagle()")
     if not draft_path:
         raise ConfigError("eagle(): draft_path is empty; EAGLE needs --speculative-draft-model-path")
     return [
-        "--speculative-algorithm", algorithm,
-        "--speculative-draft-model-path", draft_path,
+        "--speculative-algorithm",
+        algorithm,
+        "--speculative-draft-model-path",
+        draft_path,
         *_spec_shape(steps, topk, num_draft_tokens),
-    ]  # fmt: skip
+    ]
 
 
 def mtp(steps: int, topk: int, num_draft_tokens: int, draft_path: str | None = None) -> list[str]:
@@ -130,18 +133,23 @@ def mtp(steps: int, topk: int, num_draft_tokens: int, draft_path: str | None = N
 
 def _spec_shape(steps: int, topk: int, num_draft_tokens: int) -> list[str]:
     return [
-        "--speculative-num-steps", _positive("steps", steps),
-        "--speculative-eagle-topk", _positive("topk", topk),
-        "--speculative-num-draft-tokens", _positive("num_draft_tokens", num_draft_tokens),
-    ]  # fmt: skip
+        "--speculative-num-steps",
+        _positive("steps", steps),
+        "--speculative-eagle-topk",
+        _positive("topk", topk),
+        "--speculative-num-draft-tokens",
+        _positive("num_draft_tokens", num_draft_tokens),
+    ]
 
 
 def ngram(num_draft_tokens: int) -> list[str]:
     """N-gram speculative decoding (no draft model)."""
     return [
-        "--speculative-algorithm", "NGRAM",
-        "--speculative-num-draft-tokens", _positive("num_draft_tokens", num_draft_tokens),
-    ]  # fmt: skip
+        "--speculative-algorithm",
+        "NGRAM",
+        "--speculative-num-draft-tokens",
+        _positive("num_draft_tokens", num_draft_tokens),
+    ]
 
 
 def mamba(strategy: str = "extra_buffer", track_interval: int | None = None) -> list[str]:

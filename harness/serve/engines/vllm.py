@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from harness.serve.engines.base import Engine
 from harness.config.spec import ServerSpec
+from harness.serve.engines.base import Engine
 
 
 @dataclass(frozen=True)
@@ -28,13 +28,15 @@ class VLLMEngine(Engine):
             cmd += ["--tokenizer", spec.tokenizer_path]
         return [
             *cmd,
-            "--host", host,
-            "--port", str(port),
+            "--host",
+            host,
+            "--port",
+            str(port),
             "--enable-prefix-caching",
             "--enable-prompt-tokens-details",
             *self.image_limit(spec),
             *spec.args,
-        ]  # fmt: skip
+        ]
 
     @staticmethod
     def image_limit(spec: ServerSpec) -> list[str]:
@@ -42,4 +44,4 @@ class VLLMEngine(Engine):
         suites send, unless the config's args set it."""
         if not spec.images_per_prompt or any(a.startswith("--limit-mm-per-prompt") for a in spec.args):
             return []
-        return ["--limit-mm-per-prompt", '{"image": %d}' % spec.images_per_prompt]
+        return ["--limit-mm-per-prompt", f'{{"image": {spec.images_per_prompt}}}']
