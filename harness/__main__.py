@@ -1,6 +1,8 @@
 """`python -m harness compare BASE NEW`: a run against a baseline run (harness.report.compare), exit 1 when worse;
 `python -m harness history`: every metric's trend over the runs (harness.report.history);
-`python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report.html)."""
+`python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report.html);
+`python -m harness schema [--out thresholds.schema.json]`: write thresholds.yaml's JSON Schema
+(harness.config.schema)."""
 
 from __future__ import annotations
 
@@ -34,7 +36,15 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument(
         "--history", default=None, help="the history file plotted. Default: <run dir>/../history.sqlite"
     )
+    schema = commands.add_parser("schema", help="write thresholds.yaml's JSON Schema (editor completion; CI checks it)")
+    schema.add_argument("--out", default="thresholds.schema.json", help="where to write it. Default: %(default)s")
     opts = parser.parse_args(argv)
+    if opts.command == "schema":
+        from harness.config.schema import json_schema_text
+
+        Path(opts.out).write_text(json_schema_text(), encoding="utf-8")
+        print(opts.out)
+        return 0
     if opts.command == "history":
         return _history(opts)
     if opts.command == "report":

@@ -3,7 +3,8 @@
 Standalone: `python -m hf_engine --model-path DIR --port N` serves a checkpoint without the harness (which launches it
 the same way, harness/serve/engines/hf.py). This `__init__` imports nothing heavy.
 
-- server.py: FastAPI routes and flags; responses.py: JSON, error and SSE bodies; protocol.py: request parsing; output.py: SGLang-shaped responses;
+- server.py: FastAPI routes and flags; responses.py: JSON, error and SSE bodies; protocol.py: request parsing;
+output.py: SGLang-shaped responses;
   openai_api.py: the OpenAI routes; engine.py: async front of the worker; scheduler.py: the batching worker;
   runtime.py: model loading and forward passes; prefix_cache.py: the page-granular radix cache;
   processor.py: a VLM's processor without torchvision; multimodal.py: images in requests (reading, placeholder

@@ -9,7 +9,7 @@ import orjson
 from fastapi import Request
 from fastapi.responses import Response
 
-from hf_engine.protocol import RequestError
+from hf_engine.errors import RequestError
 
 
 def json_response(content: Any, status_code: int = 200) -> Response:

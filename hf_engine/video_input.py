@@ -10,13 +10,15 @@ project's CPU machine transformers' video processors cannot run as shipped: they
 torchvision, and PyPI's torchvision does not import beside the pinned CPU torch. `torch_only_video_processor`
 subclasses the checkpoint's class and replaces only those three torchvision calls with the torch operations
 torchvision itself performs (bicubic antialiased `interpolate`, on uint8 frames torch's native uint8 kernel as
-torchvision uses on the CPU; `(x - mean) / std`; grey → RGB); sampling, `smart_resize`, patchify and the grid stay transformers'. Where torchvision imports (the
+torchvision uses on the CPU; `(x - mean) / std`; grey → RGB); sampling, `smart_resize`, patchify and the grid stay
+transformers'. Where torchvision imports (the
 GPU image) the checkpoint's class runs unchanged, and `tests/test_hf_video.py` compares the two there.
 
 Layout (Qwen3-VL, `Qwen3VLProcessor.replace_video_token`, SGLang's `build_input_ids_with_timestamps`): the
 `<|video_pad|>` of the chat template's `<|vision_start|><|video_pad|><|vision_end|>` becomes, per temporal patch
 g (2 sampled frames), `<t_g seconds><|vision_start|>` + `<|video_pad|>` x (h*w / merge**2) + `<|vision_end|>`,
-where t_g is the mean time of the group's first and last frame; the outer markers stay. Each group is one vision item of grid (1, h, w): Qwen3-VL's vision
+where t_g is the mean time of the group's first and last frame; the outer markers stay. Each group is one vision item
+of grid (1, h, w): Qwen3-VL's vision
 tower attends within a temporal patch only, and its rope index splits a video's grid the same way, so a video's
 features equal those of its groups run as images (checked in tests/test_hf_video.py).
 
@@ -36,7 +38,7 @@ import tempfile
 from dataclasses import dataclass
 from urllib.parse import unquote, urlparse
 
-from hf_engine.protocol import RequestError
+from hf_engine.errors import RequestError
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v")
 

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from harness.client import sse
 from harness.errors import HarnessError
 
 T = TypeVar("T")
@@ -103,13 +104,9 @@ class Client:
             self._session = None
 
     def _ensure_session(self):
-        import aiohttp
 
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.options.max_concurrency, force_close=False)
-            self._session = aiohttp.ClientSession(
-                connector=connector, timeout=aiohttp.ClientTimeout(total=self.options.timeout_s)
-            )
+            self._session = open_session(self.options.max_concurrency, timeout_s=self.options.timeout_s)
             self._semaphore = asyncio.Semaphore(self.options.max_concurrency)
         return self._session
 
@@ -182,14 +179,11 @@ class Client:
         async with session.post(self.base_url + "/generate", data=orjson.dumps({**payload, "stream": True})) as resp:
             if resp.status != 200:
                 raise RequestFailed("POST", self.base_url + "/generate", resp.status, await resp.text(), 1)
-            async for raw in resp.content:
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
-                if data == b"[DONE]":
+            async for event in sse.events(resp.content):
+                if event.done:
                     return
-                yield orjson.loads(data)
+                if event.data is not None:
+                    yield event.data
 
     async def server_info(self) -> dict:
         """`/server_info`, falling back to the older `/get_server_info`."""
@@ -233,3 +227,14 @@ class Client:
             raise
         finally:
             bar.close()
+
+
+def open_session(limit: int, *, fresh_connections: bool = False, timeout_s: float | None = None):
+    """An aiohttp session to a server under test: `limit` connections at most (0: unbounded), keep-alive unless
+    `fresh_connections` (one connection per request), an overall per-request timeout if given. Every session the
+    harness opens comes from here (the Client's own, and the perf loads', which must not share its cap)."""
+    import aiohttp
+
+    connector = aiohttp.TCPConnector(limit=limit, force_close=fresh_connections)
+    timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s is not None else aiohttp.client.DEFAULT_TIMEOUT
+    return aiohttp.ClientSession(connector=connector, timeout=timeout)

@@ -110,7 +110,8 @@ class ReferenceEntry(_Strict):
 
     @property
     def kind(self) -> str:
-        """'shift' (a metric tested against 0), 'statistical', or the bound key: 'max', 'min', 'min_ratio', 'max_ratio'."""
+        """'shift' (a metric tested against 0), 'statistical', or the bound key: 'max', 'min', 'min_ratio',
+        'max_ratio'."""
         if metric_info(self.metric).shift:
             return "shift"
         return next((k for k in BOUND_KEYS if getattr(self, k) is not None), "statistical")
@@ -132,3 +133,23 @@ class ThresholdsDoc(_Strict):
     models: dict[str, ModelSpec]
     references: dict[str, dict[str, list[ReferenceEntry]]] = {}
     error_control: ErrorControl = ErrorControl()
+
+
+SCHEMA_FILE = "thresholds.schema.json"  # beside thresholds.yaml; its first line points editors at it
+
+
+def json_schema_text() -> str:
+    """thresholds.schema.json's exact text: the JSON Schema of ThresholdsDoc (`python -m harness schema` writes
+    it; tests/test_layout.py fails when the committed file differs)."""
+    import json
+
+    from harness.config.metrics import METRICS
+    from harness.config.suites import SUITES
+
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", **ThresholdsDoc.model_json_schema()}
+    schema["title"] = "thresholds.yaml of the SGLang validation harness"
+    definitions = schema["$defs"]
+    # the registries' names, so an editor completes them and flags a typo before any run does
+    definitions["ConfigSpec"]["properties"]["suites"]["items"]["enum"] = sorted(SUITES)
+    definitions["ReferenceEntry"]["properties"]["metric"]["enum"] = sorted(METRICS)
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"

@@ -106,7 +106,8 @@ def record_prompt(record: Mapping[str, Any], where: str) -> str | list[int]:
     if "context" in record:
         return f"{record.get('context', '')} {record.get('question', '')}"
     raise ConfigError(
-        f"{where}: a prompt record needs 'input_ids', 'text', 'prompt' or 'context' (+ 'question'); got keys {sorted(record)}"
+        f"{where}: a prompt record needs 'input_ids', 'text', 'prompt' or 'context' (+ 'question'); "
+        f"got keys {sorted(record)}"
     )
 
 
@@ -209,7 +210,8 @@ def gate_hit_rate(suite: str, n_hits: int, n: int, min_hit_rate: float, criterio
     rate = n_hits / n
     if rate <= min_hit_rate:
         raise CacheCheckFailed(
-            f"{suite}: only {n_hits} of {n} samples hit the prefix cache (hit_rate {rate:.3f}; a hit means {criterion}); "
+            f"{suite}: only {n_hits} of {n} samples hit the prefix cache "
+            f"(hit_rate {rate:.3f}; a hit means {criterion}); "
             f"more than {min_hit_rate:g} must hit for the logprob comparison to mean anything. "
             f"cached_tokens seen: {list(cached)[:16]}. Check that the radix cache is on and large enough, "
             "and that the server reports meta_info.cached_tokens.",

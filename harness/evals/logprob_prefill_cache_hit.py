@@ -10,7 +10,8 @@ options; a sample hits iff `meta_info.cached_tokens` > 0. More than `min_hit_rat
 (`logprob_start_len=0`) and compare the generated tokens' logprobs. With `control` (default), each hit's prompt
 is also generated cold and replayed the same way (`cache_control`), separating the cache from kernel noise.
 Metric: `hit_shift` (per prompt, the hit's signed gap to its replay minus the control's; 0 expected, judged by
-a sign-flip test), `control_kl_div` (the control's k3: the noise floor), `kl_div` (k3 estimator mean((e^r − 1) − r), r = cold − hit, per sequence then averaged; lower is
+a sign-flip test), `control_kl_div` (the control's k3: the noise floor), `kl_div` (k3 estimator mean((e^r − 1) − r),
+r = cold − hit, per sequence then averaged; lower is
 better), `hit_rate` (higher is better), `max_logprob_diff` (largest per-token |cold − hit|); details say which
 sample and token index holds that gap.
 Assumes SGLang's `cached_tokens` contract (see `logprob_common`); skips when the radix cache is disabled, and

@@ -1,11 +1,13 @@
 """Serving performance: throughput under saturation, latency under light load, as SGLang's bench_serving measures.
 
 Dataset: none; prompts are seeded random token ids of the model's vocabulary (harness.evals.perf.workload), each
-repeat its own (seed + repeat) and the same in every run; the prefix cache is flushed before each repeat. Source of the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
+repeat its own (seed + repeat) and the same in every run; the prefix cache is flushed before each repeat. Source of
+the definitions: SGLang 0.5.17 `sglang/benchmark/serving.py`
 (`async_request_sglang_generate`, `calculate_metrics`); harness.evals.perf.measure says where this differs.
 Workloads are data (`workloads:` option, one mapping per shape): input/output length, range ratio, number of
 prompts, request rate (Poisson, or inf) or max concurrency, warm-up requests, the prompt source (`dataset:` random
-token ids, or `sharegpt` with a local `dataset_path`), and which metrics the shape gates (`gate:`). Defaults: `saturating` (every request at once; gates output tokens/s) and `light` (one request at a
+token ids, or `sharegpt` with a local `dataset_path`), and which metrics the shape gates (`gate:`). Defaults:
+`saturating` (every request at once; gates output tokens/s) and `light` (one request at a
 time; gates median TTFT and ITL). Each shape runs `repeats` times after its warm-up; the gated value is the
 median over repeats, the spread (min, max) is reported.
 Correct before fast: a request that fails, stalls or streams a different number of tokens than asked
@@ -35,6 +37,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness.client.http import open_session
 from harness.errors import HarnessError
 from harness.evals.perf.bench_serving import Driver, beside, dataset_row
 from harness.evals.perf.measure import RequestTiming, by_request, late_text, run_requests, summarize
@@ -83,7 +86,8 @@ OPTIONS = {
     "client_processes": "auto",  # harness.evals.perf.spread: one client process per 256 concurrent streams, or a count
     # keep_alive (what a serving client does) or per_request (as bench_serving: a session per request)
     "connections": "keep_alive",
-    # same: bench_serving sends the harness's requests; own: its random-ids (harness.evals.perf.bench_serving says why not)
+    # same: bench_serving sends the harness's requests; own: its random-ids (harness.evals.perf.bench_serving says
+    # why not)
     "bench_serving_prompts": "same",
 }
 BENCH_SERVING_PROMPTS = ("same", "own")
@@ -290,7 +294,6 @@ async def _send(
     keep-alive connections left idle between repeats are closed by the server (uvicorn after 5 s), which a reused
     one then reports as ServerDisconnectedError (seen on the H200). `fresh_connections`: no keep-alive, one
     connection per request (`connections: per_request`)."""
-    import aiohttp
 
     chat = url.endswith("/chat/completions")  # prompts are chat messages (images), lengths come from usage
     # a text or chat prompt's length comes back from the server (meta_info.prompt_tokens, usage.prompt_tokens)
@@ -312,7 +315,7 @@ async def _send(
             fresh_connections=fresh_connections,
         )
         return timings, duration, load
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0, force_close=fresh_connections)) as session:
+    async with open_session(0, fresh_connections=fresh_connections) as session:
         duration, load = await run_requests(
             session,
             url,

@@ -12,7 +12,8 @@ For every (suite, model/config) row present in both runs' results.json:
   `perf_tolerance` of the baseline median in the bad direction *and* outside the baseline's own spread.
 - the rest: each metric the baseline's row judged; `worse` when a check that passed there fails now.
 `not comparable`, with the reason, when the questions, prompts or n differ, a side has no samples or errored:
-never a silent pass. `cross_config` holds a run's configs of one model to its `reference_config` the same way. The release verdict is `worse` if any row is worse; exit status 1 then, 2 when nothing is
+never a silent pass. `cross_config` holds a run's configs of one model to its `reference_config` the same way. The
+release verdict is `worse` if any row is worse; exit status 1 then, 2 when nothing is
 worse but a row is not comparable, 0 otherwise.
 """
 
@@ -23,10 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.config.metrics import metric_info
+from harness.report.format import format_value
 from harness.verdict.statistics import mcnemar_two_sided
 
 SHOWN_BROKEN = 5
-LOWER_IS_BETTER = {"ttft_ms", "itl_ms"}
 
 
 @dataclass
@@ -140,8 +142,9 @@ def _compare_perf(suite: str, case: str, old_row: dict, new_row: dict, tolerance
             continue
         spread = _perf_spread(old_row, metric)
         ratio = new_value / old_value if old_value else float("inf")
-        bad = ratio > 1 + tolerance if metric in LOWER_IS_BETTER else ratio < 1 - tolerance
-        good = ratio < 1 - tolerance if metric in LOWER_IS_BETTER else ratio > 1 + tolerance
+        lower_is_better = not metric_info(metric).higher_is_better
+        bad = ratio > 1 + tolerance if lower_is_better else ratio < 1 - tolerance
+        good = ratio < 1 - tolerance if lower_is_better else ratio > 1 + tolerance
         outside = spread is None or not spread[0] <= new_value <= spread[1]
         (worse if bad and outside else better if good and outside else []).append(metric)
         parts.append(f"{metric} {new_value:.4g} vs {old_value:.4g} (×{ratio:.2f})")
@@ -177,7 +180,8 @@ def _compare_checks(suite: str, case: str, old_row: dict, new_row: dict) -> RowC
     ]
     verdict = "worse" if newly_failing else "better" if newly_passing else "same"
     shown = ", ".join(
-        f"{m} {_fmt(old_row['metrics'].get(m))} → {_fmt(new_row['metrics'].get(m))}" for m in new_row["metrics"]
+        f"{m} {format_value(old_row['metrics'].get(m))} → {format_value(new_row['metrics'].get(m))}"
+        for m in new_row["metrics"]
     )
     return RowComparison(
         suite,
@@ -186,10 +190,6 @@ def _compare_checks(suite: str, case: str, old_row: dict, new_row: dict) -> RowC
         f"{suite}[{case}]: {verdict}: {shown}",
         {"newly_failing": newly_failing, "newly_passing": newly_passing},
     )
-
-
-def _fmt(value) -> str:
-    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 ANSWER_KEYS = ("parsed", "extracted_flexible", "pred")  # a sample's answer as its eval parsed it (else its output)

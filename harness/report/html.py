@@ -20,11 +20,14 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+from harness.report.format import bound_text, check_verdict, format_value
+
 FAILING_SAMPLES = 10  # per samples file
 OUTPUT_FIELDS = ("output", "test_output", "response", "resps")
 STYLE = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:.5em 0 1.5em}th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
+table{border-collapse:collapse;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tr.fail td.verdict,tr.error td.verdict{background:#fbe3e3;font-weight:600}
 tr.pass td.verdict{background:#e5f5e5}tr.skipped td.verdict,tr.recorded td.verdict{background:#f1f1f1}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:6px;margin:0;max-height:18em;overflow:auto}
@@ -48,7 +51,8 @@ def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
     run = data.get("run", {})
     e = html.escape
     parts = [
-        f"<!doctype html><html lang=en><head><meta charset=utf-8><title>Validation run {e(str(run.get('run_id')))}</title>",
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        f"<title>Validation run {e(str(run.get('run_id')))}</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Validation run {e(str(run.get('run_id')))}</h1>",
         f"<p>harness {e(str(run.get('harness_version')))}, git {e(str(run.get('git_sha'))[:12])}, started "
@@ -73,7 +77,8 @@ def _servers(servers: dict) -> list[str]:
     if not servers:
         return []
     rows = "".join(
-        f"<tr><td>{html.escape(case)}</td><td>{html.escape(str(s.get('engine', '?')))} {html.escape(str(s.get('version') or ''))}</td>"
+        f"<tr><td>{html.escape(case)}</td>"
+        f"<td>{html.escape(str(s.get('engine', '?')))} {html.escape(str(s.get('version') or ''))}</td>"
         f"<td><code>{html.escape(' '.join(s.get('command') or []) or '(attached)')}</code></td></tr>"
         for case, s in servers.items()
     )
@@ -81,7 +86,6 @@ def _servers(servers: dict) -> list[str]:
 
 
 def _verdicts(tests: list[dict]) -> list[str]:
-    from harness.report.results import _bound, _check_verdict, _fmt
 
     rows = []
     for test in tests:
@@ -90,15 +94,17 @@ def _verdicts(tests: list[dict]) -> list[str]:
         for check in checks:
             message = check.get("message") or test.get("error") or test.get("skipped") or ""
             shown = (
-                _check_verdict(test, check).split(":")[0].lower()
+                check_verdict(test, check).split(":")[0].lower()
                 if check and verdict not in ("skipped", "error")
                 else verdict
             )
             rows.append(
                 f"<tr class={html.escape(shown)} data-test={html.escape(test.get('nodeid', ''), quote=True)}>"
                 f"<td>{html.escape(test['case'])}</td><td>{html.escape(test['suite'])}</td>"
-                f"<td>{html.escape(str(check.get('metric', '–')))}</td><td>{html.escape(_fmt(check.get('observed')))}</td>"
-                f"<td>{html.escape(_bound(check) if check else '–')}</td><td class=verdict>{html.escape(shown)}</td>"
+                f"<td>{html.escape(str(check.get('metric', '–')))}</td>"
+                f"<td>{html.escape(format_value(check.get('observed')))}</td>"
+                f"<td>{html.escape(bound_text(check) if check else '–')}</td>"
+                f"<td class=verdict>{html.escape(shown)}</td>"
                 f"<td>{html.escape(str(message))}</td></tr>"
             )
     counts = {v: sum(t.get("verdict") == v for t in tests) for v in ("pass", "fail", "error", "skipped", "recorded")}
@@ -141,7 +147,8 @@ def _failing_samples(run_dir: Path) -> list[str]:
         if not failing:
             continue
         out.append(
-            f"<h3>{html.escape(path.stem)}: {len(failing)} wrong</h3><table><tr><th>id</th><th>expected</th><th>output</th></tr>"
+            f"<h3>{html.escape(path.stem)}: {len(failing)} wrong</h3>"
+            "<table><tr><th>id</th><th>expected</th><th>output</th></tr>"
         )
         for record in failing[:FAILING_SAMPLES]:
             text = next((record[f] for f in OUTPUT_FIELDS if f in record), "")
@@ -163,7 +170,8 @@ def _details(tests: list[dict]) -> list[str]:
             continue
         out.append(
             f"<details><summary>{html.escape(test['suite'])}[{html.escape(test['case'])}] — "
-            f"{html.escape(test.get('verdict', '?'))}</summary><pre>{html.escape(json.dumps(body, indent=1, default=str)[:20000])}</pre></details>"
+            f"{html.escape(test.get('verdict', '?'))}</summary>"
+            f"<pre>{html.escape(json.dumps(body, indent=1, default=str)[:20000])}</pre></details>"
         )
     return out
 

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from harness import __version__
+from harness.report.format import bound_text, cell, check_verdict, format_value
 from harness.serve.secrets import scrub, scrub_command
 
 
@@ -136,7 +137,7 @@ class Report:
         if run.get("error_control"):
             lines += ["", run["error_control"]["line"]]
         if run.get("error"):
-            lines += [f"**The run did not start:** {_cell(run['error'])}", ""]
+            lines += [f"**The run did not start:** {cell(run['error'])}", ""]
         lines += [
             "",
             "| model | config | suite | metric | observed | bound | verdict |",
@@ -145,48 +146,16 @@ class Report:
         for test in self.data["tests"]:
             model, _, config = test["case"].partition("/")
             if test["verdict"] in ("skipped", "error"):
-                reason = _cell(test.get("skipped") or test.get("error") or "")
+                reason = cell(test.get("skipped") or test.get("error") or "")
                 lines.append(f"| {model} | {config} | {test['suite']} | – | – | – | {test['verdict']}: {reason} |")
                 continue
             for check in test.get("checks") or [{"metric": "-", "observed": None, "bound": None}]:
                 lines.append(
-                    f"| {model} | {config} | {test['suite']} | {check['metric']} | {_fmt(check.get('observed'))} "
-                    f"| {_bound(check)} | {_check_verdict(test, check)} |"
+                    f"| {model} | {config} | {test['suite']} | {check['metric']} "
+                    f"| {format_value(check.get('observed'))} "
+                    f"| {bound_text(check)} | {check_verdict(test, check)} |"
                 )
         return "\n".join(lines) + "\n"
-
-
-def _cell(text: str) -> str:
-    """One Markdown table cell: first line only, pipes escaped."""
-    return str(text).strip().splitlines()[0].replace("|", "\\|") if str(text).strip() else ""
-
-
-def _bound(check: dict) -> str:
-    """The bound with its direction: '≥ 0.958' for floors and minimums, '≤ 1e-06' for ceilings and maximums."""
-    if check.get("bound") is None:
-        return "–"
-    if check.get("kind") == "shift":  # tested against 0; the bound is the test's α
-        return f"= 0 (α={check['bound']:g})"
-    upper = check.get("kind") in ("ceiling", "max")
-    return f"{'≤' if upper else '≥'} {_fmt(check['bound'])}"
-
-
-def _check_verdict(test: dict, check: dict) -> str:
-    if check.get("metric") == "-" and check.get("message"):  # failed before any metric: the reason is the verdict
-        return f"FAIL: {_cell(check['message'])}"
-    if check.get("passed") is None:
-        return "recorded" if test["verdict"] != "fail" or check.get("message") is None else "FAIL"
-    if test["verdict"] == "recorded":
-        return "recorded"
-    return "pass" if check["passed"] else "FAIL"
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
-    return str(value)
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

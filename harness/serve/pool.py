@@ -172,7 +172,10 @@ class Plan:
 
     def skip_reason(self, have_gpus: int) -> str | None:
         if self.gpus > have_gpus:
-            return f"{self.spec.id} needs {self.gpus} GPU(s), {have_gpus} available (--harness-gpus / CUDA_VISIBLE_DEVICES)"
+            return (
+                f"{self.spec.id} needs {self.gpus} GPU(s), {have_gpus} available "
+                "(--harness-gpus / CUDA_VISIBLE_DEVICES)"
+            )
         if self.deployment is not None:
             from harness.serve.deployment.plan import skip_reason
 

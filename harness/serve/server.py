@@ -27,9 +27,6 @@ import shlex
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,10 +47,10 @@ from harness.serve.process_group import (
     wait_port_free,
 )
 from harness.serve.secrets import scrub, scrub_command
+from harness.serve.server_io import get_first_json, masked_env, normalise_url, probe, read_tail, unused_log_path
 
 # Exit statuses that mean "stopped because we asked": SIGTERM/SIGKILL, directly or via a shell wrapper.
 CLEAN_STOP_CODES = {0, -signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM, 128 + signal.SIGKILL}
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 via a proxy
 
 
 class ServerStartError(HarnessError):
@@ -112,7 +109,8 @@ class ServerUnresponsive(ServerLost):
 # The line of a log that most likely says why a server died: a Python exception's last line, the CUDA OOM, a
 # signal. Shown in the one-line verdict, so the reason is read without opening the log.
 _CAUSE_RE = re.compile(
-    r"^\s*([\w.]*(Error|Exception|Interrupt)\b:?.*|.*\b(out of memory|Segmentation fault|Killed|Address already in use)\b.*)$",
+    r"^\s*([\w.]*(Error|Exception|Interrupt)\b:?.*"
+    r"|.*\b(out of memory|Segmentation fault|Killed|Address already in use)\b.*)$",
     re.IGNORECASE,
 )
 
@@ -158,7 +156,7 @@ class Server:
         self.gpu_ids = None if gpu_ids is None else tuple(str(g) for g in gpu_ids)
         self.attached = base_url is not None
         if self.attached:
-            self.base_url = _normalise_url(base_url)
+            self.base_url = normalise_url(base_url)
         elif not self.engine.launches:
             raise ConfigError(f"{spec.id}: engine {self.engine.name!r} launches nothing; give a base URL to attach")
         else:
@@ -178,7 +176,7 @@ class Server:
     @classmethod
     def attach(cls, base_url: str, spec: ServerSpec | None = None, options: LifecycleOptions = LifecycleOptions()):
         """A server started elsewhere: checks health and reads /server_info; never launches or kills."""
-        url = _normalise_url(base_url)
+        url = normalise_url(base_url)
         spec = spec or ServerSpec(model="attached", config=url.split("://", 1)[1], model_path="", engine="attach")
         return cls(spec, AttachEngine(), base_url=url, options=options)
 
@@ -217,10 +215,10 @@ class Server:
         overrides = {**self.engine.environment(self.spec), **self.spec.env}
         if self.gpu_ids is not None:
             overrides.update(cuda_visible_devices(self.gpu_ids))
-        self.log_path = _unused_log_path(self.log_dir, self.spec.slug)
+        self.log_path = unused_log_path(self.log_dir, self.spec.slug)
         with open(self.log_path, "wb") as log:
             log.write(f"# {self.spec.id} via {self.engine.name}: {self.shown_command}\n".encode())
-            log.write(f"# environment overrides: {json.dumps(_masked(overrides), sort_keys=True)}\n".encode())
+            log.write(f"# environment overrides: {json.dumps(masked_env(overrides), sort_keys=True)}\n".encode())
             log.flush()
             self.process = subprocess.Popen(
                 self.command,
@@ -248,11 +246,14 @@ class Server:
                     log_tail=tail,
                 )
             remaining = deadline - time.monotonic()
-            status, last = _probe(url, min(self.options.probe_timeout, max(remaining, 0.1)))
+            status, last = probe(url, min(self.options.probe_timeout, max(remaining, 0.1)))
             if status == 200 and self._answered_by_us():
                 return
             if status == 200:  # someone else holds the port (free_port raced another launch): not our server
-                last = f"HTTP 200 from a process that is not the launched server (port {self.port} is held by {port_holders(self.port)})"
+                last = (
+                    "HTTP 200 from a process that is not the launched server "
+                    f"(port {self.port} is held by {port_holders(self.port)})"
+                )
             if time.monotonic() >= deadline:
                 what = "did not answer" if self.attached else "was killed: it did not become healthy"
                 raise ServerStartTimeout(
@@ -288,14 +289,14 @@ class Server:
         return "\n".join(lines)
 
     def _read_info(self) -> None:
-        info = _get_first_json(self.base_url, self.engine.server_info_paths, self.options.probe_timeout * 6)
+        info = get_first_json(self.base_url, self.engine.server_info_paths, self.options.probe_timeout * 6)
         if info is None and self.engine.requires_server_info:
             raise ServerStartError(
                 f"{self.spec.id}: {self.base_url} is healthy but none of {', '.join(self.engine.server_info_paths)} "
                 "answered with JSON"
             )
         self.info = info or {}
-        self.model_info = _get_first_json(self.base_url, self.engine.model_info_paths, self.options.probe_timeout) or {}
+        self.model_info = get_first_json(self.base_url, self.engine.model_info_paths, self.options.probe_timeout) or {}
         self.version = self.engine.describe_version(self.info)
 
     @property
@@ -325,7 +326,7 @@ class Server:
 
     def health(self) -> tuple[int | None, str]:
         """One probe of the engine's health path: (HTTP status or None, what answered)."""
-        return _probe(self.base_url + self.engine.health_path, self.options.probe_timeout)
+        return probe(self.base_url + self.engine.health_path, self.options.probe_timeout)
 
     def check_alive(self) -> None:
         """Raise ServerDied (with the log tail) if the launched process has exited."""
@@ -361,63 +362,3 @@ class Server:
     def __repr__(self) -> str:
         state = "attached" if self.attached else ("running" if self.process else "stopped")
         return f"<Server {self.spec.id} {self.engine.name} {self.base_url or '-'} {state}>"
-
-
-def read_tail(path: Path, lines: int, max_bytes: int = 256 * 1024) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            f.seek(max(f.tell() - max_bytes, 0))
-            data = f.read()
-    except FileNotFoundError:
-        return ""
-    return "\n".join(data.decode("utf-8", "replace").splitlines()[-lines:])
-
-
-def _probe(url: str, timeout: float) -> tuple[int | None, str]:
-    """(HTTP status or None, a short description of the answer) for one GET."""
-    try:
-        with _NO_PROXY.open(url, timeout=timeout) as response:
-            return response.status, f"HTTP {response.status}"
-    except urllib.error.HTTPError as exc:
-        return exc.code, f"HTTP {exc.code}"
-    except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        return None, f"{type(reason).__name__}: {reason}"
-
-
-def _get_first_json(base_url: str, paths: tuple[str, ...], timeout: float) -> dict[str, Any] | None:
-    """The JSON body of the first path that answers 200; None when none does (old/new endpoint spellings)."""
-    for path in paths:
-        try:
-            with _NO_PROXY.open(base_url + path, timeout=timeout) as response:
-                body = json.loads(response.read())
-        except (urllib.error.URLError, OSError, ValueError):
-            continue
-        return body if isinstance(body, dict) else {"data": body}
-    return None
-
-
-def _normalise_url(base_url: str) -> str:
-    url = str(base_url).strip().rstrip("/")
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(
-            f"base URL {base_url!r}: expected http://host:port (from --harness-base-url / HARNESS_BASE_URL)"
-        )
-    return url
-
-
-def _masked(env: dict[str, str]) -> dict[str, str]:
-    secret = ("TOKEN", "KEY", "SECRET", "PASSWORD")
-    return {k: ("***" if any(word in k.upper() for word in secret) else v) for k, v in env.items()}
-
-
-def _unused_log_path(log_dir: Path, slug: str) -> Path:
-    """`<slug>.log`, or `<slug>.2.log`, ... when an earlier server of this run already wrote one."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    path, n = log_dir / f"{slug}.log", 1
-    while path.exists():
-        n += 1
-        path = log_dir / f"{slug}.{n}.log"
-    return path

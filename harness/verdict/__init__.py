@@ -1,1 +1,2 @@
-"""From measured metrics to verdicts: the statistics, the object that owns one check's verdict and message, error control."""
+"""From measured metrics to verdicts: the statistics, the object that owns one check's verdict and message, error
+control."""

@@ -9,12 +9,14 @@ shift test (thresholds.yaml entries with `n`/`sigma`, or a `shift` metric). Plai
 `error_control: {scope: run, alpha: 0.05}` in thresholds.yaml makes the run's statistical gates one family
 with family-wise error rate ≤ α: Bonferroni, each gate at α/m, where m is counted at collection over every
 test the run selected (after -k and -m, before --harness-shard splits them, so the shards of one nightly share
-one family) whose config can run here (one skipped for too few GPUs judges nothing). Why Bonferroni and not Holm's step-down: whether the run fails is the same under both (Holm
+one family) whose config can run here (one skipped for too few GPUs judges nothing). Why Bonferroni and not Holm's
+step-down: whether the run fails is the same under both (Holm
 rejects nothing exactly when its smallest p-value is ≥ α/m, which is Bonferroni's rule); Holm only flags more
 gates in a run that already fails, and it needs every p-value before the first verdict, while pytest reports
 each test as it ends. The price is sensitivity: θ grows with z_{1−α/m} (m = 6: 2.49 → 3.03 standard errors
 at power 0.8), and every verdict line prints the θ it has. The paired tests taken after the run (cross-config
-agreement, the baseline comparison: harness.report.compare) are decisions of their own at their own α, outside the family.
+agreement, the baseline comparison: harness.report.compare) are decisions of their own at their own α, outside the
+family.
 """
 
 from __future__ import annotations

@@ -8,39 +8,11 @@ are recorded only. A suite none of whose metrics has an entry fails with the lis
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 from harness.errors import ConfigError, NoReferenceError
 from harness.evals.types import EvalResult
 from harness.verdict.checks import check_reference
-
-
-@dataclass
-class Outcome:
-    checks: list[dict[str, Any]] = field(default_factory=list)
-    failures: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    verdict: str = "pass"
-
-    def lines(self) -> list[str]:
-        return [check["message"] for check in self.checks if check.get("message")] + self.notes
-
-    def as_record(self, nodeid: str, case, result: EvalResult) -> dict[str, Any]:
-        return {
-            "nodeid": nodeid,
-            "suite": case.suite,
-            "case": case.key,
-            "verdict": self.verdict,
-            "n": result.n,
-            "metrics": result.metrics,
-            "checks": self.checks,
-            "failures": self.failures,
-            "notes": self.notes,
-            "details": result.details,
-            "skipped": result.skipped,
-            "options": case.options,
-        }
+from harness.verdict.outcome import Outcome
 
 
 def judge(session, case, result: EvalResult) -> Outcome:

@@ -6,7 +6,8 @@ calls them) and then prints `MARKER <exit status>` on its own line. With `reques
 requests in PATH (JSON lines `{"prompt": ids or text, "prompt_len", "output_len"}`: the harness's own, so both tools
 time the same requests) instead of drawing its own: `sglang.benchmark.serving` looks `get_dataset` up in its
 module namespace when it runs (0.5.17 and 0.5.23), and for that run the name returns these rows. Its client, its
-warm-up (the first request, as always), its flush and its metrics are untouched. The first run pays for importing sglang (about 25 s on the H200 machine,
+warm-up (the first request, as always), its flush and its metrics are untouched. The first run pays for importing
+sglang (about 25 s on the H200 machine,
 2026-12-02, most of a 30 s light run); later runs reuse the imported modules and pay only for their requests.
 Started (by path) and stopped by harness.evals.perf.bench_serving.Driver.
 """

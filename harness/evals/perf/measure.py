@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 
 import orjson
 
+from harness.client import sse
+
 PERCENTILES = (50, 90, 99)
 # SGLang's FastAPI reads a body as JSON only under this header (without it: HTTP 400, "Input should be a
 # dictionary or an instance of GenerateReqInput", seen on the H200 2026-12-02); the HF engine did not check it.
@@ -72,11 +74,10 @@ async def _stream_events(session, url: str, payload: dict, timing: RequestTiming
             if resp.status != 200:
                 timing.error = f"HTTP {resp.status}: {(await resp.text())[:200]}"
                 return
-            async for raw in resp.content:
-                arrived = last_chunk = time.perf_counter()
-                line = raw.strip()
-                if line.startswith(b"data:") and line[5:].strip() != b"[DONE]":
-                    on_event(orjson.loads(line[5:].strip()), arrived)
+            async for event in sse.events(resp.content):
+                last_chunk = event.arrived
+                if event.data is not None:
+                    on_event(event.data, event.arrived)
         timing.latency = last_chunk - start
     except (asyncio.TimeoutError, TimeoutError):
         timing.error = f"no complete answer within {timeout_s:g} s (a stalled stream)"
@@ -272,7 +273,8 @@ def late_text(summaries: list[dict]) -> str | None:
     return (
         f"{late} of {sum(s['completed'] for s in summaries)} requests streamed up to "
         f"{max(s['max_tokens_before_text'] for s in summaries)} tokens before any text: their TTFT (bench_serving's, "
-        f"to the first text) includes that decode; to the first token, text or not: p99 {min(first):.4g}..{max(first):.4g} ms"
+        "to the first text) includes that decode; to the first token, text or not: "
+        f"p99 {min(first):.4g}..{max(first):.4g} ms"
     )
 
 

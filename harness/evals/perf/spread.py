@@ -119,16 +119,13 @@ def _worker(k, url, payloads, shapes, how: Share, barrier, results) -> None:
     import asyncio
     import time
 
-    import aiohttp
-
+    from harness.client.http import open_session
     from harness.evals.perf.measure import run_requests
 
     timings = [RequestTiming(prompt_len, expected) for prompt_len, expected in shapes]
 
     async def go():
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, force_close=how.fresh_connections)
-        ) as session:
+        async with open_session(0, fresh_connections=how.fresh_connections) as session:
             barrier.wait(timeout=START_TIMEOUT_S)
             started = time.perf_counter()
             duration, load = await run_requests(

@@ -2,7 +2,8 @@
 
 Prompts are token ids drawn with a seeded RNG from the model's ordinary tokens (every id below the model's
 vocabulary size that the tokenizer does not list as special or added: a VLM's image and video placeholders are
-added tokens, and a stray one would make the request a 400), sent as `input_ids` so every request has exactly its input length, as bench_serving's
+added tokens, and a stray one would make the request a 400), sent as `input_ids` so every request has exactly its
+input length, as bench_serving's
 `random-ids` dataset does. With `range_ratio` < 1 each request's input and output lengths are drawn uniformly
 from [length * range_ratio, length] (bench_serving's `compute_random_lens`). `ignore_eos` makes every request
 produce exactly its output length, which `measure` checks.
@@ -13,7 +14,8 @@ a text of `input_len` ordinary ids (`image_requests`), timed by `measure.stream_
 `dataset: sharegpt` reads prompts from a local ShareGPT-format JSON file instead (`dataset_path`, relative to
 thresholds.yaml: a list of `{"conversations": [{"from", "value"}, ...]}`), as bench_serving's `sharegpt` dataset:
 the first turn is the prompt, sent as text as bench_serving sends it (tokenized without special tokens only to
-filter it), the second's token count the output length unless the workload sets `output_len`; conversations with fewer than 2 turns, a prompt or reply under 4 tokens, or
+filter it), the second's token count the output length unless the workload sets `output_len`; conversations with
+fewer than 2 turns, a prompt or reply under 4 tokens, or
 a prompt over `input_len` tokens are left out; a seeded shuffle picks the requests.
 """
 
