@@ -4,7 +4,8 @@
     python3 scripts/lock.py --out FILE   # write elsewhere, e.g. to diff against the committed lock
 
 A throwaway venv gets the union of what the tox envs install: torch 2.13.0, the harness with extras hf, data,
-bench, report, browser and lmms-eval (editable), tests/sglang_env/requirements.txt, pytest (lmms-eval brings
+bench, report, browser and lmms-eval (editable), tests/sglang_env/requirements.txt, pytest, ruff and import-linter
+(the layout test) (lmms-eval brings
 torchvision, which the CPU envs leave out, tox.ini: pinned here, never imported). The libraries whose floats went
 into the committed canary (torch, transformers, tokenizers, safetensors) are held at the versions recorded in
 assets/canary/manifest.json, so the lock reproduces the canary's numbers and the byte-identical rebuild test
@@ -70,7 +71,8 @@ def header(requirements: list[str], seconds: float) -> list[str]:
         "# Pins for every tox env except gpu and latest (tox.ini: `-c` in deps, constrain_package_deps).",
         f"# Regenerate: {COMMAND}    (do not edit by hand)",
         f"# Made by resolving in one fresh venv: pip install {' '.join(requirements)}",
-        "# then `pip freeze --all --exclude-editable` less pip, sorted, local labels dropped (torch 2.13.0+cpu -> 2.13.0).",
+        "# then `pip freeze --all --exclude-editable` less pip, sorted, "
+        "local labels dropped (torch 2.13.0+cpu -> 2.13.0).",
         "# Canary libraries held at assets/canary/manifest.json's versions: " + ", ".join(CANARY_LIBRARIES) + ".",
         f"# Resolved on Python {platform.python_version()}, {sys.platform} {platform.machine()}, "
         f"{time.strftime('%Y-%m-%d')}, in {seconds:.0f} s.",
@@ -101,6 +103,8 @@ def main() -> int:
         "-r",
         "tests/sglang_env/requirements.txt",
         "pytest",
+        "ruff",  # the tests env's layout test (tests/test_layout.py)
+        "import-linter",
     ]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="harness-lock-") as tmp:
