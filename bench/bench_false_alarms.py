@@ -18,8 +18,8 @@ when |shift| > min_effect) and per run (p < 0.05 / 6, Bonferroni); the run-scope
 own (checked against the inner run's rows). Printed: per-gate and per-run false-alarm rates beside their
 nominal α with 95 % Clopper-Pearson intervals, and the sensitivity left: each clean run's cpu GSM8K answers with
 k of its correct answers turned wrong (the drop a broken server would cause, k/n), re-judged at the run-scope
-level by harness.verdict.statistics — the fraction caught at a drop of 2θ (θ: the per-gate test's detectable drop) and the
-smallest drop caught in ≥ 80 % of runs, beside θ at the run-scope level.
+level by harness.verdict.statistics — the fraction caught at a drop of 2θ (θ: the per-gate test's detectable drop)
+and the smallest drop caught in ≥ 80 % of runs, beside θ at the run-scope level.
 """
 
 from __future__ import annotations
@@ -56,7 +56,8 @@ def thresholds_yaml(seed: int, bound: float, questions: int, reference: float | 
     gsm8k = (
         "[]"
         if reference is None
-        else f"[{{metric: accuracy, value: {reference:.6f}, n: {questions}, sigma: {math.sqrt(reference * (1 - reference)):.6f}, "
+        else f"[{{metric: accuracy, value: {reference:.6f}, n: {questions}, "
+        f"sigma: {math.sqrt(reference * (1 - reference)):.6f}, "
         "provenance: the bench's calibration runs}]"
     )
     shift = "{metric: hit_shift, alpha: 0.01, min_effect: 0.005, provenance: the repository's entry}"

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_serving_perf import timed_server  # noqa: E402
+from serving_perf_support import timed_server  # noqa: E402
 
 from harness.evals.perf.measure import RequestTiming, run_requests, summarize  # noqa: E402
 from harness.evals.perf.workload import payload  # noqa: E402

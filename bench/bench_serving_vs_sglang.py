@@ -3,14 +3,15 @@
 tests/servers/timed_stream_server.py streams every request's first token after TTFT and then one token per ITL
 on a fixed schedule, so the truth is known: TTFT 50 ms, ITL = TPOT 10 ms, E2E 50 + 63 × 10 = 680 ms for 64 tokens.
 Both tools send the same shape (256 → 64 tokens as input ids, one at a time, 16 requests, 2 warm-up) through the
-same code the serving_perf suite runs (harness.evals.perf.measure; harness.evals.perf.bench_serving.run_once, bench_serving's
-`--backend sglang --dataset-name random-ids --tokenize-prompt`), three times each, alternating (the harness first
-in every repeat); the table prints the truth, each tool's median over the three and its error. `--prompts same`
-(the suite's default) hands bench_serving the harness's requests of each repeat through the driver, and the
-server's log of prompts checks it sent exactly those; `own` lets it draw its own. bench_serving comes from the
-`sglang` tox env (`tox -e sglang` builds it; `--site` picks 0.5.17, the default, or 0.5.23); its CPU-only imports
-need the main venv's packages on the path beside it, and four more it imports at module level that the parser env
-lacks (installed apart, without their dependencies; 0.5.23 also needs the 0.5.17 dir's torchvision after it):
+same code the serving_perf suite runs (harness.evals.perf.measure; harness.evals.perf.bench_serving.run_once,
+bench_serving's `--backend sglang --dataset-name random-ids --tokenize-prompt`), three times each, alternating (the
+harness first in every repeat); the table prints the truth, each tool's median over the three and its error.
+`--prompts same` (the suite's default) hands bench_serving the harness's requests of each repeat through the driver,
+and the server's log of prompts checks it sent exactly those; `own` lets it draw its own. bench_serving comes from
+the `sglang` tox env (`tox -e sglang` builds it; `--site` picks 0.5.17, the default, or 0.5.23); its CPU-only
+imports need the main venv's packages on the path beside it, and four more it imports at module level that the
+parser env lacks (installed apart, without their dependencies; 0.5.23 also needs the 0.5.17 dir's torchvision after
+it):
 
     pip install --target /tmp/bench-serving-extra --no-deps einops gguf compressed-tensors loguru
     python bench/bench_serving_vs_sglang.py --extra /tmp/bench-serving-extra
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tests"))
 
-from test_serving_perf import timed_server  # noqa: E402
+from serving_perf_support import timed_server  # noqa: E402
 
 from harness.evals.perf.bench_serving import Driver, run_once  # noqa: E402
 from harness.evals.perf.workload import Workload  # noqa: E402

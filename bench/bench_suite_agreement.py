@@ -4,7 +4,8 @@
 
 Reads `RUN_DIR/samples/<suite>__<model>__<config>.jsonl` of each suite (every per-question record carries `id`,
 `output`, `correct` and `parsed`, GSM8K's `extracted_flexible`), pairs them by id and prints how many questions
-both asked, how many parsed answers are alike (numbers compared as numbers) and outputs identical, the 2×2 of correctness and the exact two-sided McNemar p on the discordant pairs (harness.verdict.statistics).
+both asked, how many parsed answers are alike (numbers compared as numbers) and outputs identical, the 2×2 of
+correctness and the exact two-sided McNemar p on the discordant pairs (harness.verdict.statistics).
 The main job (`tox -e canary`) writes both pairs below; its run dir is the `report:` line it prints.
 """
 

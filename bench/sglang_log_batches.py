@@ -99,7 +99,8 @@ def main(paths: list[str]) -> None:
             row = summarize(window)
             if row:
                 print(
-                    f"{k:>6} {row['requests']:>8} {row['ports']:>6} {row['prefill_batches']:>8} {row['cached_share']:>7.1%} "
+                    f"{k:>6} {row['requests']:>8} {row['ports']:>6} {row['prefill_batches']:>8} "
+                    f"{row['cached_share']:>7.1%} "
                     f"{row['mean_new_seqs']:>11.1f} {row['mid_run_max_queue']:>17}  {row['decode_running']}"
                 )
 

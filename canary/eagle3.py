@@ -173,7 +173,8 @@ def train_draft(opts: Eagle3Options, log=print) -> dict:
     Path(opts.out, "config.json").write_text(json.dumps(config, indent=2) + "\n")
     simulated = simulated_accept_length(opts.out, opts.target, opts.data)
     log(
-        f"eagle3: simulated accept length {simulated['accept_length']} (2 steps, topk 1, {simulated['questions']} questions)"
+        f"eagle3: simulated accept length {simulated['accept_length']} "
+        f"(2 steps, topk 1, {simulated['questions']} questions)"
     )
     manifest = {
         "name": "canary-eagle3-draft",

@@ -56,6 +56,14 @@ def image_part(url: str) -> dict:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
+# -- what the image serving tests compare with (fp32 on CPU: the bounds only absorb float summation order) --------
+
+TO_TRANSFORMERS = 1e-4  # served logprobs against one transformers forward or `generate`
+HIT_TO_COLD = 1e-5  # a cache hit against the cold request, the text cache tests' bound
+GREEDY = {"temperature": 0, "ignore_eos": True}
+PLACEHOLDER_IDS = [VISION_START, IMAGE_PAD, VISION_END]
+
+
 # -- the reference ---------------------------------------------------------------------------------------------
 
 
@@ -119,3 +127,17 @@ def model_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def reference(model_dir):
     return Reference(model_dir)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    """Five different noise images: 0, 1 and 4 are 64x64 (4 tokens each), 2 is 48x40 and 3 is 40x64 (2 tokens)."""
+    sizes = [(64, 64), (64, 64), (48, 40), (40, 64), (64, 64)]
+    folder = tmp_path_factory.mktemp("images")
+    out = []
+    for seed, size in enumerate(sizes):
+        image = random_image(seed, size)
+        path = folder / f"image_{seed}.png"
+        path.write_bytes(png_bytes(image))
+        out.append((image, path))
+    return out

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_faults import assert_clean, fault_proxy, matches, run_inner
+from inner_run_support import assert_clean, fault_proxy, matches, run_inner
 
 from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
@@ -243,7 +243,7 @@ references:
 
 
 def test_every_config_is_held_to_the_reference_config_question_by_question(tmp_path, tiny_model):
-    from test_faults import write_project
+    from inner_run_support import write_project
 
     write_project(tmp_path, tiny_model)
     (tmp_path / "thresholds.yaml").write_text(CROSS.format(model=tiny_model))

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from test_faults import assert_clean, matches, once_samples, run_inner, write_project
+from inner_run_support import assert_clean, matches, once_samples, run_inner, write_project
 
 from harness.config.thresholds import parse_thresholds
 from harness.errors import ConfigError
@@ -124,7 +124,8 @@ models:
         deployment:
           kind: {kind}
           members:
-            - {{role: {encoder}, args: [--encoder-only, --encoder-transfer-backend, zmq_to_scheduler, --mem-fraction-static, "0.15"], gpus: [0]}}
+            - {{role: {encoder}, args: [--encoder-only, --encoder-transfer-backend, zmq_to_scheduler,
+                                       --mem-fraction-static, "0.15"], gpus: [0]}}
             - {{role: language, args: [--language-only, --encoder-transfer-backend, zmq_to_scheduler], gpus: [0]}}
         suites: [mmmu]
 references:
@@ -166,7 +167,8 @@ def test_epd_wires_the_encoder_urls_into_the_language_server():
         (
             "epd",
             "encodr",
-            "t.yaml: models.vlm.configs.epd.deployment.members[0].role: unknown epd member role 'encodr' (did you mean 'encoder'?)",
+            "t.yaml: models.vlm.configs.epd.deployment.members[0].role: unknown epd member role 'encodr' "
+            "(did you mean 'encoder'?)",
         ),
     ],
 )

@@ -1,12 +1,12 @@
 """Run-level error control (harness.verdict.error_control): which gates share α, the level each gets, and what a run
-prints, pinned on real runs of the HF engine (pytester-style inner pytest, tests/test_faults.py's project)."""
+prints, pinned on real runs of the HF engine (pytester-style inner pytest, tests/inner_run_support.py's project)."""
 
 from __future__ import annotations
 
 import math
 
 import pytest
-from test_faults import assert_clean, run_inner, write_project
+from inner_run_support import assert_clean, run_inner, write_project
 
 from harness.verdict.checks import StatisticalReference, check_statistical, one_sided_p
 from harness.verdict.error_control import Family

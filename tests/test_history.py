@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from test_faults import assert_clean, run_inner, write_project
+from inner_run_support import assert_clean, run_inner, write_project
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -125,6 +125,8 @@ def test_the_committed_json_schema_is_current():
 
     committed = (REPO / SCHEMA_FILE).read_text(encoding="utf-8")
     assert committed == json_schema_text(), "thresholds.schema.json is stale: run `python -m harness schema`"
-    assert (REPO / "thresholds.yaml").read_text(encoding="utf-8").startswith(
-        f"# yaml-language-server: $schema={SCHEMA_FILE}\n"
+    assert (
+        (REPO / "thresholds.yaml")
+        .read_text(encoding="utf-8")
+        .startswith(f"# yaml-language-server: $schema={SCHEMA_FILE}\n")
     )

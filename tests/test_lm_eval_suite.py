@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from test_faults import assert_clean, fault_proxy, run_inner
+from inner_run_support import assert_clean, fault_proxy, run_inner
 
 from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine

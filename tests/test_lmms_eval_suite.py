@@ -23,7 +23,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_faults import assert_clean, fault_proxy, run_inner
+from inner_run_support import assert_clean, fault_proxy, run_inner
 
 from harness.client.http import Client
 from harness.config.spec import ServerSpec

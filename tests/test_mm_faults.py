@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import pytest
 from hf_vlm_support import build_tiny_qwen3_vl
-from test_faults import assert_clean, fault_proxy, run_inner
+from inner_run_support import assert_clean, fault_proxy, run_inner
 from test_mm_suites import write_mmmu
 
 from harness.config.spec import ServerSpec

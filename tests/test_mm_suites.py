@@ -34,7 +34,8 @@ SUBJECTS = ("Art", "Math")
 
 
 def write_mmmu(root, subjects=SUBJECTS, per_subject: int = 6):
-    """A small MMMU validation set in the hub's schema (noise images): multiple choice with one or two images, and open."""
+    """A small MMMU validation set in the hub's schema (noise images): multiple choice with one or two images,
+    and open."""
     return tiny_vl.write_mmmu(root, subjects, per_subject, image=random_image)
 
 

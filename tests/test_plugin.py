@@ -217,7 +217,8 @@ def test_malformed_yaml_is_a_usage_error_naming_the_key(project, tiny_model):
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(
         [
-            "ERROR: thresholds.yaml: models.tiny-qwen2.configs.cpu.suites[[]0[]]: unknown suite 'gsm8kk' (did you mean 'gsm8k'?)*"
+            "ERROR: thresholds.yaml: models.tiny-qwen2.configs.cpu.suites[[]0[]]: "
+            "unknown suite 'gsm8kk' (did you mean 'gsm8k'?)*"
         ]
     )
 

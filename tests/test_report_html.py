@@ -1,11 +1,11 @@
 """The HTML report (harness/report/html.py) of real runs, opened in a real headless Chromium.
 
-Two runs of the canary on the HF engine into one report directory (so the second has a history): a clean one
-(GSM8K on 40 questions, the prefill cache suite on 8 prompts), then one through tests/servers/fault_proxy.py whose
-wrong answers (60 %, so GSM8K fails its floor of 0.5) are `<script>document.title='pwned'</script>#### -1`. Debian's chromium, driven by
-Playwright (no browser download; `HARNESS_CHROMIUM` overrides the path), loads each report.html: no console
-error, one verdict row per check of results.json, the plots drawn (inline SVG with a size), and the injected
-script shown as text in the failing samples while the page's title stays its own. Without chromium the test
+Two runs of the canary on the HF engine into one report directory (so the second has a history): a clean one (GSM8K
+on 40 questions, the prefill cache suite on 8 prompts), then one through tests/servers/fault_proxy.py whose wrong
+answers (60 %, so GSM8K fails its floor of 0.5) are `<script>document.title='pwned'</script>#### -1`. Debian's
+chromium, driven by Playwright (no browser download; `HARNESS_CHROMIUM` overrides the path), loads each report.html:
+no console error, one verdict row per check of results.json, the plots drawn (inline SVG with a size), and the
+injected script shown as text in the failing samples while the page's title stays its own. Without chromium the test
 skips saying how to install it, unless HARNESS_REQUIRE_BROWSER=1 (CI: .ci/run installs it), where it fails.
 """
 
@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import test_compare
+from inner_run_support import assert_clean, fault_proxy, run_inner
 from test_compare import project
-from test_faults import assert_clean, fault_proxy, run_inner
 
 engine = test_compare.engine  # the canary on the HF engine, one per module
 
@@ -44,7 +44,8 @@ def reports(tmp_path_factory, engine):
     thresholds = (root / "thresholds.yaml").read_text()
     thresholds = thresholds.replace("suites: [gsm8k]", "suites: [gsm8k, logprob_prefill_cache_hit]").replace(
         "      gsm8k: {",
-        "      logprob_prefill_cache_hit: {source: canary, num_samples: 8, max_prompt_tokens: 200, max_new_tokens: 8}\n      gsm8k: {",
+        "      logprob_prefill_cache_hit: {source: canary, num_samples: 8, max_prompt_tokens: 200, max_new_tokens: 8}\n"
+        "      gsm8k: {",
     )
     thresholds += "  logprob_prefill_cache_hit:\n    canary: [{metric: kl_div, max: 0.01, provenance: test}]\n"
     (root / "thresholds.yaml").write_text(thresholds)

@@ -215,7 +215,8 @@ def test_stand_in_accepts_and_reports_what_was_set(stand_in_sglang):
         (
             ["--mamba-scheduler-strategy", "extra_buffer"],
             (
-                "m/c: SGLang 9.9 does not accept '--mamba-scheduler-strategy' (did you mean '--mamba-radix-cache-strategy'?);"
+                "m/c: SGLang 9.9 does not accept '--mamba-scheduler-strategy' "
+                "(did you mean '--mamba-radix-cache-strategy'?);"
                 " `python -m sglang.launch_server --help` lists its flags"
             ),
             "--mamba-scheduler-strategy",

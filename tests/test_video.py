@@ -38,7 +38,10 @@ def test_frame_indices(total, fps, sampling, expected):
 
 
 def test_sampling_rejects_unknown_rules_and_no_frames():
-    expected = r"video_mme.sampling: unknown video sampling rule 'unifrom' \(did you mean 'uniform'\?\); valid choices: fps, uniform"
+    expected = (
+        r"video_mme.sampling: unknown video sampling rule 'unifrom' \(did you mean 'uniform'\?\); "
+        r"valid choices: fps, uniform"
+    )
     with pytest.raises(ConfigError, match=expected):
         Sampling("unifrom")
     with pytest.raises(ConfigError, match=r"video_mme.num_frames: 0 \(must be at least 1\)"):

@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from test_faults import assert_clean, fault_proxy, run_inner
+from inner_run_support import assert_clean, fault_proxy, run_inner
 
 from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
@@ -43,8 +43,12 @@ references:
 
 REFERENCES = {
     "video_mme": "  video_mme:\n    vlm:\n      - {metric: accuracy, min: 0.0, provenance: recorded}\n",
-    "video_mme_parity": "  video_mme_parity:\n    vlm:\n      - {metric: answer_agreement, min: 1.0, provenance: fp32 twice}\n",
-    "video_mme_modes": "  video_mme_modes:\n    vlm:\n      - {metric: answer_agreement, min: 0.0, provenance: recorded}\n",
+    "video_mme_parity": (
+        "  video_mme_parity:\n    vlm:\n      - {metric: answer_agreement, min: 1.0, provenance: fp32 twice}\n"
+    ),
+    "video_mme_modes": (
+        "  video_mme_modes:\n    vlm:\n      - {metric: answer_agreement, min: 0.0, provenance: recorded}\n"
+    ),
 }
 
 
