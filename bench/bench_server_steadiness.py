@@ -11,7 +11,7 @@ server's threads on the first half of the cores, bench_serving's on the other ha
 threads were placed) and shape (`light`: 16 x 256 -> 64, one at a time; `burst`: 200 x 256 -> 128 at once)
 bench_serving runs `--runs` times back to back
 (after one discarded run: the first run of a process imports sglang). Per metric it prints the median and the
-run-to-run change (median |x[i+1] / x[i] - 1|, harness.evals.perf.bench_serving.run_to_run_change), and writes each
+run-to-run change (median |x[i+1] / x[i] - 1|, harness.evals.perf.side_by_side.run_to_run_change), and writes each
 run as one JSON line to DIR/steadiness.jsonl as it arrives.
 """
 
@@ -31,7 +31,8 @@ sys.path.insert(0, str(REPO))
 import psutil  # noqa: E402
 
 from harness.config.thresholds import load_thresholds  # noqa: E402
-from harness.evals.perf.bench_serving import SHARED, Driver, run_once, run_to_run_change  # noqa: E402
+from harness.evals.perf.bench_serving import Driver, run_once  # noqa: E402
+from harness.evals.perf.side_by_side import SHARED, run_to_run_change  # noqa: E402
 from harness.evals.perf.workload import Workload  # noqa: E402
 from harness.serve.engines import get_engine  # noqa: E402
 from harness.serve.server import Server  # noqa: E402

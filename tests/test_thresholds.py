@@ -11,7 +11,6 @@ from harness.errors import ConfigError
 from harness.verdict.checks import (
     Bound,
     StatisticalReference,
-    ThresholdFailure,
     check_bound,
     check_paired,
     check_statistical,
@@ -26,6 +25,7 @@ from harness.verdict.statistics import (
     wilson_interval,
     z_quantile,
 )
+from harness.verdict.verdict import ThresholdFailure
 
 SOURCE = "thresholds.yaml references.gsm8k.qwen3-next-80b[0]"
 

@@ -18,7 +18,7 @@ are keyed by GPU (`match: {gpu: H200}`) and are ratios of a measured value (`min
 with no entry the run is recorded, not judged. With `bench_serving: true` the same shapes also run through
 `python -m sglang.bench_serving` against the same server, one of its runs beside each of the harness's repeats
 (before it in every other one), side by side in details and notes: medians, paired differences, and a 5 % judgement
-only where both tools held still between their own runs (harness.evals.perf.bench_serving.side_by_side).
+only where both tools held still between their own runs (harness.evals.perf.side_by_side).
 `bench_serving_prompts`: `same` (default: bench_serving sends the harness's requests of that repeat, so both time
 the same work) or `own` (its `random-ids` dataset, whose prompts repeat on a small vocabulary). `connections`:
 `keep_alive` (default) or `per_request` (a new connection for every request, as bench_serving opens them); a
@@ -272,7 +272,7 @@ class ServingPerf:
                 "spread": _spread(summaries),
             }
             if theirs:
-                from harness.evals.perf.bench_serving import side_by_side
+                from harness.evals.perf.side_by_side import side_by_side
 
                 details["workloads"][workload.name]["bench_serving"] = side_by_side(workload.name, summaries, theirs)
         return EvalResult(SUITE, metrics, runs, details, notes=_notes(details, ctx.case_id))
