@@ -68,7 +68,9 @@ PLACEHOLDER_IDS = [VISION_START, IMAGE_PAD, VISION_END]
 
 
 class Reference:
-    """The tiny VLM and its processor in this process: what one plain transformers call gives."""
+    """The tiny VLM and its processor in this process: what one plain transformers call gives. The processor is
+    `load_processor`'s, as the engine's: torch-only for video where torchvision is missing, pinned to transformers'
+    torchvision path by tests/test_hf_video_fixture.py."""
 
     def __init__(self, model_dir: Path):
         from transformers import AutoModelForImageTextToText, AutoTokenizer

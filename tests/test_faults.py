@@ -109,7 +109,10 @@ def test_port_already_taken_is_not_mistaken_for_our_server(tmp_path, tiny_model)
         start_new_session=True,
     )
     try:
+        deadline = time.monotonic() + 60  # a decoy that dies or never answers fails here, not hangs the job
         while not answers(f"http://127.0.0.1:{port}/health_generate"):
+            assert decoy.poll() is None, f"the decoy engine exited with code {decoy.returncode} before answering"
+            assert time.monotonic() < deadline, f"the decoy engine did not answer on port {port} within 60 s"
             time.sleep(0.1)
         write_project(tmp_path, tiny_model, conftest=DECOY_CONFTEST)
         run = run_inner(tmp_path, "-k", "gsm8k", env={"DECOY_PORT": str(port)})

@@ -7,10 +7,12 @@ video (ids and patches, exactly); a video's features equal those of its temporal
 engine may place them per patch); prompt logprobs equal one `model(**processor_outputs)` call with
 `pixel_values_videos` (1e-4, fp32 on CPU: the engine prefills per chunk, another matmul shape); the engine's
 answer follows the video (reversed frames change it); data URL, file:// and path agree; bad video input is a 400
-naming the key path; a repeated video hits the prefix cache (its tokens keyed by content). Where torchvision
-imports (the GPU image), the torch-only video processor's patches must equal transformers' torchvision ones,
-resized or not (on 2026-12-02 a float resize was 20 uint8 levels off on noise frames; the native uint8 kernel,
-which torchvision itself calls on the CPU, is the fix).
+naming the key path; a repeated video hits the prefix cache (its tokens keyed by content). The processor these
+tests call "transformers'" is the engine's torch-only one where torchvision is missing (every CPU env): what anchors
+it to transformers' torchvision path is tests/test_hf_video_fixture.py (a committed fixture that path produced), and
+where torchvision imports (the GPU image), the last test here compares the two directly (on 2026-12-02 a float
+resize was 20 uint8 levels off on noise frames; the native uint8 kernel, which torchvision itself calls on the CPU,
+is the fix).
 """
 
 from __future__ import annotations
