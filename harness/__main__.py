@@ -1,6 +1,8 @@
 """`python -m harness compare BASE NEW`: a run against a baseline run (harness.report.compare), exit 1 when worse;
 `python -m harness history`: every metric's trend over the runs (harness.report.history);
 `python -m harness report RUN_DIR`: (re)render the run's report.html (harness.report.html);
+`python -m harness init MODEL_PATH [--name NAME]`: add a model to thresholds.yaml, configs for its architecture and
+reference entries not measured yet (harness.config.scaffold);
 `python -m harness schema [--out thresholds.schema.json]`: write thresholds.yaml's JSON Schema
 (harness.config.schema)."""
 
@@ -38,7 +40,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     schema = commands.add_parser("schema", help="write thresholds.yaml's JSON Schema (editor completion; CI checks it)")
     schema.add_argument("--out", default="thresholds.schema.json", help="where to write it. Default: %(default)s")
+    init = commands.add_parser("init", help="add a model to thresholds.yaml: configs for its architecture, references")
+    init.add_argument("model_path", help="a local model directory or a hub id (its config.json is read)")
+    init.add_argument("--name", default=None, help="the model's name in thresholds.yaml. Default: from the path")
+    init.add_argument("--engine", choices=("sglang", "hf"), default="sglang", help="Default: %(default)s")
+    init.add_argument("--config", default="thresholds.yaml", help="the file to add to. Default: %(default)s")
+    init.add_argument(
+        "--option", action="append", default=[], metavar="SUITE.KEY=VALUE", help="a suite option (repeatable)"
+    )
     opts = parser.parse_args(argv)
+    if opts.command == "init":
+        return _init(opts)
     if opts.command == "schema":
         from harness.config.schema import json_schema_text
 
@@ -64,6 +76,19 @@ def main(argv: list[str] | None = None) -> int:
     if opts.json:
         write_comparison(Path(opts.json), base, new, rows, release)
     return status
+
+
+def _init(opts) -> int:
+    from harness.config.scaffold import scaffold_model
+    from harness.errors import ConfigError
+
+    try:
+        lines = scaffold_model(opts.config, opts.model_path, opts.name, opts.engine, opts.option)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print("\n".join(lines))
+    return 0
 
 
 def _report(opts) -> int:

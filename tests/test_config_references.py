@@ -57,8 +57,8 @@ def test_no_matching_reference_lists_what_exists(in_tmp):
     assert str(info.value) == (
         "thresholds.yaml: no reference for gsm8k[canary/tp1] metric invalid_rate (dtype=bfloat16, quantization=none,"
         " kv_cache_dtype=auto, speculative_algorithm=none); entries under references.gsm8k.canary:"
-        " [0] accuracy match {} (any); add a matching entry (first match wins), or run with --harness-no-reference"
-        " to record values"
+        " [0] accuracy match {} (any); measure and write it from a full run: pytest suites -k"
+        ' "test_gsm8k[canary/tp1]" --harness-update-thresholds'
     )
     with pytest.raises(NoReferenceError) as info:
         thresholds.reference_for("spec_accept_length", "canary", "tp1")
@@ -76,8 +76,8 @@ def test_a_pending_entry_asks_for_a_measurement(in_tmp):
         check_reference(match, 1.9)
     assert str(info.value) == (
         "thresholds.yaml references.spec_accept_length.canary[0]: accept_length for spec_accept_length[canary/ngram]"
-        " has no measured value yet (pending measurement); record one with --harness-no-reference, then write it"
-        " with --harness-update-thresholds"
+        " has no measured value yet (pending measurement); measure and write it from a full run: pytest suites -k"
+        ' "test_spec_accept_length[canary/ngram]" --harness-update-thresholds'
     )
 
 
@@ -149,9 +149,8 @@ def test_update_refuses_entries_that_do_not_exist(in_tmp):
         with pytest.raises(ConfigError) as info:
             update_reference(path, suite, model, index, 0.5, 10)
         assert str(info.value) == (
-            f"thresholds.yaml: references.{suite}.{model}[{index}] does not exist; add an entry to thresholds.yaml"
-            " first (metric, value: null, n: null, sigma, match, provenance), then run"
-            " --harness-update-thresholds again"
+            f"thresholds.yaml: references.{suite}.{model}[{index}] does not exist; create it with pytest suites -k"
+            f' "test_{suite}[{model}/<config>]" --harness-update-thresholds'
         )
     assert path.read_text() == BASE
 

@@ -277,10 +277,11 @@ def test_update_thresholds_writes_the_observed_value_into_the_existing_entry(pro
     )
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(
-        ["*gsm8k[[]tiny-qwen2/cpu[]]: wrote accuracy=0 (n=4) into references.gsm8k.tiny-qwen2[[]0[]]"]
+        ["*gsm8k[[]tiny-qwen2/cpu[]]: wrote accuracy=0 (n=4, σ=0.3) into references.gsm8k.tiny-qwen2[[]0[]]"]
     )
     text = (project.path / "thresholds.yaml").read_text()
-    assert "value: 0.0  # measured" in text and "n: 4" in text
+    assert "value: 0.0  # measured" in text and "n: 4" in text and "sigma: 0.3\n" in text  # 0 of 4: σ of ½ in 5
+    assert "provenance: measured 20" in text and "by --harness-update-thresholds, run 20" in text
 
 
 def test_step_summary_is_appended_and_secrets_stay_out_of_the_report(project, tiny_model, monkeypatch):

@@ -114,6 +114,7 @@ def batch_results(tmp_path_factory):
             lines = {kind: (MODEL, args) for kind, (args, _) in KINDS.items()}
             lines |= {"old-mamba": (MODEL, OLD_MAMBA), "bad": (MODEL, BAD_CHOICE)}
             lines |= {spec.id: (spec.model_path, list(spec.args)) for spec in thresholds_sglang_specs()}
+            lines |= {name: (MODEL, args) for name, args in scaffolded_lines().items()}
             batch = tmp_path_factory.mktemp(f"batch-{version}") / "lines.json"
             where = {kind: f"qwen3-next/{kind}" for kind in KINDS} | {
                 "old-mamba": "qwen3-next/old-mamba",
@@ -155,6 +156,28 @@ def thresholds_sglang_specs():
     for spec in load_thresholds(THRESHOLDS).server_specs():
         lines += launch_lines(spec) if spec.deployment is not None else [spec]
     return [line for line in lines if line.engine == "sglang"]
+
+
+def scaffolded_lines() -> dict[str, list[str]]:
+    """Every config `python -m harness init` writes for a hybrid MoE VLM with MTP layers (all four config kinds)."""
+    from harness.config.scaffold import plan_model, read_architecture
+
+    config = {
+        "vision_config": {},
+        "text_config": {"model_type": "qwen3_next", "num_experts": 8, "num_nextn_predict_layers": 1},
+    }
+    plan = plan_model("new", MODEL, read_architecture(config, weight_bytes=100 * 2**30))
+    return {f"scaffold/{name}": c["args"] for name, c in plan.configs.items()}
+
+
+@pytest.mark.parametrize("version", PINNED)
+def test_every_scaffolded_launch_line_parses(batch_results, version):
+    results = batch_results(version)
+    lines = scaffolded_lines()
+    assert sorted(lines) == ["scaffold/tp4", "scaffold/tp4-ep4", "scaffold/tp4-extra-buffer", "scaffold/tp4-mtp"]
+    assert {name: results[name].get("error") for name in lines} == {name: None for name in lines}
+    assert results["scaffold/tp4-mtp"]["parsed"]["speculative_algorithm"] == "NEXTN"
+    assert results["scaffold/tp4-ep4"]["parsed"]["ep_size"] == 4
 
 
 @pytest.mark.parametrize("version", PINNED)

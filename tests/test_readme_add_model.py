@@ -1,10 +1,12 @@
-"""The README's "Add a model" section, followed literally: its two YAML blocks go into a copy of thresholds.yaml as
-text (where a user pastes them), then its three commands run in order in a copy of the project root, on the CPU
-reference engine. The model gets recorded, its measured values written into the file, then gated."""
+"""The README's "Add a model" section, followed literally: its three commands run in order in a copy of the project
+root, on the CPU reference engine: `python -m harness init` writes the model (the YAML block the section shows,
+verbatim) and its references not measured yet, `--harness-update-thresholds` measures them, and the last run is
+gated against them."""
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -25,53 +27,53 @@ def add_model_section() -> tuple[list[str], list[str]]:
     return blocks, commands
 
 
-def paste(thresholds: str, models_block: str, references_block: str) -> str:
-    """The blocks pasted where they belong: the model first under `models:`, its entries under their suite."""
-    model_lines = models_block.split("\n", 1)[1]
-    text = thresholds.replace("\nmodels:\n", "\nmodels:\n" + model_lines, 1)
-    suites = yaml.safe_load(references_block)["references"]
-    for suite in suites:
-        entries = references_block.split(f"  {suite}:\n", 1)[1]
-        key = f"\n  {suite}:\n"
-        at = text.index(key, text.index("\nreferences:\n")) + len(key)
-        text = text[:at] + entries + text[at:]
-    return text
+def user_project(root: Path) -> Path:
+    """The project root as a user has it: suites, assets and conftest from the repo, thresholds.yaml a copy."""
+    for name in ("suites", "assets"):
+        (root / name).symlink_to(REPO / name)
+    for name in ("conftest.py", "pyproject.toml", "thresholds.yaml"):
+        shutil.copy(REPO / name, root / name)
+    return root
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    """The project root as a user has it: suites, assets and conftest from the repo, thresholds.yaml a copy."""
-    for name in ("suites", "assets"):
-        (tmp_path / name).symlink_to(REPO / name)
-    for name in ("conftest.py", "pyproject.toml", "thresholds.yaml"):
-        shutil.copy(REPO / name, tmp_path / name)
-    return tmp_path
+    return user_project(tmp_path)
 
 
 def run(command: str, cwd: Path) -> subprocess.CompletedProcess:
-    assert command.startswith("pytest "), command
-    argv = [sys.executable, "-m", "pytest", *command.split()[1:], "-p", "no:cacheprovider"]
+    argv = shlex.split(command)
+    assert argv[:3] == ["python", "-m", "harness"] or argv[0] == "pytest", command
+    extra = ["-p", "no:cacheprovider"] if argv[0] == "pytest" else []
+    argv = [sys.executable, "-m", *argv[2:]] if argv[0] == "python" else [sys.executable, "-m", *argv, *extra]
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=900)
 
 
 def test_the_readme_adds_a_model_end_to_end(project: Path):
     blocks, commands = add_model_section()
-    assert len(blocks) == 2 and len(commands) == 3, (blocks, commands)
+    assert len(blocks) == 1 and len(commands) == 3, (blocks, commands)
     thresholds = project / "thresholds.yaml"
-    thresholds.write_text(paste(thresholds.read_text(encoding="utf-8"), *blocks), encoding="utf-8")
-    record, update, gate = commands
+    scaffold, update, gate = commands
 
-    recorded = run(record, project)
-    assert recorded.returncode == 0, recorded.stdout[-3000:]
-    assert "1 passed" in recorded.stdout
+    scaffolded = run(scaffold, project)
+    assert scaffolded.returncode == 0, scaffolded.stderr[-3000:]
+    assert blocks[0] in thresholds.read_text(encoding="utf-8")  # what the README says init writes
+    entry = yaml.safe_load(thresholds.read_text(encoding="utf-8"))["references"]["gsm8k"]["my-model"][0]
+    assert (entry["value"], entry["n"], entry["provenance"]) == (None, None, "not measured yet")
+
+    before = run(f"{gate} --harness-limit 5", project)  # not measured yet: fails, naming the command of step 2
+    assert before.returncode == 1
+    assert 'measure and write it from a full run: pytest suites -k "test_gsm8k[my-model/cpu]"' in before.stdout
 
     updated = run(update, project)
     assert updated.returncode == 0, updated.stdout[-3000:]
     entry = yaml.safe_load(thresholds.read_text(encoding="utf-8"))["references"]["gsm8k"]["my-model"][0]
     assert entry["n"] == 200 and 0.9 <= entry["value"] <= 1.0, entry
+    assert entry["sigma"] == float(f"{(entry['value'] * (1 - entry['value']) * 200 / 199) ** 0.5:.3g}"), entry
+    assert entry["provenance"].startswith("measured ") and "run " in entry["provenance"], entry
 
     gated = run(gate, project)
     assert gated.returncode == 0, gated.stdout[-3000:]
     line = f"gsm8k[my-model/cpu]: accuracy {entry['value']:.3f} ≥ floor"
     assert line in gated.stdout, gated.stdout[-3000:]
-    assert "(ref 0.995, n=200, σ=0.5" in gated.stdout  # what the README's last line shows
+    assert "(ref 0.995, n=200, σ=0.0707, " in gated.stdout  # what the README's last line shows

@@ -212,6 +212,10 @@ def _entry_problems(entry: ReferenceEntry, where: str) -> list[str]:
         problems.append(f"{where}.value: {entry.metric} is a proportion in [0, 1], got {entry.value!r}")
     if info.proportion and entry.sigma is not None and entry.sigma > 0.5:
         problems.append(f"{where}.sigma: the σ of a proportion is at most 0.5 (at p = 0.5), got {entry.sigma!r}")
+    if entry.per_question is not None and (bounds or not info.proportion):
+        problems.append(
+            f"{where}.per_question: only a statistical entry of a proportion (an accuracy) has per-question records"
+        )
     return problems
 
 

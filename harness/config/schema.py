@@ -107,6 +107,9 @@ class ReferenceEntry(_Strict):
     min_effect: float | None = Field(None, ge=0)
     match: Match = Match()
     provenance: str = Field(min_length=1)
+    # The reference run's answers question by question (harness.config.per_question), relative to thresholds.yaml:
+    # a limited run is then judged on the same questions, paired (harness.verdict.subset).
+    per_question: str | None = Field(None, min_length=1)
 
     @property
     def kind(self) -> str:

@@ -24,9 +24,11 @@ from typing import Any
 from pydantic import ValidationError
 
 from harness.config.checks import Numerics, config_numerics, matches, model_problems, reference_problems
+from harness.config.per_question import per_question_problems
 from harness.config.schema import ConfigSpec, DeploymentConfig, ModelSpec, ReferenceEntry, ThresholdsDoc
 from harness.config.spec import DeploymentSpec, MemberSpec, ServerSpec
 from harness.config.suites import SUITES, suite_option_defaults
+from harness.config.templates import update_command
 from harness.config.yaml_errors import Loc, Span, describe_validation_error, read_yaml
 from harness.errors import ConfigError, NoReferenceError, unknown_choice
 
@@ -154,7 +156,7 @@ class Thresholds:
             have = f"references.{suite} has no entries for model {model!r}"
         raise NoReferenceError(
             f"{self.source}: no reference for {what} ({self.numerics(model, config).describe()}); {have};"
-            " add a matching entry (first match wins), or run with --harness-no-reference to record values"
+            f" measure and write it from a full run: {update_command(suite, model, config)}"
         )
 
 
@@ -245,6 +247,7 @@ def _validate(data, spans, path: Path, source: str) -> Thresholds:
     except ValidationError as exc:
         raise describe_validation_error(exc, ThresholdsDoc, source) from None
     problems = model_problems(doc, source, SUITES) + reference_problems(doc, source, SUITES)
+    problems = problems or per_question_problems(doc, path.parent, source)
     if problems:
         raise ConfigError("\n".join(problems))
     return Thresholds(doc, path, source, spans)

@@ -62,7 +62,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--harness-update-thresholds",
         action="store_true",
         default=False,
-        help="Write observed values into existing reference entries (never adds one). Default: %(default)r",
+        help="Measure references from a full run: create or update entries (value, n, sigma, provenance). "
+        "Default: %(default)r",
     )
     add(
         "--harness-gpus",
@@ -101,7 +102,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "harness(suite=NAME): run this test as suite NAME over the matrix")
+    from harness.config.update import refuse_partial_update
     from harness.pytest_plugin.session import HarnessSession
+
+    opt = config.option
+    try:  # a limited or smoke run never writes a reference
+        refuse_partial_update(opt.harness_update_thresholds, opt.harness_limit, opt.harness_smoke)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
 
     config.stash[HARNESS_KEY] = HarnessSession(config)
     if _runs_suites(config) and not config.option.xmlpath:

@@ -62,11 +62,26 @@ class HarnessSession:
 
         return judge(self, case, result)
 
-    def write_reference(self, suite: str, model: str, index: int, value: float, n: int | None) -> None:
-        """--harness-update-thresholds: write a measured value into the entry the judge matched."""
-        from harness.config.update import update_reference
+    def write_measurements(self, case: Case, result: EvalResult) -> list[str]:
+        """--harness-update-thresholds: create or update the suite's entries from this full run
+        (harness.config.update)."""
+        import datetime
 
-        update_reference(self.thresholds_path, suite, model, index, value, n)
+        from harness.config.update import measurements, refuse_partial_update, write_measurements
+
+        opt = self.config.option
+        refuse_partial_update(True, opt.harness_limit, opt.harness_smoke)
+        server = self._ensure_report().data["servers"].get(case.spec.id, {})
+        gpu = self.thresholds.gpu if self.thresholds.gpu not in (None, "cpu") else None
+        provenance = (
+            f"measured {datetime.date.today().isoformat()} by --harness-update-thresholds, run {self.run_dir.name},"
+            f" {f'GPU {gpu}' if gpu else 'CPU'}, {server.get('engine', '?')} {server.get('version') or '?'}"
+        )
+        found = measurements(result.metrics, result.n, result.units, result.details.get("per_sample_correct"))
+        at = (case.suite, case.spec.model, case.spec.config)
+        lines = write_measurements(self.thresholds_path, at, found, provenance, gpu=self.thresholds.gpu)
+        self._thresholds = None  # re-read: the next verdicts see what was written
+        return lines
 
     @property
     def thresholds(self):

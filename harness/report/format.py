@@ -15,6 +15,8 @@ def bound_text(check: dict) -> str:
     """The bound with its direction: '≥ 0.958' for floors and minimums, '≤ 1e-06' for ceilings and maximums."""
     if check.get("bound") is None:
         return "–"
+    if check.get("kind") == "paired":  # a limited run paired with the reference's answers; the bound is α
+        return f"paired (α={check['bound']:g})"
     if check.get("kind") == "shift":  # tested against 0; the bound is the test's α
         return f"= 0 (α={check['bound']:g})"
     upper = check.get("kind") in ("ceiling", "max")

@@ -15,6 +15,7 @@ from statistics import NormalDist
 
 from harness.config.metrics import DEFAULT_ALPHA, DEFAULT_BETA, metric_info
 from harness.config.schema import ReferenceEntry
+from harness.config.templates import update_command
 from harness.errors import NoReferenceError
 from harness.verdict.statistics import (
     SHIFT_CONFIDENCE,
@@ -28,6 +29,7 @@ from harness.verdict.statistics import (
     wilson_interval,
     z_quantile,
 )
+from harness.verdict.subset import check_subset, is_limited
 from harness.verdict.verdict import ShiftResult, Verdict
 
 
@@ -249,11 +251,13 @@ def criterion_of(entry: ReferenceEntry) -> StatisticalReference | Bound | ShiftT
 
 
 def check_reference(
-    match, observed: float, n: int | None = None, units: list[float] | None = None, family=None
+    match, observed: float, n: int | None = None, units: list[float] | None = None, family=None, subset=None
 ) -> Verdict:
     """Judge an observed value (over n samples; a shift from its per-unit values) against the entry a
     harness.config.thresholds.ReferenceMatch chose; a
-    statistical entry at its `family`'s level (harness.verdict.error_control.Family), or its own α without one."""
+    statistical entry at its `family`'s level (harness.verdict.error_control.Family), or its own α without one.
+    A proportion on fewer questions than the reference's is judged exactly (harness.verdict.subset); `subset` is
+    (the run's answers by question id, the entry's PerQuestion records or None)."""
     entry, where = match.entry, f"{match.source} {match.path}"
     criterion = criterion_of(entry) if not entry.pending else None
     run_share = (
@@ -273,12 +277,16 @@ def check_reference(
     if entry.pending:
         raise NoReferenceError(
             f"{where}: {entry.metric} for {match.test_id} has no measured value yet ({entry.provenance});"
-            " record one with --harness-no-reference, then write it with --harness-update-thresholds"
+            f" measure and write it from a full run: {update_command(match.suite, match.model, match.config)}"
         )
     if isinstance(criterion, StatisticalReference):
-        return _in_family(
+        verdict = _in_family(
             check_statistical(match.test_id, entry.metric, observed, criterion, n, where), family, run_share
         )
+        if is_limited(entry.metric, verdict.n, verdict.n_ref):
+            answers, records = subset or (None, None)
+            return check_subset(verdict, answers, records, criterion.higher_is_better)
+        return verdict
     return check_bound(match.test_id, entry.metric, observed, criterion, n, where)
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+from harness.config.per_question import PerQuestion, read_per_question
+from harness.config.templates import WRITTEN_KINDS
 from harness.errors import ConfigError, NoReferenceError
 from harness.evals.types import EvalResult
 from harness.verdict.checks import check_reference
@@ -21,8 +23,10 @@ def judge(session, case, result: EvalResult) -> Outcome:
     if result.skipped:
         outcome.verdict = "skipped"
         return outcome
-    thresholds = session.thresholds
     model, config = case.spec.model, case.spec.config
+    if opt.harness_update_thresholds:  # create or update this suite's entries from the run, then judge the rest
+        outcome.notes.extend(session.write_measurements(case, result))
+    thresholds = session.thresholds
     for metric, observed in result.metrics.items():
         match = thresholds.find_reference(case.suite, model, config, metric)
         if match is None:
@@ -30,13 +34,16 @@ def judge(session, case, result: EvalResult) -> Outcome:
             continue
         check = {"metric": metric, "observed": observed, "reference": match.path, "passed": None, "bound": None}
         outcome.checks.append(check)
-        if opt.harness_update_thresholds and match.entry.kind not in ("max", "min", "shift"):
-            session.write_reference(case.suite, model, match.index, observed, result.n)
-            outcome.notes.append(f"{match.test_id}: wrote {metric}={observed:.6g} (n={result.n}) into {match.path}")
-            continue
+        if opt.harness_update_thresholds and match.entry.kind in WRITTEN_KINDS:
+            continue  # just written from this run: recorded, not judged against itself
         try:
             verdict = check_reference(
-                match, observed, n=result.n, units=result.units.get(metric), family=session.family
+                match,
+                observed,
+                n=result.n,
+                units=result.units.get(metric),
+                family=session.family,
+                subset=(result.details.get("per_sample_correct"), _records(thresholds, match)),
             )
         except NoReferenceError as exc:
             check["message"] = str(exc)
@@ -53,6 +60,8 @@ def judge(session, case, result: EvalResult) -> Outcome:
             message=verdict.message(),
             warnings=verdict.warnings,
         )
+        if verdict.judged:  # a limited run: what was judged, and how (harness.verdict.subset)
+            check.update(limited={"n": verdict.n, "of": verdict.n_ref, "method": verdict.kind}, judged=verdict.judged)
         if verdict.p_value is not None:  # what the false-alarm bench needs to re-judge the gate at another α
             check.update(p_value=verdict.p_value, alpha=verdict.alpha)
             if verdict.shift is not None:  # a shift inside min_effect passes whatever its p
@@ -75,11 +84,28 @@ def judge(session, case, result: EvalResult) -> Outcome:
             thresholds.reference_for(case.suite, model, config)
         except ConfigError as exc:
             outcome.failures.append(str(exc))
-    if opt.harness_smoke or opt.harness_no_reference:
+    if opt.harness_smoke:
+        for check in outcome.checks:  # a smoke run judges nothing: its checks say so
+            if check.get("message"):
+                check["message"] = f"smoke run ({result.n} samples), not judged: {check['message']}"
+            check.update(smoke=True, passed=None)
+        outcome.verdict = "recorded"
+    elif opt.harness_no_reference or (opt.harness_update_thresholds and not outcome.failures):
         outcome.verdict = "recorded"
     elif outcome.failures:
         outcome.verdict = "fail"
     return outcome
+
+
+def _records(thresholds, match):
+    """The entry's reference run answers (harness.config.per_question); None when it names no file, none (an empty
+    PerQuestion) when the file is not written yet: a limited run is then judged by the exact binomial bound."""
+    if match.entry.per_question is None:
+        return None
+    path = thresholds.path.parent / match.entry.per_question
+    if not path.is_file():
+        return PerQuestion({}, "", match.entry.per_question)
+    return read_per_question(path, f"{match.source}: {match.path}.per_question")
 
 
 def _references_for_other_gpus(thresholds, suite: str, model: str) -> list[str]:

@@ -95,6 +95,23 @@ def binomial_upper_tail(k: int, trials: int) -> float:
     return sum(math.comb(trials, i) for i in range(k, trials + 1)) / (1 << trials)
 
 
+def binomial_cdf(k: int, trials: int, p: float) -> float:
+    """P(X ≤ k) for X ~ Binomial(trials, p), exact up to float rounding (log-space terms, so any n works)."""
+    if k < 0:
+        return 0.0
+    if k >= trials:
+        return 1.0
+    if p <= 0.0 or p >= 1.0:
+        return 1.0 if p <= 0.0 else 0.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    terms = [
+        math.lgamma(trials + 1) - math.lgamma(i + 1) - math.lgamma(trials - i + 1) + i * log_p + (trials - i) * log_q
+        for i in range(k + 1)
+    ]
+    top = max(terms)
+    return min(1.0, math.exp(top) * math.fsum(math.exp(t - top) for t in terms))
+
+
 @dataclass(frozen=True, slots=True)
 class McNemar:
     """Paired outcome counts: `regressions` right before and wrong now, `improvements` the reverse."""

@@ -56,6 +56,7 @@ class Verdict:
     run_alpha: tuple[float, int] | None = (
         None  # (family-wise α, gates) when α is the run's share (harness.verdict.error_control)
     )
+    judged: str = ""  # a limited run: what was judged and how (harness.verdict.subset); replaces the floor's detail
 
     def _alpha_text(self) -> str:
         if self.run_alpha is None:
@@ -73,6 +74,8 @@ class Verdict:
     def message(self) -> str:
         """One line: observed, comparison, bound, how it was derived, and the YAML entry it came from."""
         where = f" — {self.source}" if self.source else ""
+        if self.judged:
+            return self._limited_message() + where
         if self.kind == "paired":
             return self._paired_message() + where
         if self.kind == "shift":
@@ -87,6 +90,14 @@ class Verdict:
                 f" θ={self._fmt(self.theta)})"
             )
         return head + self.detail + where
+
+    def _limited_message(self) -> str:
+        observed = f"{self.test}: {self.metric} {self._fmt(self.observed)}"
+        if self.kind == "paired":
+            how = "no significant loss" if self.passed else "lost"
+            return f"{observed}, {how} vs the reference's {self._fmt(self.reference)} on them ({self.judged})"
+        op = ("≥" if self.passed else "<") if self.kind == "floor" else ("≤" if self.passed else ">")
+        return f"{observed} {op} {self.kind} {self._fmt(self.bound)} ({self.judged})"
 
     def _paired_message(self) -> str:
         m = self.mcnemar
