@@ -14,8 +14,14 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="python -m harness",
+        description="The harness's verbs on runs and on thresholds.yaml (the suites themselves run under pytest: "
+        "pytest suites -k MODEL).",
+        epilog=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="VERB", title="verbs")
     compare = commands.add_parser("compare", help="compare a run with a baseline run, row by row, question by question")
     compare.add_argument("base", help="the baseline run directory (reports/<run-id>/)")
     compare.add_argument("new", help="the run to judge")

@@ -228,6 +228,12 @@ class Engine:
             "transformers_version": transformers.__version__,
             "torch_version": torch.__version__,
             "dtype": runner.dtype,
+            # What it serves, as SGLang names it, so an attached harness can compare it with a config's args.
+            "tp_size": 1,
+            "dp_size": 1,
+            "pp_size": 1,
+            "ep_size": 1,
+            "speculative_algorithm": None,
             "device": str(runner.device),
             "torch_num_threads": torch.get_num_threads(),
             "max_cached_tokens": self.cache.max_tokens if self.cache else 0,

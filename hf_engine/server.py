@@ -15,7 +15,8 @@ queued or running), `POST /generate` (single or batched, streaming as SGLang str
 Deviations from SGLang, on purpose:
 - `/server_info` carries only the server args this engine has (model_path, tokenizer_path, host, port, device,
   dtype, page_size, disable_radix_cache, context_length, served_model_name, random_seed,
-  enable_cache_report, limit_mm_data_per_request, logit_noise, logit_noise_seed) plus `engine: "hf-reference"`,
+  enable_cache_report, limit_mm_data_per_request, logit_noise, logit_noise_seed), what it serves as SGLang names it
+  (`tp_size`, `dp_size`, `pp_size`, `ep_size` 1, `speculative_algorithm` null), plus `engine: "hf-reference"`,
   `version` = "<harness>+transformers.<version>",
   `max_cached_tokens`, `prefix_cache` stats and `internal_states: [{}]`; SGLang lists all of its ServerArgs.
 - `/health` always generates (SGLang's default, `SGLANG_ENABLE_HEALTH_ENDPOINT_GENERATION=1`); the probe

@@ -205,7 +205,7 @@ def run_inner(root: Path, *args: str, act=None, env: dict | None = None, timeout
             p.kill()
     reports = sorted(p for p in (root / "reports").iterdir() if p.is_dir()) if (root / "reports").exists() else []
     run_dir = reports[-1] if reports else None
-    results = json.loads((run_dir / "results.json").read_text())
+    results = json.loads((run_dir / "results.json").read_text()) if run_dir else {}  # none: the run never started
     samples = {f.name: len(f.read_text().splitlines()) for f in (run_dir / "samples").iterdir()} if run_dir else {}
     summary = (run_dir / "summary.md").read_text() if run_dir else ""
     return InnerRun(proc.returncode, log.read_text(), results, summary, survivors, samples)

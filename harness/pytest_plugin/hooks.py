@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import ConfigError
+from harness.pytest_plugin.startup import OWN_JUNIT, check_model_paths, check_options, parse_shard, usage_error
 
 HARNESS_KEY = pytest.StashKey["HarnessSession"]()
 ENGINE_CHOICES = ("yaml", "sglang", "hf", "vllm", "attach")
@@ -25,8 +26,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     add = group.addoption
     add(
         "--harness-config",
-        default="thresholds.yaml",
-        help="Matrix and references file, relative to the rootdir. Default: %(default)r",
+        default=None,
+        help="Matrix and references file, relative to the working directory. Default: thresholds.yaml in the rootdir",
     )
     add(
         "--harness-engine",
@@ -111,9 +112,10 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(str(exc)) from None
 
+    check_options(config)
     config.stash[HARNESS_KEY] = HarnessSession(config)
-    if _runs_suites(config) and not config.option.xmlpath:
-        config.option.xmlpath = str(config.stash[HARNESS_KEY].run_dir / "junit.xml")
+    if _runs_suites(config) and not config.option.xmlpath and not config.option.collectonly:
+        config.option.xmlpath = config.stash[OWN_JUNIT] = str(config.stash[HARNESS_KEY].run_dir / "junit.xml")
 
 
 def pytest_report_header(config: pytest.Config) -> str | None:
@@ -173,9 +175,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     -m have deselected): the order by server, the error-control family, then the shard split."""
     harness = config.stash[HARNESS_KEY]
     if harness.config_error is not None:
-        if _runs_suites(config):  # the nightly's report says why nothing ran
-            harness.record_run_error(str(harness.config_error))
-        raise pytest.UsageError(str(harness.config_error))
+        raise usage_error(config, str(harness.config_error))  # printed once; the run leaves no report directory
     for item in items:
         case = _case_of(item)
         if case is not None:
@@ -198,6 +198,7 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
         if dropped:
             config.hook.pytest_deselected(items=dropped)
         items[:] = keep
+    check_model_paths(harness, [case for case in map(_case_of, items) if case is not None])
     harness.planned_keys = order
     return result
 
@@ -206,16 +207,6 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     """What will run, after every deselection (-k, -m, shards): the tests an interrupt reports as not run."""
     harness = session.config.stash[HARNESS_KEY]
     harness.planned_items = [(item.nodeid, _case_of(item)) for item in session.items if _case_of(item) is not None]
-
-
-def parse_shard(value: str | None) -> tuple[int, int] | None:
-    """'1/4' -> (1, 4); None stays None; anything else is a usage error naming the option."""
-    if value is None:
-        return None
-    index, sep, count = value.partition("/")
-    if not (sep and index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
-        raise pytest.UsageError(f"--harness-shard: expected I/N with 0 <= I < N (e.g. 0/4), got {value!r}")
-    return int(index), int(count)
 
 
 def _case_of(item: pytest.Item):

@@ -76,6 +76,8 @@ class HarnessRun:
                 client=self.live.client.stats.since(counted),
             )
             pytest.fail(message, pytrace=False)
+        if self.live.attach_check is not None and self.live.attach_check.note:  # attached: what was not compared
+            result.notes.append(f"{self.case.suite}[{self.case.key}]: {self.live.attach_check.note}")
         result.details.setdefault("wall_s", round(time.perf_counter() - started, 3))
         result.details.setdefault("client", self.live.client.stats.since(counted))
         return result

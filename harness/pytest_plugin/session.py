@@ -12,8 +12,9 @@ from harness.errors import ConfigError, HarnessError
 from harness.evals.types import EvalResult
 from harness.pytest_plugin.run import HarnessRun
 from harness.report.results import Report, new_run_id
+from harness.serve.attach_check import ServerMismatch
 from harness.serve.pool import Case, PoolSettings, ServerPool
-from harness.serve.server import ServerLost
+from harness.serve.server import NothingAnswers, ServerLost
 
 
 class HarnessSession:
@@ -54,7 +55,9 @@ class HarnessSession:
     # -- configuration -------------------------------------------------------------------------------
     @property
     def thresholds_path(self) -> Path:
-        return Path(self.root, self.config.option.harness_config)
+        """--harness-config as typed, relative to the working directory; by default thresholds.yaml in the rootdir."""
+        given = self.config.option.harness_config
+        return Path(self.config.invocation_params.dir, given) if given else Path(self.root, "thresholds.yaml")
 
     def judge(self, case: Case, result: EvalResult):
         """The verdict of one test's metrics against thresholds.yaml (harness.verdict.judge)."""
@@ -136,8 +139,6 @@ class HarnessSession:
                 ),
                 startup_timeout=opt.harness_startup_timeout,
             )
-            if opt.harness_engine == "attach" and not settings.base_url:
-                raise pytest.UsageError("--harness-engine attach needs --harness-base-url (or HARNESS_BASE_URL)")
             self._pool = ServerPool(settings, on_started=self._record_server)
         return self._pool
 
@@ -154,6 +155,7 @@ class HarnessSession:
                 "startup_s": getattr(server, "startup_s", None),
                 "server_info": _summarize_info(live.info),
                 "preflight_warnings": self.pool.preflight_warnings.get(spec.id, []),
+                **({"attach_check": live.attach_check.record()} if live.attach_check else {}),
                 # a deployment's members in start order: role, URL, command, log (harness.serve.deployment)
                 **({"deployment": server.describe()} if hasattr(server, "describe") else {}),
             },
@@ -172,6 +174,8 @@ class HarnessSession:
             live = self.pool.acquire(case.spec)
         except ServerLost as exc:  # lost during an earlier suite of this config: `not run: ...`
             pytest.fail(f"{case.suite}[{case.key}]: {exc}", pytrace=False)
+        except (ServerMismatch, NothingAnswers) as exc:  # attached: not the config's server, or none at all
+            pytest.fail(f"{case.suite}[{case.key}]: {exc.detail}", pytrace=False)
         except HarnessError as exc:
             pytest.fail(f"{case.suite}[{case.key}]: server did not start: {exc}", pytrace=False)
         return HarnessRun(self, case, live, node)
@@ -185,10 +189,6 @@ class HarnessSession:
         self._ensure_report().record_test(row)
         prefix = f"{case.suite}[{case.key}]: "
         self.verdict_lines.append(prefix + "ERROR: " + first.removeprefix(prefix))
-
-    def record_run_error(self, message: str) -> None:
-        """A run that could not start at all (a bad thresholds.yaml): the report says why, with no test rows."""
-        self._ensure_report().record_run_error(message)
 
     def record_unjudged(self, nodeid: str, case: Case, outcome: str, reason: str) -> None:
         """After a test's last phase: a row for it unless the harness already wrote one (plugin hook)."""

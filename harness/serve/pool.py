@@ -10,6 +10,9 @@ While an eval runs, its server is watched: a launched process that exits cancels
 followed by one health probe, so a hung or vanished server (also an attached one) reads as
 `ServerUnresponsive` rather than as a request error. Either way the pool stops the server and the config's
 remaining tests fail at once with the same reason.
+
+An attached server is first compared with what its config declares (harness.serve.attach_check): a difference
+fails every test of the config, as a failed launch does.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from typing import Any
 
 from harness.client.http import Client, ClientOptions, RequestFailed
 from harness.config.spec import ServerSpec
+from harness.serve.attach_check import AttachCheck, compare_server
 from harness.serve.server import ServerLost, ServerUnresponsive
 
 WATCH_INTERVAL_S = 0.25  # how often a running eval checks its server's process is still there
@@ -63,6 +67,7 @@ class LiveServer:
     info: dict[str, Any]
     stack: contextlib.ExitStack | None = None
     settings: PoolSettings | None = None
+    attach_check: AttachCheck | None = None  # attached: what was compared with the config
     _reference: Client | None = None
 
     def run(self, coro):
@@ -268,6 +273,7 @@ class ServerPool:
         stack = contextlib.ExitStack()
         try:
             server = stack.enter_context(self.plan(spec).launch(self.settings))
+            attach_check = self._check_attached(spec, server)
             loop = asyncio.new_event_loop()
             client = Client(server.base_url, self.settings.client_options)
             stack.callback(loop.close)
@@ -284,7 +290,16 @@ class ServerPool:
             info=dict(server.info or {}),
             stack=stack,
             settings=self.settings,
+            attach_check=attach_check,
         )
+
+    def _check_attached(self, spec: ServerSpec, server) -> AttachCheck | None:
+        """Attached: the server must be what the config declares (`ServerMismatch` fails the config's tests)."""
+        if not self.plan(spec).attached:
+            return None
+        check = compare_server(spec, server.info, server.model_info)
+        check.raise_for_differences()
+        return check
 
     def mark_lost(self, spec: ServerSpec, exc: ServerLost) -> None:
         """Stop (and reap) the lost server; its config's remaining tests then fail at once with this reason."""

@@ -66,6 +66,14 @@ class ServerStartTimeout(ServerStartError):
     """Still not healthy when the engine's startup timeout ran out (the process was killed)."""
 
 
+class NothingAnswers(ServerStartError):
+    """Attach: the URL refuses connections (or its host has no address); `detail` is the line without the id."""
+
+    def __init__(self, spec_id: str, detail: str):
+        super().__init__(f"{spec_id}: {detail}")
+        self.detail = detail
+
+
 class ServerLost(HarnessError):
     """The server stopped serving while in use: its process exited, or it stopped answering.
 
@@ -115,6 +123,11 @@ _CAUSE_RE = re.compile(
 )
 
 
+def _refused(probe_answer: str) -> bool:
+    """A probe that found no listener, or no such host: not a server that is slow to start."""
+    return probe_answer.startswith(("ConnectionRefusedError", "gaierror"))
+
+
 def likely_cause(log_text: str) -> str | None:
     """The last log line naming an error (`torch.OutOfMemoryError: CUDA out of memory. Tried to ...`), or None."""
     for line in reversed(log_text.splitlines()):
@@ -133,6 +146,10 @@ class LifecycleOptions:
     probe_timeout: float = 5.0  # per health request, as sglang's own test helper uses
     port_free_timeout: float = 10.0
     tail_lines: int = 50
+    # Attach: how long a refused connection is retried (a server restarting on its port) before "nothing answers".
+    # One attaches to a server that is up: a refusal means nothing listens there, not a slow start (an SGLang still
+    # loading its weights refuses too; wait for its /health before attaching). Timeouts and 503s are still waited out.
+    refused_grace: float = 3.0
 
 
 class Server:
@@ -247,6 +264,13 @@ class Server:
                 )
             remaining = deadline - time.monotonic()
             status, last = probe(url, min(self.options.probe_timeout, max(remaining, 0.1)))
+            refused_for = time.monotonic() - started if self.attached and _refused(last) else None
+            if refused_for is not None and (refused_for >= self.options.refused_grace or last.startswith("gaierror")):
+                raise NothingAnswers(
+                    self.spec.id,
+                    f"nothing answers at {self.base_url} ({last}): is the server running there? "
+                    "Check --harness-base-url (or HARNESS_BASE_URL)",
+                )
             if status == 200 and self._answered_by_us():
                 return
             if status == 200:  # someone else holds the port (free_port raced another launch): not our server

@@ -271,9 +271,26 @@ def _run(cmd: list[str], timeout_s: float, env: dict | None = None) -> dict:
     }
 
 
-if __name__ == "__main__":  # python -m harness.evals.perf.bench_serving SAMPLES.jsonl ...
+def main(argv: list[str] | None = None) -> int:
+    """`python -m harness.evals.perf.bench_serving SAMPLES.jsonl ...`: each run's side-by-side lines, today's rule."""
+    import argparse
+
     from harness.evals.perf.side_by_side import rejudge
 
-    for path in sys.argv[1:]:
+    parser = argparse.ArgumentParser(
+        prog="python -m harness.evals.perf.bench_serving",
+        description="Judge again the harness-vs-bench_serving comparison of finished serving_perf runs.",
+    )
+    parser.add_argument(
+        "samples", nargs="+", help="a run's samples/serving_perf__<model>__<config>.jsonl (one row per repeat and tool)"
+    )
+    for path in parser.parse_args(argv).samples:
+        if not Path(path).is_file():
+            parser.error(f"{path}: no such file (a run's samples/serving_perf__<model>__<config>.jsonl)")
         print(path)
         print("\n".join(rejudge(Path(path))))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
