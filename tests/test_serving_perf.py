@@ -5,12 +5,14 @@ schedule, and logs when it really wrote each chunk (on the monotonic clock the c
 truth is known per request: TTFT from the client's send to the server's first write, ITL per token from the
 server's writes, TPOT from its first to its last. Each metric the client measured must be within 2 % of that
 truth (+0.5 ms for the loopback): what is left is the client's own error, whatever else loads the machine. The
-shape must hold as well (TTFT about 50 ms, mean ITL 10 ms). Before the server logged its writes, the schedule
-served as the truth, and the server's own event loop (16 writes falling due at once, taken in turn) showed as
-3.5-7 ms of "client error" in TTFT and a median ITL 3-5 % high, depending on the machine's load. Multi-token
-chunks pool ITL per token, an empty first chunk is not the first token, a textless last chunk changes nothing, a
-stalled stream and a wrong token count are errors before any timing. Keep-alive connections and one per request
-are told apart by the client ports the server logs; per-request timings keep the order sent.
+shape is checked from below only (no chunk comes before its schedule: TTFT over 50 ms, the last token after
+50 + 63 x 10 ms); an upper bound would time the machine's other work (issue 35: CI beside CPU-bound jobs).
+Before the server logged its writes, the schedule served as the truth, and the server's own event loop (16 writes
+falling due at once, taken in turn) showed as 3.5-7 ms of "client error" in TTFT and a median ITL 3-5 % high,
+depending on the machine's load. Multi-token chunks pool ITL per token, an empty first chunk is not the first token,
+a textless last chunk changes nothing, a stalled stream and a wrong token count are errors before any timing.
+Keep-alive connections and one per request are told apart by the client ports the server logs; per-request timings
+keep the order sent.
 
 Real pytest runs of the suite: test_serving_perf_runs.py; bench_serving beside the harness:
 test_serving_perf_bench_serving.py; workload and suite options: test_serving_perf_options.py.
@@ -95,13 +97,13 @@ def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
     verify(timings, "timed")
     assert m["completed"] == 16 and m["failed"] == 0
     assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
-    # and the server kept its schedule closely enough for the shape to hold: TTFT about 50 ms, ITL 10 ms
-    assert 49 < m["median_ttft_ms"] < 60 and near(m["mean_itl_ms"], 10), m
+    # and the shape holds from below: nothing before its schedule (the first token at 50 ms, the 64th at 680 ms)
+    assert m["median_ttft_ms"] > 49 and m["median_e2e_latency_ms"] > 49 + 63 * 10, m
     assert near(m["output_throughput"], 16 * 64 / m["duration_s"]) and near(
         m["input_throughput"], 16 * 8 / m["duration_s"]
     )
     assert near(m["concurrency"], 16 * m["mean_e2e_latency_ms"] / 1000 / m["duration_s"])
-    assert 15.0 < m["concurrency"] <= 16.0  # all 16 in flight for nearly the whole run
+    assert 12.0 < m["concurrency"] <= 16.0  # all 16 in flight together, not one after another
     assert load.cpu_per_wall < 0.9
 
 
@@ -126,7 +128,7 @@ def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
     m = summarize(timings, duration)
     assert m["completed"] == 32 and load.cpu_per_wall < 0.9
     assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
-    assert 30.0 < m["concurrency"] <= 32.0  # both workers' streams in flight together
+    assert 24.0 < m["concurrency"] <= 32.0  # both workers' streams in flight together
 
 
 def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft(tmp_path):
@@ -136,7 +138,7 @@ def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft
         timings, m, _ = measure(url)
     assert all(len(t.itl) == 60 for t in timings)  # 64 tokens: the first chunk brought 4, 15 more chunks of 4
     assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
-    assert 79 < m["median_ttft_ms"] < 90 and near(m["mean_itl_ms"], 10), m  # the first chunk: TTFT + 3 ITL
+    assert m["median_ttft_ms"] > 79, m  # the first chunk of 4 tokens: no earlier than TTFT + 3 ITL
 
 
 def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path):
@@ -169,7 +171,8 @@ def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_co
     verify(timings, "timed")
     assert all(t.tokens_before_text == 5 and len(t.itl) == 58 for t in timings)  # tokens 7..64 add ITL
     assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))  # the truth's first send is the first text
-    assert 89 < m["median_ttft_ms"] < 100 and 39 < m["median_first_token_ms"] < 50, m  # 40 + 5 x 10 ms, and 40 ms
+    assert m["median_ttft_ms"] > 89 and m["median_first_token_ms"] > 39, m  # 40 + 5 x 10 ms, and 40 ms at the earliest
+    assert all(t.first_token < t.ttft for t in timings)
     assert (m["text_late_requests"], m["max_tokens_before_text"]) == (4, 5)
     assert matches(
         "4 of 4 requests streamed up to 5 tokens before any text: their TTFT (bench_serving's, to the first "
