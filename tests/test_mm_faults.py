@@ -4,7 +4,8 @@ The HF engine serves a tiny random Qwen3-VL; the harness attaches to it through 
 and `mmmu_parity` compares it with a second HF engine the harness starts itself on the same weights. A proxy
 that drops an image or reverses the images of a chat changes what the model sees, so the answers under test
 part from the reference's: the verdict fails and prints the first disagreeing questions. A clean proxy passes.
-(A cache keyed by text alone: tests/test_mm_suites.py; accuracy lost on the trained canary VLM: its own tests.)
+(A cache keyed by text alone: tests/test_mm_suites.py; accuracy lost on the trained canary VLM:
+tests/test_mm_canary.py.)
 """
 
 from __future__ import annotations

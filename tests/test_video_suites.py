@@ -14,7 +14,7 @@ from __future__ import annotations
 import shutil
 
 import pytest
-from inner_run_support import assert_clean, fault_proxy, run_inner
+from inner_run_support import assert_clean, fault_proxy, matches, run_inner
 
 from harness.config.spec import ServerSpec
 from harness.serve.engines import get_engine
@@ -47,7 +47,7 @@ REFERENCES = {
         "  video_mme_parity:\n    vlm:\n      - {metric: answer_agreement, min: 1.0, provenance: fp32 twice}\n"
     ),
     "video_mme_modes": (
-        "  video_mme_modes:\n    vlm:\n      - {metric: answer_agreement, min: 0.0, provenance: recorded}\n"
+        "  video_mme_modes:\n    vlm:\n      - {metric: answer_agreement, min: 1.0, provenance: same answers}\n"
     ),
 }
 
@@ -153,14 +153,28 @@ def test_a_missing_video_is_an_error_row_naming_the_file(tmp_path, engine):
     assert_clean(run)
 
 
-def test_video_url_through_the_hf_engine_is_answered_and_compared_with_frames(tmp_path, engine):
+@pytest.mark.parametrize("fault", ["none", "reorder-images"])
+def test_video_url_through_the_hf_engine_is_answered_and_compared_with_frames(tmp_path, engine, fault):
     """Both delivery modes on one server: the engine decodes the `video_url` itself (OpenCV, the model's own
-    sampling rule), every question gets an answer, and the two modes' answers are compared question by question."""
-    with fault_proxy(engine.base_url, "none") as url:
+    sampling rule), every question gets an answer, and the two modes' answers are compared question by question.
+    The canary answers all 6 the same both ways (2026-12-08), so the bound is 1.0; a proxy that reverses the frames
+    sent as images (the `video_url` part passes untouched) makes the modes part and the verdict fail."""
+    with fault_proxy(engine.base_url, fault) as url:
         run = run_inner(project(tmp_path, suites="video_mme_modes"), "--harness-base-url", url)
     row = run.rows()["video_mme_modes"]
+    line = next(x for x in run.output.splitlines() if x.startswith("video_mme_modes[vlm/cfg]: answer_agreement"))
+    if fault != "none":
+        assert row["verdict"] == "fail" and row["metrics"]["answer_agreement"] < 1.0, run.output[-3000:]
+        assert matches("video_mme_modes[vlm/cfg]: answer_agreement * < min 1.000 — *", line), line
+        assert_clean(run)
+        return
     assert row["verdict"] == "pass", run.output[-3000:]
-    assert row["n"] == 6 and 0.0 <= row["metrics"]["answer_agreement"] <= 1.0
+    assert row["n"] == 6 and row["metrics"]["answer_agreement"] == 1.0
+    assert line == (
+        "video_mme_modes[vlm/cfg]: answer_agreement 1.000 ≥ min 1.000 — thresholds.yaml "
+        "references.video_mme_modes.vlm[0]"
+    )
+    assert "video_mme_modes[vlm/cfg]: 0 of 6 answers differ" in run.output
     details = row["details"]
     assert details["client"] == {"requests": 12, "retries": 0, "failures": 0}
     assert details["video_url"]["sampling"] == "by the server (its video processor's defaults)"
