@@ -73,22 +73,29 @@ def test_every_record_leaves_valid_json_and_a_summary_row(tmp_path):
     assert "finished" in json.loads((tmp_path / "run" / "results.json").read_text())["run"]
 
 
-def test_git_sha_says_dirty_when_tracked_files_differ_from_head(tmp_path):
-    """A working tree copied to a GPU machine carried the session's first .git: the report must not claim it."""
+def test_git_state_is_the_projects_own_with_a_dirty_flag_or_unknown(tmp_path):
+    """A working tree copied to a GPU machine carried the session's first .git: the report must not claim it; a
+    tree copied into another repository must not report that repository's sha."""
+    import shutil
     import subprocess
 
-    from harness.report.results import _git_sha
+    from harness.report.run_info import git_state
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
 
+    assert git_state(tmp_path) == {"git_sha": "unknown", "git_dirty": None}  # no repository at all
     git("init", "-q")
+    assert git_state(tmp_path) == {"git_sha": "unknown", "git_dirty": None}  # a repository without a commit
     (tmp_path / "thresholds.yaml").write_text("models: {}\n")
     git("add", "thresholds.yaml")
     git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "one")
-    sha = _git_sha(tmp_path)
-    assert len(sha) == 40 and "+" not in sha
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert git_state(tmp_path) == {"git_sha": head, "git_dirty": False}
     (tmp_path / "untracked.txt").write_text("not part of the run's code\n")
-    assert _git_sha(tmp_path) == sha
+    assert git_state(tmp_path) == {"git_sha": head, "git_dirty": False}
     (tmp_path / "thresholds.yaml").write_text("models: {x: 1}\n")
-    assert _git_sha(tmp_path) == sha + "+dirty"
+    assert git_state(tmp_path) == {"git_sha": head, "git_dirty": True}
+    copy = tmp_path / "copies" / "project"
+    shutil.copytree(tmp_path, copy, ignore=shutil.ignore_patterns(".git", "copies"))
+    assert git_state(copy) == {"git_sha": "unknown", "git_dirty": None}  # inside tmp_path's repository, not its own

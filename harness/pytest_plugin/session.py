@@ -114,10 +114,12 @@ class HarnessSession:
 
     def _ensure_report(self) -> Report:
         if self._report is None:
+            from harness.pytest_plugin.run_options import run_options
             from harness.serve import process_group
             from harness.serve.gpus import detect_gpus
 
-            self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict())
+            options = run_options(self.config, self.thresholds_path)
+            self._report = Report(self.run_dir, self.root, gpu_info=detect_gpus().as_dict(), options=options)
             if self.family is not None:
                 self._report.data["run"]["error_control"] = {**self.family.record(), "line": self.family.describe()}
             self._unregister_signal = process_group.on_fatal_signal(self.on_fatal_signal)
@@ -193,6 +195,8 @@ class HarnessSession:
     def record_unjudged(self, nodeid: str, case: Case, outcome: str, reason: str) -> None:
         """After a test's last phase: a row for it unless the harness already wrote one (plugin hook)."""
         if self._report is not None and self._report.has_test(nodeid):
+            if outcome == "failed":  # failed after its row was written (e.g. recorded, then the test raised)
+                self._report.mark_failed(nodeid, reason)
             return
         if outcome == "failed":
             self.record_error(nodeid, case, reason)

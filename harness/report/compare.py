@@ -11,31 +11,39 @@ For every (suite, model/config) row present in both runs' results.json:
 - serving_perf: each gated metric's new median against the baseline's repeats, `worse` when it is beyond
   `perf_tolerance` of the baseline median in the bad direction *and* outside the baseline's own spread.
 - the rest: each metric the baseline's row judged; `worse` when a check that passed there fails now.
-`not comparable`, with the reason, when the questions, prompts or n differ, a side has no samples or errored:
-never a silent pass. `cross_config` holds a run's configs of one model to its `reference_config` the same way. The
-release verdict is `worse` if any row is worse; exit status 1 then, 2 when nothing is
-worse but a row is not comparable, 0 otherwise.
+`not comparable`, with the reason, when the questions, prompts or n differ, a side has no samples or errored, or
+the two runs were run differently (harness.report.run_info.series_of: a limited, smoke or no-reference run against
+a full one, another engine): never a silent pass. A row skipped in either run because the machine lacked the GPUs is
+`skipped` and the other rows are judged. A row that fails its own threshold in both runs is `still failing` (unless
+it is also worse): not the same as a passing row. `cross_config` holds a run's configs of one model to its
+`reference_config` the same way. The release verdict is `worse` if any row is worse, `still failing` if a row is;
+exit status 1 then, 2 when neither but a row is not comparable, 0 otherwise.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness.config.metrics import metric_info
 from harness.report.format import format_value
+from harness.report.opening import row_reason
+from harness.report.run_info import series_of
 from harness.verdict.statistics import mcnemar_two_sided
 
 SHOWN_BROKEN = 5
+# harness.serve.pool's skip of a config that needs more GPUs than the machine has (tests/test_compare_runs.py runs one)
+NO_GPUS = re.compile(r"needs \d+ GPU\(s\), \d+ available")
 
 
 @dataclass
 class RowComparison:
     suite: str
     case: str
-    verdict: str  # better | same | worse | not comparable
+    verdict: str  # better | same | worse | still failing | not comparable | skipped
     line: str
     details: dict[str, Any] = field(default_factory=dict)
 
@@ -44,6 +52,7 @@ class RowComparison:
 class Run:
     root: Path
     rows: dict[tuple[str, str], dict]
+    run: dict[str, Any] = field(default_factory=dict)  # results.json's run metadata: how it was run
 
     @classmethod
     def load(cls, root: str | Path) -> Run:
@@ -52,7 +61,7 @@ class Run:
         if not results.is_file():
             raise FileNotFoundError(f"{root}: no results.json (give a run directory, reports/<run-id>/)")
         data = json.loads(results.read_text())
-        return cls(root, {(row["suite"], row["case"]): row for row in data.get("tests", [])})
+        return cls(root, {(row["suite"], row["case"]): row for row in data.get("tests", [])}, data.get("run") or {})
 
     def samples(self, suite: str, case: str) -> list[dict] | None:
         path = self.root / "samples" / f"{suite}__{case.replace('/', '__')}.jsonl"
@@ -63,17 +72,54 @@ class Run:
 
 def compare_runs(base: Run, new: Run, alpha: float = 0.05, perf_tolerance: float = 0.1) -> list[RowComparison]:
     out = []
+    differently = run_differently(base, new)
     for key in sorted(base.rows.keys() | new.rows.keys()):
         suite, case = key
         if key not in base.rows or key not in new.rows:
             where = "the baseline" if key not in base.rows else "this run"
             out.append(RowComparison(suite, case, "not comparable", f"{suite}[{case}]: not comparable: not in {where}"))
             continue
-        out.append(compare_row(base, new, key, alpha, perf_tolerance))
+        skipped = _skipped_for_gpus(base.rows[key], new.rows[key])
+        if skipped:
+            out.append(RowComparison(suite, case, "skipped", f"{suite}[{case}]: skipped: {skipped}"))
+        elif differently:
+            out.append(_not_comparable(suite, case, differently))
+        else:
+            out.append(compare_row(base, new, key, alpha, perf_tolerance))
     return out
 
 
+def run_differently(base: Run, new: Run) -> str | None:
+    """Why two runs' numbers are not the same kind of measurement (a limited or smoke run against a full one,
+    another engine), or None; a run recorded before runs kept their options is taken as it is."""
+    was, now = series_of(base.run, with_limit=False), series_of(new.run, with_limit=False)
+    if was is None or now is None or was == now:
+        return None
+    return f"the runs were run differently (the baseline: {was or 'full'}; this run: {now or 'full'})"
+
+
+def _skipped_for_gpus(old_row: dict, new_row: dict) -> str | None:
+    for name, row in (("the baseline", old_row), ("this run", new_row)):
+        if row.get("verdict") == "skipped" and NO_GPUS.search(str(row.get("skipped") or "")):
+            return f"{name}: {row['skipped']}"
+    return None
+
+
 def compare_row(base: Run, new: Run, key: tuple[str, str], alpha: float, perf_tolerance: float) -> RowComparison:
+    """The row of `key` in both runs compared; `still failing` when it fails its own threshold in both (unless the
+    comparison finds it worse)."""
+    suite, case = key
+    old_row, new_row = base.rows[key], new.rows[key]
+    compared = _compare_measured(base, new, key, alpha, perf_tolerance)
+    if old_row.get("verdict") == new_row.get("verdict") == "fail" and compared.verdict != "worse":
+        prefix = f"{suite}[{case}]: "
+        against = compared.line.removeprefix(prefix)
+        compared.line = f"{prefix}still failing: {row_reason(new_row)} (as in the baseline; {against})"
+        compared.verdict = "still failing"
+    return compared
+
+
+def _compare_measured(base: Run, new: Run, key: tuple[str, str], alpha: float, perf_tolerance: float):
     suite, case = key
     old_row, new_row = base.rows[key], new.rows[key]
     for name, row in (("the baseline", old_row), ("this run", new_row)):
@@ -231,11 +277,15 @@ def _same_answer(a: dict, b: dict) -> bool:
 
 
 def release_verdict(rows: list[RowComparison]) -> tuple[str, int]:
-    """The release line and the exit status: 1 when a row is worse, 2 when none is but one is not comparable."""
+    """The release line and the exit status: 1 when a row is worse or still failing, 2 when none is but one is not
+    comparable; skipped rows are counted, and judge nothing."""
     counts = {v: sum(r.verdict == v for r in rows) for v in ("worse", "not comparable", "better", "same")}
-    summary = ", ".join(f"{n} {v}" for v, n in counts.items())
+    extra = {v: sum(r.verdict == v for r in rows) for v in ("still failing", "skipped")}
+    summary = ", ".join(f"{n} {v}" for v, n in [*counts.items(), *((v, n) for v, n in extra.items() if n)])
     if counts["worse"]:
         return f"release: worse ({summary})", 1
+    if extra["still failing"]:
+        return f"release: still failing ({summary})", 1
     if counts["not comparable"]:
         return f"release: not comparable ({summary})", 2
     return f"release: not worse ({summary})", 0

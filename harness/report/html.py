@@ -3,12 +3,13 @@
     python -m harness report RUN_DIR [--history reports/history.sqlite]    (re-render a finished run)
 
 Read from the run directory only (results.json, samples/*.jsonl, agreement.json, comparison.json) and the history
-store: the verdict table, the cross-config agreement and baseline comparison, per-suite details, the first failing
-samples with the model's output, and plots where a person would rather look than read: each judged metric over the
-history, the per-prompt KL of the cache suites, the latency percentiles of serving_perf. Plots are matplotlib SVG
-inlined in the page (no script, no external resource, so the file opens anywhere, also offline); without
-matplotlib (the `report` extra; the GPU image lacks it) the page says so and carries the rest. Every string from
-a run, model output above all, goes through `html.escape`.
+store: the run's verdict first (counts, the failing and erroring tests with their reasons: harness.report.opening),
+how the run was run (harness.report.run_info), one row per test, the table of checks, the cross-config agreement and
+baseline comparison, per-suite details, the first failing samples with the model's output, and plots where a person
+would rather look than read: each judged metric over the history, the per-prompt KL of the cache suites, the latency
+percentiles of serving_perf. Plots are matplotlib SVG inlined in the page (no script, no external resource, so the
+file opens anywhere, also offline); without matplotlib (the `report` extra; the GPU image lacks it) the page says so
+and carries the rest. Every string from a run, model output above all, goes through `html.escape`.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from __future__ import annotations
 import html
 import io
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 from harness.report.format import bound_text, check_verdict, format_value
+from harness.report.opening import VERDICTS, row_id, row_reason, run_verdict, shown_verdict
+from harness.report.run_info import describe, git_text
 
 FAILING_SAMPLES = 10  # per samples file
 OUTPUT_FIELDS = ("output", "test_output", "response", "resps")
@@ -29,7 +31,10 @@ body{font:14px/1.45 system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 8px;text-align:left;vertical-align:top}
 th{background:#f3f3f3}tr.fail td.verdict,tr.error td.verdict{background:#fbe3e3;font-weight:600}
-tr.pass td.verdict{background:#e5f5e5}tr.skipped td.verdict,tr.recorded td.verdict{background:#f1f1f1}
+#run-verdict{font-size:1.2em;padding:6px 10px;border-left:6px solid #888}#run-verdict.FAIL{border-color:#d22}
+#run-verdict.PASS{border-color:#2a2}
+tr.pass td.verdict{background:#e5f5e5}tr.worse td.verdict,tr.still-failing td.verdict{background:#fbe3e3}
+tr.skipped td.verdict,tr.recorded td.verdict{background:#f1f1f1}
 pre{white-space:pre-wrap;background:#f8f8f8;padding:6px;margin:0;max-height:18em;overflow:auto}
 figure{margin:1em 0}figure svg{max-width:100%;height:auto}.muted{color:#777}
 """
@@ -55,14 +60,14 @@ def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
         f"<title>Validation run {e(str(run.get('run_id')))}</title>",
         f"<style>{STYLE}</style></head><body>",
         f"<h1>Validation run {e(str(run.get('run_id')))}</h1>",
-        f"<p>harness {e(str(run.get('harness_version')))}, git {e(str(run.get('git_sha'))[:12])}, started "
+        *_opening(data),
+        f"<p>harness {e(str(run.get('harness_version')))}, git {e(git_text(run))}, started "
         f"{e(str(run.get('started')))}, GPUs {e(', '.join((run.get('gpus') or {}).get('names') or []) or 'none')}</p>",
+        f"<p id=run-options>{e(describe(run))}</p>",
     ]
-    if run.get("error"):
-        parts.append(f"<p><b>The run did not start:</b> {e(run['error'])}</p>")
     if run.get("error_control"):
         parts.append(f"<p>{e(run['error_control']['line'])}</p>")
-    parts += _servers(data.get("servers", {})) + _verdicts(data.get("tests", []))
+    parts += _servers(data.get("servers", {})) + _tests(data.get("tests", [])) + _verdicts(data.get("tests", []))
     for name, title in (("agreement.json", "Cross-config agreement"), ("comparison.json", "Against the baseline")):
         if (run_dir / name).is_file():
             parts += _comparison(json.loads((run_dir / name).read_text()), title)
@@ -71,6 +76,36 @@ def render(data: dict, run_dir: Path, history_db: Path | None) -> str:
     parts += _details(data.get("tests", []))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _opening(data: dict) -> list[str]:
+    """The run's verdict, then each failing and erroring test with its reason: what a reader must see first."""
+    e, verdict = html.escape, run_verdict(data)
+    out = [f"<p id=run-verdict class={e(verdict.word.replace(' ', '-'))}><b>{e(verdict.line)}</b></p>"]
+    if verdict.did_not_start:
+        out.append(f"<p><b>The run did not start:</b> {e(verdict.did_not_start)}</p>")
+    if verdict.first:
+        items = "".join(
+            f"<li class={e(t['verdict'])}><b>{e(shown_verdict(t))}</b> <code>{e(row_id(t))}</code>: "
+            f"{e(row_reason(t))}</li>"
+            for t in verdict.first
+        )
+        out.append(f"<ul id=run-first>{items}</ul>")
+    return out
+
+
+def _tests(tests: list[dict]) -> list[str]:
+    """One row per test, failing and erroring first: its verdict and the reason for it."""
+    if not tests:
+        return []
+    ordered = sorted(tests, key=lambda t: VERDICTS.index(t["verdict"]) if t.get("verdict") in VERDICTS[:2] else 2)
+    rows = "".join(
+        f"<tr class={html.escape(str(t.get('verdict')))} data-test={html.escape(t.get('nodeid', ''), quote=True)}>"
+        f"<td>{html.escape(row_id(t))}</td><td class=verdict>{html.escape(shown_verdict(t))}</td>"
+        f"<td>{html.escape(row_reason(t))}</td></tr>"
+        for t in ordered
+    )
+    return ["<h2>Tests</h2><table id=tests><tr><th>test</th><th>verdict</th><th>reason</th></tr>", rows, "</table>"]
 
 
 def _servers(servers: dict) -> list[str]:
@@ -93,6 +128,8 @@ def _verdicts(tests: list[dict]) -> list[str]:
         checks = test.get("checks") or [{}]
         for check in checks:
             message = check.get("message") or test.get("error") or test.get("skipped") or ""
+            if not message and check.get("passed") is False:  # a failed check without its own message
+                message = row_reason(test)
             shown = (
                 check_verdict(test, check).split(":")[0].lower()
                 if check and verdict not in ("skipped", "error")
@@ -110,7 +147,7 @@ def _verdicts(tests: list[dict]) -> list[str]:
     counts = {v: sum(t.get("verdict") == v for t in tests) for v in ("pass", "fail", "error", "skipped", "recorded")}
     summary = ", ".join(f"{n} {v}" for v, n in counts.items() if n)
     return [
-        f"<h2>Verdicts</h2><p>{html.escape(summary) or 'no tests'}</p>",
+        f"<h2>Checks</h2><p>{html.escape(summary) or 'no tests'}</p>",
         "<table id=verdicts><tr><th>case</th><th>suite</th><th>metric</th><th>observed</th><th>bound</th>"
         "<th>verdict</th><th>message</th></tr>",
         *rows,
@@ -120,7 +157,7 @@ def _verdicts(tests: list[dict]) -> list[str]:
 
 def _comparison(record: dict, title: str) -> list[str]:
     rows = "".join(
-        f"<tr class={html.escape(str(r.get('verdict')))}><td>{html.escape(str(r.get('case')))}</td>"
+        f"<tr class={html.escape(str(r.get('verdict')).replace(' ', '-'))}><td>{html.escape(str(r.get('case')))}</td>"
         f"<td>{html.escape(str(r.get('suite')))}</td><td class=verdict>{html.escape(str(r.get('verdict')))}</td>"
         f"<td>{html.escape(str(r.get('line')))}</td></tr>"
         for r in record.get("rows", [])
@@ -208,9 +245,13 @@ def _svg(plt, fig) -> str:
 def _history_figure(plt, history_db: Path | None) -> str | None:
     if not history_db or not Path(history_db).is_file():
         return None
-    with sqlite3.connect(history_db) as conn:
+    from harness.report.history import UNRECORDED, open_history
+
+    with open_history(history_db) as conn:  # one series per way of running (harness.report.history)
         rows = conn.execute(
-            "SELECT r.model || '/' || r.config || ' ' || r.suite || ' ' || r.metric, runs.started, r.value, r.passed "
+            "SELECT r.model || '/' || r.config || ' ' || r.suite || ' ' || r.metric || "
+            f"CASE COALESCE(runs.series, '{UNRECORDED}') WHEN '' THEN '' "
+            f"ELSE ' [' || COALESCE(runs.series, '{UNRECORDED}') || ']' END, runs.started, r.value, r.passed "
             "FROM results r JOIN runs USING (run_id) WHERE r.passed IS NOT NULL ORDER BY runs.started"
         ).fetchall()
     series: dict[str, list[tuple[str, float, int]]] = {}

@@ -1,10 +1,13 @@
 """Reports under `reports/<run-id>/`, written as results arrive so an interrupted run still leaves valid files.
 
-- `results.json`: run metadata (harness and engine versions, git sha, GPUs, each server's command) and one
-  entry per test (metrics, reference, floor, θ, verdict). Rewritten atomically after every test.
+- `results.json`: run metadata (harness and engine versions, the project's git sha and dirty flag, GPUs, each
+  server's command, the run's options and kind: harness.report.run_info) and one entry per test (metrics,
+  reference, floor, θ, verdict). Rewritten atomically after every test.
 - `samples/<suite>__<model>__<config>.jsonl`: per-sample records, appended and flushed one line at a time.
-- `summary.md`: model | config | suite | metric | observed | bound (≥ floor, ≤ ceiling) | verdict; also appended to
-  `$GITHUB_STEP_SUMMARY` at the end of the session when that variable is set.
+- `summary.md`: opens with the run's verdict (counts, the failing and erroring tests first with their reasons:
+  harness.report.opening), then one row per test (verdict, reason), then model | config | suite | metric |
+  observed | bound (≥ floor, ≤ ceiling) | verdict per check; also appended to `$GITHUB_STEP_SUMMARY` at the end
+  of the session when that variable is set.
 Secrets never reach these files: environment values are not recorded, and commands are scrubbed.
 """
 
@@ -13,7 +16,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import platform
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,21 +23,9 @@ import orjson
 
 from harness import __version__
 from harness.report.format import bound_text, cell, check_verdict, format_value
+from harness.report.opening import opening_markdown, tests_table
+from harness.report.run_info import describe, git_state, git_text, run_kind
 from harness.serve.secrets import scrub, scrub_command
-
-
-def _git_sha(cwd: Path) -> str | None:
-    """HEAD, with "+dirty" when tracked files differ from it: a tree copied to a GPU machine keeps a stale .git,
-    and a report must not claim a commit it did not run."""
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=5, check=True).stdout
-
-    try:
-        sha = git("rev-parse", "HEAD").strip()
-        return sha + ("+dirty" if git("status", "--porcelain", "--untracked-files=no").strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return None
 
 
 def _library_versions() -> dict[str, str | None]:
@@ -52,7 +42,9 @@ def new_run_id() -> str:
 class Report:
     """Collects what one pytest session measured; every mutation is persisted before it returns."""
 
-    def __init__(self, run_dir: Path, root: Path, gpu_info: dict | None = None):
+    def __init__(self, run_dir: Path, root: Path, gpu_info: dict | None = None, options: dict | None = None):
+        """`root`: the project root (its own git repository gives the sha); `options`: how the run was run
+        (harness.pytest_plugin.run_options), recorded with the kind they make."""
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         (self.run_dir / "samples").mkdir(exist_ok=True)
@@ -61,7 +53,9 @@ class Report:
                 "run_id": self.run_dir.name,
                 "started": _dt.datetime.now().isoformat(timespec="seconds"),
                 "harness_version": __version__,
-                "git_sha": _git_sha(root),
+                **git_state(root),
+                "kind": run_kind(options or {}),
+                "options": options or {},
                 "python": platform.python_version(),
                 "host": platform.node(),
                 "gpus": gpu_info or {},
@@ -71,6 +65,7 @@ class Report:
             "tests": [],
         }
         self._sample_files: dict[str, Any] = {}
+        self._step_summary_written = False
         self._flush()
 
     @property
@@ -105,6 +100,16 @@ class Report:
         self.data["run"]["error"] = scrub(message)
         self._flush()
 
+    def mark_failed(self, nodeid: str, reason: str) -> None:
+        """The row of a test that failed after its verdict was recorded: `fail`, the failure first among its
+        reasons, so the row agrees with pytest's outcome."""
+        for test in self.data["tests"]:
+            if test.get("nodeid") == nodeid and test.get("verdict") not in ("fail", "error"):
+                test["failures"] = [scrub(reason.strip() or "failed"), *(test.get("failures") or [])]
+                test["recorded_only"] = test.get("verdict") == "recorded"  # its checks stay unjudged
+                test["verdict"] = "fail"
+        self._flush()
+
     def has_test(self, nodeid: str) -> bool:
         return any(test.get("nodeid") == nodeid for test in self.data["tests"])
 
@@ -115,8 +120,9 @@ class Report:
         self.data["run"]["finished"] = _dt.datetime.now().isoformat(timespec="seconds")
         self._flush()
         step_summary = os.environ.get("GITHUB_STEP_SUMMARY")
-        if step_summary:
-            with open(step_summary, "a", encoding="utf-8") as handle:
+        if step_summary and not self._step_summary_written:  # once, also when a signal closed the report first
+            self._step_summary_written = True
+            with open(step_summary, "a", encoding="utf-8") as handle:  # opens with the verdict block of summary.md
                 handle.write(self.summary_markdown() + "\n")
 
     def _flush(self) -> None:
@@ -128,7 +134,12 @@ class Report:
         lines = [
             f"# Validation run {run['run_id']}",
             "",
-            f"harness {run['harness_version']}, git {str(run.get('git_sha'))[:12]}, started {run['started']}",
+            *opening_markdown(self.data),
+            f"harness {run['harness_version']}, git {git_text(run)}, started {run['started']}",
+            "",
+            describe(run),
+            "",
+            *tests_table(self.data["tests"]),
             "",
         ]
         for case_id, server in self.data["servers"].items():
@@ -136,8 +147,6 @@ class Report:
             lines.append(f"- `{case_id}`: {server.get('engine', '?')} {server.get('version', '')} — `{command}`")
         if run.get("error_control"):
             lines += ["", run["error_control"]["line"]]
-        if run.get("error"):
-            lines += [f"**The run did not start:** {cell(run['error'])}", ""]
         lines += [
             "",
             "| model | config | suite | metric | observed | bound | verdict |",

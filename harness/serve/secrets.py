@@ -28,3 +28,24 @@ def scrub_command(command: list[str]) -> list[str]:
         else:
             out.append(scrub(arg))
     return out
+
+
+def scrub_url(url: str) -> str:
+    """A URL as a report may show it: a password in it (`http://user:pw@host`) and the value of a secret-named
+    query parameter (`?api_key=...`, `?token=...`) masked, token-like values masked anywhere."""
+    from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            user, _, host = netloc.rpartition("@")
+            netloc = f"{user.partition(':')[0]}:***@{host}" if ":" in user else f"***@{host}"
+        query = [
+            (key, "***" if _SECRET_FLAG_RE.match("--" + key) else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ]
+        url = urlunsplit((parts.scheme, netloc, parts.path, urlencode(query, safe="*"), parts.fragment))
+    except ValueError:  # not a URL at all (a usage error elsewhere): mask what looks like a token
+        pass
+    return scrub(url)
