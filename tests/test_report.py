@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from harness.report.results import Report
 from harness.serve.secrets import scrub_command
 
@@ -99,3 +101,19 @@ def test_git_state_is_the_projects_own_with_a_dirty_flag_or_unknown(tmp_path):
     copy = tmp_path / "copies" / "project"
     shutil.copytree(tmp_path, copy, ignore=shutil.ignore_patterns(".git", "copies"))
     assert git_state(copy) == {"git_sha": "unknown", "git_dirty": None}  # inside tmp_path's repository, not its own
+
+
+def test_a_password_in_the_base_url_never_reaches_an_error_message(tmp_path):
+    """Attaching to a URL with a password: the error names the URL with the password masked."""
+    from harness.config.spec import ServerSpec
+    from harness.serve.engines.attach import AttachEngine
+    from harness.serve.process_group import free_port
+    from harness.serve.server import LifecycleOptions, Server, ServerStartError
+
+    url = f"http://user:hunter2@127.0.0.1:{free_port()}"
+    spec = ServerSpec("remote", "x", "", engine="attach", startup_timeout=5.0)
+    options = LifecycleOptions(poll_interval=0.05)
+    with pytest.raises(ServerStartError) as caught:
+        Server(spec, AttachEngine(), log_dir=tmp_path, base_url=url, options=options).start()
+    assert "hunter2" not in str(caught.value)
+    assert "user:***@127.0.0.1" in str(caught.value)

@@ -46,7 +46,7 @@ from harness.serve.process_group import (
     terminate_group,
     wait_port_free,
 )
-from harness.serve.secrets import scrub, scrub_command
+from harness.serve.secrets import scrub, scrub_command, scrub_url
 from harness.serve.server_io import get_first_json, masked_env, normalise_url, probe, read_tail, unused_log_path
 
 # Exit statuses that mean "stopped because we asked": SIGTERM/SIGKILL, directly or via a shell wrapper.
@@ -268,7 +268,7 @@ class Server:
             if refused_for is not None and (refused_for >= self.options.refused_grace or last.startswith("gaierror")):
                 raise NothingAnswers(
                     self.spec.id,
-                    f"nothing answers at {self.base_url} ({last}): is the server running there? "
+                    f"nothing answers at {scrub_url(self.base_url)} ({last}): is the server running there? "
                     "Check --harness-base-url (or HARNESS_BASE_URL)",
                 )
             if status == 200 and self._answered_by_us():
@@ -281,7 +281,7 @@ class Server:
             if time.monotonic() >= deadline:
                 what = "did not answer" if self.attached else "was killed: it did not become healthy"
                 raise ServerStartTimeout(
-                    self._failure(f"{what} at {url} within {timeout:g} s (last probe: {last})", started),
+                    self._failure(f"{what} at {scrub_url(url)} within {timeout:g} s (last probe: {last})", started),
                     log_tail=self.log_tail(),
                 )
             self._pause(min(self.options.poll_interval, max(deadline - time.monotonic(), 0)))
@@ -316,8 +316,8 @@ class Server:
         info = get_first_json(self.base_url, self.engine.server_info_paths, self.options.probe_timeout * 6)
         if info is None and self.engine.requires_server_info:
             raise ServerStartError(
-                f"{self.spec.id}: {self.base_url} is healthy but none of {', '.join(self.engine.server_info_paths)} "
-                "answered with JSON"
+                f"{self.spec.id}: {scrub_url(self.base_url)} is healthy but none of "
+                f"{', '.join(self.engine.server_info_paths)} answered with JSON"
             )
         self.info = info or {}
         self.model_info = get_first_json(self.base_url, self.engine.model_info_paths, self.options.probe_timeout) or {}
