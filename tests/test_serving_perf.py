@@ -4,7 +4,8 @@ The timed server answers every request with its first token after TTFT and one t
 schedule, and logs when it really wrote each chunk (on the monotonic clock the client stamps with too), so the
 truth is known per request: TTFT from the client's send to the server's first write, ITL per token from the
 server's writes, TPOT from its first to its last. Each metric the client measured must be within 2 % of that
-truth (+0.5 ms for the loopback): what is left is the client's own error, whatever else loads the machine. The
+truth (+0.5 ms for the loopback, + the worst lag the client's event loop measured in that run: on a busy machine
+the client reads a chunk late by at most that): what is left is the client's own error. The
 shape is checked from below only (no chunk comes before its schedule: TTFT over 50 ms, the last token after
 50 + 63 x 10 ms); an upper bound would time the machine's other work (issue 35: CI beside CPU-bound jobs).
 Before the server logged its writes, the schedule served as the truth, and the server's own event loop (16 writes
@@ -86,9 +87,12 @@ def near(observed: float, truth: float, slack: float = 0.0) -> bool:
     return abs(observed - truth) <= REL * truth + slack
 
 
-def assert_matches_truth(m: dict, true: dict) -> None:
+def assert_matches_truth(m: dict, true: dict, load) -> None:
+    """2 % (+0.5 ms for the loopback), plus the worst lag the client's own event loop reported in that run: a busy
+    machine delays when the client reads a chunk by at most that, and the client measures and reports it."""
+    slack = 0.5 + load.max_loop_lag_ms
     for key, value in true.items():
-        assert near(m[key], value, 0.5), (key, m[key], value)  # 2 % (+0.5 ms for the loopback)
+        assert near(m[key], value, slack), (key, m[key], value, f"slack {slack:.1f} ms")
 
 
 def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
@@ -96,7 +100,7 @@ def test_every_metric_is_within_2_percent_of_the_servers_truth(tmp_path):
         timings, m, load = measure(url)
     verify(timings, "timed")
     assert m["completed"] == 16 and m["failed"] == 0
-    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
+    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings), load)
     # and the shape holds from below: nothing before its schedule (the first token at 50 ms, the 64th at 680 ms)
     assert m["median_ttft_ms"] > 49 and m["median_e2e_latency_ms"] > 49 + 63 * 10, m
     assert near(m["output_throughput"], 16 * 64 / m["duration_s"]) and near(
@@ -127,7 +131,7 @@ def test_spread_over_processes_every_metric_is_still_within_2_percent(tmp_path):
     verify(timings, "spread")
     m = summarize(timings, duration)
     assert m["completed"] == 32 and load.cpu_per_wall < 0.9
-    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings))
+    assert_matches_truth(m, truth(tmp_path / "sends.jsonl", timings), load)
     assert 24.0 < m["concurrency"] <= 32.0  # both workers' streams in flight together
 
 
@@ -135,9 +139,9 @@ def test_multi_token_chunks_pool_itl_per_token_and_count_the_first_chunk_as_ttft
     with timed_server(
         "--ttft-ms", "50", "--itl-ms", "10", "--chunk-tokens", "4", "--log", str(tmp_path / "s.jsonl")
     ) as url:
-        timings, m, _ = measure(url)
+        timings, m, load = measure(url)
     assert all(len(t.itl) == 60 for t in timings)  # 64 tokens: the first chunk brought 4, 15 more chunks of 4
-    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings), load)
     assert m["median_ttft_ms"] > 79, m  # the first chunk of 4 tokens: no earlier than TTFT + 3 ITL
 
 
@@ -153,9 +157,9 @@ def test_an_empty_first_chunk_and_a_textless_last_chunk_change_nothing(tmp_path)
         str(tmp_path / "s.jsonl"),
     )
     with timed_server(*flags) as url:
-        timings, m, _ = measure(url, n=4)
+        timings, m, load = measure(url, n=4)
     verify(timings, "timed")
-    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings), load)
     assert all(t.output_len == 64 for t in timings)
 
 
@@ -167,10 +171,10 @@ def test_tokens_before_any_text_delay_ttft_as_bench_serving_counts_it_and_are_co
     with timed_server(
         "--ttft-ms", "40", "--itl-ms", "10", "--text-after", "5", "--log", str(tmp_path / "s.jsonl")
     ) as url:
-        timings, m, _ = measure(url, n=4)
+        timings, m, load = measure(url, n=4)
     verify(timings, "timed")
     assert all(t.tokens_before_text == 5 and len(t.itl) == 58 for t in timings)  # tokens 7..64 add ITL
-    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings))  # the truth's first send is the first text
+    assert_matches_truth(m, truth(tmp_path / "s.jsonl", timings), load)  # the truth's first send is the first text
     assert m["median_ttft_ms"] > 89 and m["median_first_token_ms"] > 39, m  # 40 + 5 x 10 ms, and 40 ms at the earliest
     assert all(t.first_token < t.ttft for t in timings)
     assert (m["text_late_requests"], m["max_tokens_before_text"]) == (4, 5)
